@@ -1,1 +1,16 @@
+//! What every Catalog binary shares at run time.
+//!
+//! # Layout
+//! - [`settings`]: the flags and environment variables all binaries read (database, logging).
+//! - [`database`]: the Postgres pool and the embedded schema migrations (one source of truth).
+//! - [`telemetry`]: `tracing` subscriber setup (`pretty` or `json`) and the Prometheus recorder.
+//! - [`operations`]: `/health`, `/ready` and `/metrics`, and the HTTP metrics middleware.
+//! - [`shutdown`]: the SIGTERM/SIGINT future every server and loop stops on.
+//!
+//! Nothing here knows about products, users or events: that belongs to `domain` and the services.
 
+pub mod database;
+pub mod operations;
+pub mod settings;
+pub mod shutdown;
+pub mod telemetry;

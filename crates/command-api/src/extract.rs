@@ -1,0 +1,143 @@
+//! Request extractors that turn malformed input into problem responses, never a 500.
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+use serde::de::DeserializeOwned;
+
+use crate::problem::ApiError;
+
+/// `axum::Json`, but every rejection (wrong content type, bad syntax, wrong shape, too large)
+/// becomes an [`ApiError`].
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::Json(value) = axum::Json::<T>::from_request(req, state).await?;
+        Ok(ApiJson(value))
+    }
+}
+
+/// The `If-Match` precondition as an aggregate version. `*` (or no header) means "any version".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfMatch {
+    Any,
+    Version(u64),
+    /// A tag that cannot be one of ours (not a quoted version): it can never match.
+    Unmatchable,
+}
+
+impl IfMatch {
+    pub fn expected_version(self) -> Result<Option<u64>, ApiError> {
+        match self {
+            IfMatch::Any => Ok(None),
+            IfMatch::Version(v) => Ok(Some(v)),
+            IfMatch::Unmatchable => Err(ApiError::PreconditionFailed { current: None }),
+        }
+    }
+
+    fn parse(value: &str) -> Self {
+        let value = value.trim();
+        if value == "*" {
+            return IfMatch::Any;
+        }
+        // If-Match uses the strong comparison (RFC 9110 §13.1.1): a weak tag never matches.
+        value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .and_then(|v| v.parse().ok())
+            .map_or(IfMatch::Unmatchable, IfMatch::Version)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(match parts.headers.get(header::IF_MATCH) {
+            None => IfMatch::Any,
+            Some(value) => value.to_str().map_or(IfMatch::Unmatchable, IfMatch::parse),
+        })
+    }
+}
+
+/// The strong entity tag of an aggregate version, as sent in `ETag`.
+pub fn etag(version: u64) -> String {
+    format!("\"{version}\"")
+}
+
+/// Who did what, recorded in every event's metadata.
+#[derive(Debug, Clone, Default)]
+pub struct RequestContext {
+    pub request_id: Option<String>,
+    pub traceparent: Option<String>,
+}
+
+impl RequestContext {
+    fn from_headers(headers: &HeaderMap) -> Self {
+        let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        Self { request_id: get("x-request-id"), traceparent: get("traceparent") }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self::from_headers(&parts.headers))
+    }
+}
+
+/// The optional `Idempotency-Key` header: 1 to 255 visible ASCII characters.
+pub struct IdempotencyKey(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let Some(value) = parts.headers.get("idempotency-key") else {
+            return Ok(IdempotencyKey(None));
+        };
+        let valid = value
+            .to_str()
+            .ok()
+            .filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()));
+        match valid {
+            Some(key) => Ok(IdempotencyKey(Some(key.to_owned()))),
+            None => Err(ApiError::BadRequest("Idempotency-Key must be 1 to 255 visible ASCII characters".into())),
+        }
+    }
+}
+
+/// The peer address of the connection, when the server was started with connect info.
+/// It is the direct peer: behind a proxy, that is the proxy.
+pub struct ClientAddr(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let addr = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
+        Ok(ClientAddr(addr.map(|info| info.0.ip())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IfMatch;
+
+    #[test]
+    fn if_match_accepts_quoted_versions_and_star_only() {
+        assert_eq!(IfMatch::parse("\"3\""), IfMatch::Version(3));
+        assert_eq!(IfMatch::parse("*"), IfMatch::Any);
+        assert_eq!(IfMatch::parse("W/\"3\""), IfMatch::Unmatchable);
+        assert_eq!(IfMatch::parse("3"), IfMatch::Unmatchable);
+        assert_eq!(IfMatch::parse("\"x\""), IfMatch::Unmatchable);
+    }
+}

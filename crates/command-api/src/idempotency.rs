@@ -1,0 +1,181 @@
+//! `Idempotency-Key` support for POST: a retry with the same key and body gets the first
+//! response back and appends nothing.
+//!
+//! The key is claimed in Postgres before the command runs (`INSERT ... ON CONFLICT DO NOTHING`),
+//! so of two concurrent requests with one key only one executes; the other is told the first is
+//! still in flight (409). A successful response is stored with the key; a failed command releases
+//! the key, because it appended nothing and the client may fix the request and retry.
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+
+use crate::problem::ApiError;
+
+/// A claim older than this with no response is taken to be from a crashed request.
+const ABANDONED_AFTER_SECS: i32 = 60;
+
+/// Response headers worth replaying.
+const REPLAYED_HEADERS: [&str; 3] = ["content-type", "location", "etag"];
+
+pub enum Claim {
+    /// This request owns the key: run the command, then [`complete`] or [`release`].
+    Owned(KeyScope),
+    /// The key was used before with the same body: here is the first response.
+    Replay(Response),
+}
+
+/// Which key, for whom, for what request.
+pub struct KeyScope {
+    scope: String,
+    key: String,
+}
+
+/// Fingerprint of the request body, in a canonical serialisation of the parsed request, so
+/// whitespace or key order do not make a retry look like a different request.
+pub fn fingerprint(request: &impl Serialize) -> Vec<u8> {
+    let canonical = serde_json::to_vec(request).unwrap_or_default();
+    Sha256::digest(canonical).to_vec()
+}
+
+/// Claims `key` within `scope` (route and principal) for a request with `hash`.
+pub async fn claim(pool: &PgPool, scope: &str, key: &str, hash: &[u8]) -> Result<Claim, ApiError> {
+    let owned = || Claim::Owned(KeyScope { scope: scope.to_owned(), key: key.to_owned() });
+    let inserted = sqlx::query(
+        "INSERT INTO idempotency_keys (scope, key, request_hash) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(scope)
+    .bind(key)
+    .bind(hash)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        return Ok(owned());
+    }
+    let row: Option<(Vec<u8>, Option<i16>, Option<serde_json::Value>, Option<Vec<u8>>, bool)> = sqlx::query_as(
+        "SELECT request_hash, status, headers, body, created_at < now() - make_interval(secs => $3)
+           FROM idempotency_keys WHERE scope = $1 AND key = $2",
+    )
+    .bind(scope)
+    .bind(key)
+    .bind(ABANDONED_AFTER_SECS)
+    .fetch_optional(pool)
+    .await?;
+    let Some((stored_hash, status, headers, body, abandoned)) = row else {
+        // Released between our insert and select: the first request failed; try once more.
+        return Box::pin(claim(pool, scope, key, hash)).await;
+    };
+    if stored_hash != hash {
+        return Err(ApiError::IdempotencyKeyReused);
+    }
+    match status {
+        Some(status) => Ok(Claim::Replay(replay(status, headers, body.unwrap_or_default()))),
+        None if abandoned && take_over(pool, scope, key).await? => Ok(owned()),
+        None => Err(ApiError::Conflict(
+            "a request with this Idempotency-Key is still being processed; retry shortly".into(),
+        )),
+    }
+}
+
+async fn take_over(pool: &PgPool, scope: &str, key: &str) -> Result<bool, ApiError> {
+    let taken = sqlx::query(
+        "UPDATE idempotency_keys SET created_at = now()
+          WHERE scope = $1 AND key = $2 AND status IS NULL AND created_at < now() - make_interval(secs => $3)",
+    )
+    .bind(scope)
+    .bind(key)
+    .bind(ABANDONED_AFTER_SECS)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(taken == 1)
+}
+
+fn replay(status: i16, headers: Option<serde_json::Value>, body: Vec<u8>) -> Response {
+    let status = StatusCode::from_u16(status as u16).unwrap_or(StatusCode::OK);
+    let mut response = (status, Body::from(body)).into_response();
+    if let Some(serde_json::Value::Object(stored)) = headers {
+        for (name, value) in stored {
+            if let (Ok(name), Some(Ok(value))) =
+                (HeaderName::try_from(name.as_str()), value.as_str().map(HeaderValue::from_str))
+            {
+                response.headers_mut().insert(name, value);
+            }
+        }
+    }
+    response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    response
+}
+
+impl KeyScope {
+    /// Stores a successful response for later retries. Errors are not stored: the key is released.
+    pub async fn finish(self, pool: &PgPool, response: Response) -> Result<Response, ApiError> {
+        if !response.status().is_success() {
+            self.release(pool).await;
+            return Ok(response);
+        }
+        let (parts, body) = response.into_parts();
+        let bytes = axum::body::to_bytes(body, usize::MAX).await.map_err(|e| ApiError::Internal(e.into()))?;
+        sqlx::query("UPDATE idempotency_keys SET status = $3, headers = $4, body = $5 WHERE scope = $1 AND key = $2")
+            .bind(&self.scope)
+            .bind(&self.key)
+            .bind(parts.status.as_u16() as i16)
+            .bind(headers_json(&parts.headers))
+            .bind(bytes.as_ref())
+            .execute(pool)
+            .await?;
+        Ok(Response::from_parts(parts, Body::from(bytes)))
+    }
+
+    /// Gives the key back after a failed command, so a corrected retry can run.
+    pub async fn release(self, pool: &PgPool) {
+        let result = sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND status IS NULL")
+            .bind(&self.scope)
+            .bind(&self.key)
+            .execute(pool)
+            .await;
+        if let Err(error) = result {
+            // The claim then expires after ABANDONED_AFTER_SECS.
+            tracing::warn!(%error, "could not release an idempotency key");
+        }
+    }
+}
+
+fn headers_json(headers: &HeaderMap) -> serde_json::Value {
+    let stored = REPLAYED_HEADERS
+        .iter()
+        .filter_map(|name| headers.get(*name).and_then(|v| v.to_str().ok()).map(|v| ((*name).to_owned(), v.into())))
+        .collect();
+    serde_json::Value::Object(stored)
+}
+
+/// Runs `handler` at most once per key: the whole protocol in one place for every POST route.
+pub async fn run_once<F, Fut>(
+    pool: &PgPool,
+    key: Option<&str>,
+    scope: &str,
+    hash: &[u8],
+    handler: F,
+) -> Result<Response, ApiError>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<Response, ApiError>>,
+{
+    let Some(key) = key else {
+        return handler().await;
+    };
+    match claim(pool, scope, key, hash).await? {
+        Claim::Replay(response) => Ok(response),
+        Claim::Owned(owned) => match handler().await {
+            Ok(response) => owned.finish(pool, response).await,
+            Err(error) => {
+                owned.release(pool).await;
+                Err(error)
+            }
+        },
+    }
+}

@@ -1,0 +1,166 @@
+//! Every error response the API sends, as `application/problem+json` (RFC 9457).
+//!
+//! Error policy: handlers return [`ApiError`]; anything that becomes a response is a typed
+//! variant here. Unexpected failures (`Internal`) are logged once, here, with their cause, and the
+//! client only sees a generic sentence. Database unavailability is a 503 with `Retry-After`,
+//! never a 500: the client did nothing wrong and should try again.
+
+use axum::extract::rejection::JsonRejection;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use domain::{FieldViolation, Violations};
+use serde::Serialize;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("the request has invalid fields")]
+    Invalid(Violations),
+    #[error("{0}")]
+    MalformedBody(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("a valid bearer token is required")]
+    Unauthorized,
+    #[error("this operation requires the {0} role")]
+    Forbidden(&'static str),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the resource has changed since the version named in If-Match")]
+    PreconditionFailed { current: Option<u64> },
+    #[error("this Idempotency-Key was already used with a different request body")]
+    IdempotencyKeyReused,
+    #[error("too many attempts; retry after {retry_after_secs} s")]
+    TooManyRequests { retry_after_secs: u64 },
+    #[error("{reason}")]
+    Unavailable { reason: String, retry_after_secs: u64 },
+    #[error("an unexpected error occurred")]
+    Internal(#[from] anyhow::Error),
+}
+
+/// The RFC 9457 body. `type` is a relative URI naming the problem kind; clients may switch on it.
+#[derive(Debug, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: &'static str,
+    pub status: u16,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldViolation>,
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        use ApiError::*;
+        match self {
+            Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation-error", "Your request has invalid fields"),
+            MalformedBody(_) => (StatusCode::BAD_REQUEST, "malformed-body", "The request body is not valid JSON"),
+            UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported media type")
+            }
+            PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Request body too large"),
+            BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request", "Bad request"),
+            Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "Authentication required"),
+            Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Not allowed"),
+            NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+            Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
+            PreconditionFailed { .. } => {
+                (StatusCode::PRECONDITION_FAILED, "precondition-failed", "Precondition failed")
+            }
+            IdempotencyKeyReused => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "idempotency-key-reused", "Idempotency-Key reused")
+            }
+            TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Too many requests"),
+            Unavailable { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "service-unavailable", "Service temporarily unavailable")
+            }
+            Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal-error", "Internal server error"),
+        }
+    }
+
+    /// A request was rejected because a single field is wrong.
+    pub fn invalid_field(violation: FieldViolation) -> Self {
+        ApiError::Invalid(Violations(vec![violation]))
+    }
+
+    /// Database errors: a pool that cannot reach Postgres is a 503; anything else is internal.
+    pub fn from_database(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
+                ApiError::Unavailable { reason: "the database is unavailable".into(), retry_after_secs: 2 }
+            }
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        ApiError::from_database(error)
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::MissingJsonContentType(_) => {
+                ApiError::UnsupportedMediaType("expected a body with Content-Type: application/json".into())
+            }
+            JsonRejection::JsonSyntaxError(e) => ApiError::MalformedBody(e.body_text()),
+            JsonRejection::JsonDataError(e) => ApiError::Invalid(Violations(vec![FieldViolation::new(
+                "body",
+                "schema",
+                e.body_text(),
+            )])),
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::PayloadTooLarge { limit: crate::app::BODY_LIMIT_BYTES }
+            }
+            other => ApiError::BadRequest(other.body_text()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, slug, title) = self.parts();
+        let retry_after = match &self {
+            ApiError::TooManyRequests { retry_after_secs } => Some(*retry_after_secs),
+            ApiError::Unavailable { retry_after_secs, .. } => Some(*retry_after_secs),
+            _ => None,
+        };
+        let detail = match &self {
+            ApiError::Internal(cause) => {
+                tracing::error!(error = ?cause, "request failed unexpectedly");
+                "an unexpected error occurred; it has been logged".to_owned()
+            }
+            ApiError::Unavailable { reason, .. } => {
+                tracing::warn!(%reason, "answering 503");
+                self.to_string()
+            }
+            other => other.to_string(),
+        };
+        let errors = match self {
+            ApiError::Invalid(Violations(list)) => list,
+            _ => Vec::new(),
+        };
+        let problem = Problem { kind: format!("/problems/{slug}"), title, status: status.as_u16(), detail, errors };
+        let mut response = (status, serde_json::to_vec(&problem).unwrap_or_default()).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if let Some(secs) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

@@ -1,0 +1,36 @@
+//! The Postgres pool and the schema migrations embedded from `migrations/`.
+
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+use crate::settings::DatabaseSettings;
+
+/// Every migration in the repository's `migrations/` folder, compiled into the binary.
+pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
+
+/// How long a request waits for a pooled connection before it fails (and the API answers 503).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A pool that connects lazily, so a service starts (and reports itself unready) while
+/// Postgres is down instead of crash-looping.
+pub fn pool(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
+    let options: PgConnectOptions = settings.database_url.parse()?;
+    Ok(PgPoolOptions::new()
+        .max_connections(settings.database_max_connections)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_lazy_with(options))
+}
+
+/// Applies any pending migration. Safe to run concurrently: sqlx takes an advisory lock.
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    MIGRATOR.run(pool).await?;
+    Ok(())
+}
+
+/// Liveness of the database as `/ready` reports it.
+pub async fn ping(pool: &PgPool) -> Result<(), String> {
+    sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(pool).await.map(|_| ()).map_err(|e| e.to_string())
+}

@@ -1,0 +1,123 @@
+//! The operational endpoints every service serves, and the HTTP metrics middleware.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Serialize;
+
+type CheckFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// One dependency `/ready` asks about, e.g. `postgres`.
+#[derive(Clone)]
+pub struct ReadinessCheck {
+    name: &'static str,
+    check: Arc<dyn Fn() -> CheckFuture + Send + Sync>,
+}
+
+impl ReadinessCheck {
+    pub fn new<F, Fut>(name: &'static str, check: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        Self { name, check: Arc::new(move || Box::pin(check())) }
+    }
+
+    /// Readiness of the Postgres pool.
+    pub fn postgres(pool: sqlx::PgPool) -> Self {
+        Self::new("postgres", move || {
+            let pool = pool.clone();
+            async move { crate::database::ping(&pool).await }
+        })
+    }
+}
+
+/// A readiness probe must answer quickly even when a dependency hangs.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Clone)]
+struct OperationsState {
+    checks: Arc<Vec<ReadinessCheck>>,
+    metrics: PrometheusHandle,
+}
+
+#[derive(Serialize)]
+struct DependencyStatus {
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ReadinessReport {
+    status: &'static str,
+    dependencies: BTreeMap<&'static str, DependencyStatus>,
+}
+
+/// `/health` (always 200 while the process serves), `/ready` (200, or 503 naming the dependency
+/// that is down) and `/metrics` (Prometheus text format).
+pub fn router(checks: Vec<ReadinessCheck>, metrics: PrometheusHandle) -> Router {
+    Router::new()
+        .route("/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route("/ready", get(ready))
+        .route("/metrics", get(render_metrics))
+        .with_state(OperationsState { checks: Arc::new(checks), metrics })
+}
+
+async fn ready(State(state): State<OperationsState>) -> Response {
+    let mut dependencies = BTreeMap::new();
+    for check in state.checks.iter() {
+        let outcome = match tokio::time::timeout(CHECK_TIMEOUT, (check.check)()).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("no answer within {CHECK_TIMEOUT:?}")),
+        };
+        let status = match outcome {
+            Ok(()) => DependencyStatus { status: "up", error: None },
+            Err(error) => DependencyStatus { status: "down", error: Some(error) },
+        };
+        dependencies.insert(check.name, status);
+    }
+    let all_up = dependencies.values().all(|d| d.status == "up");
+    let report = ReadinessReport { status: if all_up { "ready" } else { "unavailable" }, dependencies };
+    let code = if all_up { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(report)).into_response()
+}
+
+async fn render_metrics(State(state): State<OperationsState>) -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}
+
+/// Counts requests and records their latency by method, route template and status.
+/// The route template (not the raw path) keeps label cardinality bounded.
+pub async fn track_http_metrics(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let response = next.run(request).await;
+    let labels = [
+        ("method", method),
+        ("route", route),
+        ("status", response.status().as_u16().to_string()),
+    ];
+    metrics::counter!("http_requests_total", &labels).increment(1);
+    metrics::histogram!("http_request_duration_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
