@@ -1,0 +1,132 @@
+//! Small process, network and timing helpers shared by the commands.
+
+use std::ffi::OsStr;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// Prints a progress line on stderr, so that stdout stays usable for output
+/// a caller may want to capture (e.g. `cargo xtask services`).
+pub fn step(msg: impl AsRef<str>) {
+    eprintln!("==> {}", msg.as_ref());
+}
+
+pub fn warn(msg: impl AsRef<str>) {
+    eprintln!("xtask: warning: {}", msg.as_ref());
+}
+
+/// A shell-like rendering of a command, for error messages.
+pub fn describe(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(OsStr::to_string_lossy)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Runs a command and fails unless it succeeds. Its stdout goes to our
+/// stderr: tool chatter (pip, pg_ctlcluster) must not end up in output that
+/// callers capture, such as `eval "$(cargo xtask services)"`.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let status = status(cmd.stdout(std::io::stderr()))?;
+    if !status.success() {
+        bail!("`{}` failed ({status})", describe(cmd));
+    }
+    Ok(())
+}
+
+/// Runs a command with inherited stdio and returns its exit status.
+pub fn status(cmd: &mut Command) -> Result<ExitStatus> {
+    cmd.status()
+        .with_context(|| format!("could not run `{}`", describe(cmd)))
+}
+
+/// Runs a command silently and reports only whether it succeeded; a missing
+/// program counts as failure.
+pub fn succeeds(cmd: &mut Command) -> bool {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Runs a command and returns its trimmed stdout; stderr is included in the
+/// error when it fails.
+pub fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("could not run `{}`", describe(cmd)))?;
+    if !out.status.success() {
+        bail!(
+            "`{}` failed ({}): {}",
+            describe(cmd),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// The exit code a shell would report for a finished child: its own code, or
+/// 128 + signal number when it was killed.
+pub fn exit_code(status: ExitStatus) -> i32 {
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(1)
+}
+
+/// Sends a signal (e.g. "TERM") with the `kill` utility. std has no safe way
+/// to signal an arbitrary pid and the workspace forbids `unsafe`, so this
+/// shells out instead of pulling in libc/nix. A negative pid addresses a
+/// whole process group.
+pub fn send_signal(pid: i64, signal: &str) -> bool {
+    succeeds(Command::new("kill").args(["-s", signal, "--", &pid.to_string()]))
+}
+
+/// Whether `addr` ("host:port") accepts a TCP connection right now.
+pub fn tcp_reachable(addr: &str) -> bool {
+    let Ok(addrs) = addr.to_socket_addrs() else {
+        return false;
+    };
+    addrs
+        .into_iter()
+        .any(|a| TcpStream::connect_timeout(&a, Duration::from_millis(500)).is_ok())
+}
+
+/// Polls `check` until it returns true, failing once `timeout` has passed.
+/// Every wait in xtask goes through here so that none can hang forever.
+pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        thread::sleep(Duration::from_millis(200).min(deadline - now));
+    }
+}
+
+/// Looks a program up in PATH, like `command -v`.
+pub fn find_in_path(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
