@@ -159,7 +159,7 @@ pub fn router(state: AppState, settings: &Settings, metrics: PrometheusHandle) -
     let timeout = Duration::from_secs(settings.request_timeout_seconds);
     let api = crate::routes::router()
         .fallback(|| async { ApiError::NotFound("resource") })
-        .method_not_allowed_fallback(|| async { method_not_allowed() })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(middleware::from_fn(move |req: Request, next: Next| with_timeout(timeout, req, next)))
         .with_state(state.clone());
@@ -172,12 +172,6 @@ pub fn router(state: AppState, settings: &Settings, metrics: PrometheusHandle) -
             tracing::info_span!("request", method = %req.method(), uri = %req.uri(), request_id = %id)
         }))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
-}
-
-fn method_not_allowed() -> Response {
-    let mut response = ApiError::BadRequest("method not allowed on this resource".into()).into_response();
-    *response.status_mut() = axum::http::StatusCode::METHOD_NOT_ALLOWED;
-    response
 }
 
 /// Answers 503 (problem+json, `Retry-After`) instead of letting a slow request hang.

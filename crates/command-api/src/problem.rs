@@ -25,6 +25,8 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("{0}")]
     BadRequest(String),
+    #[error("this method is not allowed on this resource")]
+    MethodNotAllowed,
     #[error("a valid bearer token is required")]
     Unauthorized,
     #[error("this operation requires the {0} role")]
@@ -68,6 +70,7 @@ impl ApiError {
             }
             PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Request body too large"),
             BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request", "Bad request"),
+            MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed"),
             Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "Authentication required"),
             Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Not allowed"),
             NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
