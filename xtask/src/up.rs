@@ -12,6 +12,7 @@ struct Service {
     name: &'static str,
     addr_var: &'static str,
     default_addr: &'static str,
+    /// Whether it serves `/openapi.json` yet (set when the OpenAPI work lands).
     has_openapi: bool,
 }
 
@@ -20,13 +21,13 @@ const SERVICES: [Service; 3] = [
         name: "command-api",
         addr_var: "COMMAND_API_ADDR",
         default_addr: "127.0.0.1:8080",
-        has_openapi: true,
+        has_openapi: false,
     },
     Service {
         name: "query-api",
         addr_var: "QUERY_API_ADDR",
         default_addr: "127.0.0.1:8081",
-        has_openapi: true,
+        has_openapi: false,
     },
     Service {
         name: "projector",

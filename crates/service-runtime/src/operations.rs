@@ -121,3 +121,17 @@ pub async fn track_http_metrics(request: Request, next: Next) -> Response {
         .record(started.elapsed().as_secs_f64());
     response
 }
+
+/// Serves `router` on `addr` until `shutdown` resolves, then lets in-flight requests finish.
+pub async fn serve(
+    addr: std::net::SocketAddr,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "listening");
+    axum::serve(listener, router.layer(axum::middleware::from_fn(track_http_metrics)))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
