@@ -29,6 +29,7 @@
 //! The broker is tansu (see `broker.rs`), installed into the gitignored
 //! `.local/` at the workspace root together with its log and pid file.
 
+mod bench_write;
 mod broker;
 mod postgres;
 mod proc;
@@ -74,7 +75,7 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run a benchmark (not implemented yet).
+    /// Run a benchmark against release builds (`write`).
     Bench {
         /// Which benchmark to run.
         name: String,
@@ -165,11 +166,16 @@ fn test(args: &[String]) -> Result<ExitCode> {
 }
 
 fn bench(name: &str) -> Result<ExitCode> {
-    ensure_backends(true)?;
+    let backends = ensure_backends(true)?;
     step("building release binaries");
     proc::run(cargo().args(["build", "--release", "--workspace", "--bins"]))?;
-    eprintln!("benchmark {name} not implemented yet");
-    Ok(ExitCode::from(2))
+    match name {
+        "write" => bench_write::run(&backends).map(|()| ExitCode::SUCCESS),
+        other => {
+            eprintln!("unknown benchmark {other:?}; available: write");
+            Ok(ExitCode::from(2))
+        }
+    }
 }
 
 /// Whether the extra test arguments pick packages themselves.
