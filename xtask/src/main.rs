@@ -166,6 +166,15 @@ fn test(args: &[String]) -> Result<ExitCode> {
 }
 
 fn bench(name: &str) -> Result<ExitCode> {
+    // The load generator must be optimised too, or a debug-built client would be the bottleneck
+    // of whichever side it drives hardest and skew the ratio: re-run this command in release.
+    if cfg!(debug_assertions) {
+        step("re-running the benchmark harness as a release build");
+        let mut cmd = cargo();
+        cmd.args(["run", "--quiet", "--release", "--package", "xtask", "--", "bench", name]);
+        let status = proc::status(&mut cmd)?;
+        return Ok(exit_code(proc::exit_code(status)));
+    }
     let backends = ensure_backends(true)?;
     step("building release binaries");
     proc::run(cargo().args(["build", "--release", "--workspace", "--bins"]))?;
