@@ -79,7 +79,7 @@ impl CommandBus {
         }
     }
 
-    /// The current version of aggregate `id` (0 if it has no events), read from the store.
+    /// Aggregate `id` as its stored events (upcast) fold it; `Default` if it has none.
     pub async fn load<A>(&self, id: &str) -> Result<A, AggregateError<A::Error>>
     where
         A: Aggregate<Services = ()> + 'static,
