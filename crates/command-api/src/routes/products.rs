@@ -105,16 +105,8 @@ pub async fn update(
         description: request.description.clone(),
         price: request.price,
     };
-    let version = state
-        .commands
-        .execute::<Product>(
-            &id.to_string(),
-            command,
-            metadata(&principal.user_id.to_string(), &context),
-            expected_version.is_none(),
-        )
-        .await
-        .map_err(|e| product_failure(e, expected_version.is_some()))?
+    let version = change_existing(&state, &principal, &context, id, expected_version, command)
+        .await?
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("an accepted update recorded no event")))?;
     Ok(([(header::ETAG, etag(version))], Json(Written { id, version })).into_response())
 }
@@ -130,17 +122,29 @@ pub async fn delete(
     principal.require(Role::Admin)?;
     let id = parse_id(&id)?;
     let expected_version = if_match.expected_version()?;
+    change_existing(&state, &principal, &context, id, expected_version, || ProductCommand::Delete {
+        expected_version,
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Runs a command on an existing product. Conflicts are retried only when the client did not
+/// pin a version; with `If-Match`, losing the race is a failed precondition.
+async fn change_existing(
+    state: &AppState,
+    principal: &Principal,
+    context: &RequestContext,
+    id: Uuid,
+    expected_version: Option<u64>,
+    command: impl Fn() -> ProductCommand,
+) -> Result<Option<u64>, ApiError> {
+    let pinned = expected_version.is_some();
     state
         .commands
-        .execute::<Product>(
-            &id.to_string(),
-            || ProductCommand::Delete { expected_version },
-            metadata(&principal.user_id.to_string(), &context),
-            expected_version.is_none(),
-        )
+        .execute::<Product>(&id.to_string(), command, metadata(&principal.user_id.to_string(), context), !pinned)
         .await
-        .map_err(|e| product_failure(e, expected_version.is_some()))?;
-    Ok(StatusCode::NO_CONTENT)
+        .map_err(|e| product_failure(e, pinned))
 }
 
 /// A path segment that is not a UUID cannot name a product: 404, like any unknown id.
