@@ -38,7 +38,7 @@ impl IfMatch {
         match self {
             IfMatch::Any => Ok(None),
             IfMatch::Version(v) => Ok(Some(v)),
-            IfMatch::Unmatchable => Err(ApiError::PreconditionFailed { current: None }),
+            IfMatch::Unmatchable => Err(ApiError::PreconditionFailed),
         }
     }
 

@@ -36,7 +36,7 @@ pub enum ApiError {
     #[error("{0}")]
     Conflict(String),
     #[error("the resource has changed since the version named in If-Match")]
-    PreconditionFailed { current: Option<u64> },
+    PreconditionFailed,
     #[error("this Idempotency-Key was already used with a different request body")]
     IdempotencyKeyReused,
     #[error("too many attempts; retry after {retry_after_secs} s")]
@@ -75,7 +75,7 @@ impl ApiError {
             Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Not allowed"),
             NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
             Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
-            PreconditionFailed { .. } => {
+            PreconditionFailed => {
                 (StatusCode::PRECONDITION_FAILED, "precondition-failed", "Precondition failed")
             }
             IdempotencyKeyReused => {

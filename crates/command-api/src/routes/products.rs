@@ -157,11 +157,9 @@ fn product_failure(error: CommandError<ProductError>, version_pinned: bool) -> A
         CommandError::Rejected(ProductError::Invalid(violations)) => ApiError::Invalid(violations),
         CommandError::Rejected(ProductError::AlreadyExists(_)) => ApiError::Conflict("product already exists".into()),
         CommandError::Rejected(ProductError::NotFound | ProductError::Deleted) => ApiError::NotFound("product"),
-        CommandError::Rejected(ProductError::VersionMismatch { actual, .. }) => {
-            ApiError::PreconditionFailed { current: Some(actual) }
-        }
+        CommandError::Rejected(ProductError::VersionMismatch { .. }) => ApiError::PreconditionFailed,
         // With If-Match, losing the race means the version the client saw is gone.
-        CommandError::Conflict if version_pinned => ApiError::PreconditionFailed { current: None },
+        CommandError::Conflict if version_pinned => ApiError::PreconditionFailed,
         CommandError::Conflict => {
             ApiError::Conflict("the product kept changing concurrently; retry the request".into())
         }
