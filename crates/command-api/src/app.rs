@@ -24,7 +24,7 @@ use crate::commands::CommandBus;
 use crate::problem::ApiError;
 
 /// Requests larger than this are refused with 413 before they are parsed.
-pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
+pub use http_api::BODY_LIMIT_BYTES;
 
 /// Only for local development; refused when `CATALOG_ENV=production`.
 const DEV_JWT_SECRET: &str = "catalog-dev-secret-do-not-use-in-production";

@@ -67,10 +67,7 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
     }
 }
 
-/// The strong entity tag of an aggregate version, as sent in `ETag`.
-pub fn etag(version: u64) -> String {
-    format!("\"{version}\"")
-}
+pub use http_api::etag;
 
 /// Who did what, recorded in every event's metadata.
 #[derive(Debug, Clone, Default)]

@@ -10,7 +10,7 @@
 //! - [`commands`]: runs commands through `cqrs_es` over `postgres_es` and reports the new version.
 //! - [`idempotency`]: `Idempotency-Key` claims and stored responses.
 //! - [`extract`]: extractors that turn bad input into problem responses (`If-Match`, JSON, keys).
-//! - [`problem`]: the one error type and its `application/problem+json` rendering.
+//! - `problem`: re-exported from `http-api`: the one error type and its problem+json rendering.
 
 pub mod accounts;
 pub mod app;
@@ -18,7 +18,8 @@ pub mod auth;
 pub mod commands;
 pub mod extract;
 pub mod idempotency;
-pub mod problem;
 pub mod routes;
+
+pub use http_api::problem;
 
 pub use app::{AppState, Application, Settings};

@@ -124,7 +124,7 @@ impl From<JsonRejection> for ApiError {
                 e.body_text(),
             )])),
             other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                ApiError::PayloadTooLarge { limit: crate::app::BODY_LIMIT_BYTES }
+                ApiError::PayloadTooLarge { limit: crate::BODY_LIMIT_BYTES }
             }
             other => ApiError::BadRequest(other.body_text()),
         }

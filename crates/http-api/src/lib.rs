@@ -1,0 +1,20 @@
+//! The HTTP conventions both Catalog APIs share, so a client sees one API, not two.
+//!
+//! # Layout
+//! - [`problem`]: [`ApiError`](problem::ApiError), every error as `application/problem+json`.
+//! - [`tokens`]: HS256 bearer tokens (issued by command-api, checked by both APIs).
+//! - [`principal`]: the extractor that turns a bearer token into the caller's id and role.
+//! - [`etag`]: entity tags are the aggregate version, quoted.
+
+pub mod principal;
+pub mod problem;
+pub mod tokens;
+
+/// The largest request body either API reads.
+pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
+
+/// The entity tag of a resource at aggregate `version`: `"3"`. Both APIs use the same tag,
+/// so a client can send command-api's `ETag` as `If-None-Match` to query-api.
+pub fn etag(version: u64) -> String {
+    format!("\"{version}\"")
+}

@@ -1,0 +1,160 @@
+//! Applies events to the read models under the version rule, inside the caller's transaction.
+//!
+//! For each event, with `v` the version of the aggregate's row (0 if it has none):
+//! - `sequence <= v`: already applied (a redelivery or a replay): skipped;
+//! - `sequence == v + 1`: applied;
+//! - `sequence > v + 1`: a gap. The missing events are read from the event store, applied,
+//!   and then this one. A gap is never skipped over.
+//!
+//! Rows are locked (`FOR UPDATE`) while a batch folds them and written back once per batch.
+
+use std::collections::HashMap;
+
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::products::Products;
+use crate::users::Users;
+use crate::{event_store, CatalogEvent};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The event cannot be applied however often it is retried (bad payload, impossible
+    /// order in the event store itself). Such an event is a dead letter.
+    #[error("{0}")]
+    Malformed(String),
+    /// The read store failed; retrying may succeed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl ApplyError {
+    /// True for failures of the infrastructure (connection lost, pool exhausted, server
+    /// shutting down), which say nothing about the event and must never dead-letter it.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ApplyError::Malformed(_) => false,
+            ApplyError::Database(error) => match error {
+                sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_) => true,
+                // Serialization failures, deadlocks, admin shutdown, connection exceptions.
+                sqlx::Error::Database(db) => db
+                    .code()
+                    .is_some_and(|code| ["40001", "40P01", "57P01", "57P02", "57P03"].contains(&&*code) || code.starts_with("08")),
+                _ => false,
+            },
+        }
+    }
+}
+
+/// What a batch did, for metrics and tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    pub applied: u64,
+    /// Already reflected in the read model.
+    pub skipped: u64,
+    /// Applied from the event store to fill a gap.
+    pub healed: u64,
+    /// Of an aggregate type no read model follows.
+    pub ignored: u64,
+}
+
+impl std::ops::AddAssign for Outcome {
+    fn add_assign(&mut self, other: Self) {
+        self.applied += other.applied;
+        self.skipped += other.skipped;
+        self.healed += other.healed;
+        self.ignored += other.ignored;
+    }
+}
+
+/// One read model: a view type, its pure fold and its storage.
+pub trait ReadModel {
+    type View: Clone;
+    /// The aggregate type whose events this model follows.
+    const AGGREGATE_TYPE: &'static str;
+
+    fn version(view: &Self::View) -> i64;
+    fn apply(current: Option<Self::View>, event: &CatalogEvent) -> Result<Self::View, ApplyError>;
+    fn load_for_update(
+        connection: &mut PgConnection,
+        ids: &[Uuid],
+    ) -> impl std::future::Future<Output = Result<HashMap<Uuid, Self::View>, sqlx::Error>> + Send;
+    fn save(
+        connection: &mut PgConnection,
+        views: &[&Self::View],
+    ) -> impl std::future::Future<Output = Result<(), sqlx::Error>> + Send;
+}
+
+/// Applies `events` (in the order given; per aggregate that must be sequence order) to every
+/// read model. The caller commits `connection`'s transaction.
+pub async fn apply_events(connection: &mut PgConnection, events: &[CatalogEvent]) -> Result<Outcome, ApplyError> {
+    let mut outcome = Outcome::default();
+    outcome += apply_to::<Products>(connection, events).await?;
+    outcome += apply_to::<Users>(connection, events).await?;
+    outcome.ignored = events
+        .iter()
+        .filter(|e| e.aggregate_type != Products::AGGREGATE_TYPE && e.aggregate_type != Users::AGGREGATE_TYPE)
+        .count() as u64;
+    Ok(outcome)
+}
+
+async fn apply_to<M: ReadModel>(connection: &mut PgConnection, events: &[CatalogEvent]) -> Result<Outcome, ApplyError> {
+    let mine: Vec<&CatalogEvent> = events.iter().filter(|e| e.aggregate_type == M::AGGREGATE_TYPE).collect();
+    let mut outcome = Outcome::default();
+    if mine.is_empty() {
+        return Ok(outcome);
+    }
+    let mut ids: Vec<Uuid> = mine.iter().map(|e| aggregate_uuid(e)).collect::<Result<_, _>>()?;
+    ids.sort_unstable();
+    ids.dedup();
+    let mut views = M::load_for_update(connection, &ids).await?;
+    let mut changed: Vec<Uuid> = Vec::new();
+
+    for event in mine {
+        let id = aggregate_uuid(event)?;
+        let version = views.get(&id).map_or(0, M::version);
+        if event.sequence <= version {
+            outcome.skipped += 1;
+            continue;
+        }
+        let mut current = views.remove(&id);
+        if event.sequence > version + 1 {
+            let missing =
+                event_store::aggregate_history(&mut *connection, M::AGGREGATE_TYPE, &event.aggregate_id, version, event.sequence - 1)
+                    .await?;
+            if missing.len() as i64 != event.sequence - 1 - version {
+                return Err(ApplyError::Malformed(format!(
+                    "event {} of {} {} follows version {version}, and the event store does not hold the events between",
+                    event.sequence, M::AGGREGATE_TYPE, event.aggregate_id
+                )));
+            }
+            for earlier in &missing {
+                current = Some(M::apply(current, earlier)?);
+                outcome.healed += 1;
+            }
+        }
+        views.insert(id, M::apply(current, event)?);
+        outcome.applied += 1;
+        changed.push(id);
+    }
+
+    changed.sort_unstable();
+    changed.dedup();
+    let rows: Vec<&M::View> = changed.iter().filter_map(|id| views.get(id)).collect();
+    if !rows.is_empty() {
+        M::save(connection, &rows).await?;
+    }
+    Ok(outcome)
+}
+
+fn aggregate_uuid(event: &CatalogEvent) -> Result<Uuid, ApplyError> {
+    event
+        .aggregate_id
+        .parse()
+        .map_err(|_| ApplyError::Malformed(format!("aggregate id {:?} is not a UUID", event.aggregate_id)))
+}
