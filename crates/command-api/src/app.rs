@@ -26,9 +26,6 @@ use crate::problem::ApiError;
 /// Requests larger than this are refused with 413 before they are parsed.
 pub use http_api::BODY_LIMIT_BYTES;
 
-/// Only for local development; refused when `CATALOG_ENV=production`.
-const DEV_JWT_SECRET: &str = "catalog-dev-secret-do-not-use-in-production";
-
 #[derive(Debug, Clone, Parser)]
 #[command(name = "command-api", about = "Catalog's write REST API", version)]
 pub struct Settings {
@@ -73,20 +70,7 @@ pub struct Settings {
 
 impl Settings {
     fn jwt_secret(&self) -> anyhow::Result<Vec<u8>> {
-        match &self.jwt_secret {
-            Some(secret) if secret.len() >= 32 => Ok(secret.clone().into_bytes()),
-            Some(_) => anyhow::bail!("JWT_SECRET must be at least 32 bytes"),
-            None if self.environment == "production" => {
-                anyhow::bail!("JWT_SECRET is required when CATALOG_ENV=production")
-            }
-            None => {
-                tracing::warn!(
-                    "!!! JWT_SECRET is not set: signing tokens with a PUBLIC DEVELOPMENT SECRET. \
-                     Anyone can forge tokens. Never run like this in production. !!!"
-                );
-                Ok(DEV_JWT_SECRET.as_bytes().to_vec())
-            }
-        }
+        http_api::tokens::resolve_secret(self.jwt_secret.as_deref(), &self.environment)
     }
 }
 

@@ -13,6 +13,33 @@ pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(3600);
 
 const ISSUER: &str = "catalog";
 
+/// Shortest signing secret either API accepts.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Only for local development; refused when `CATALOG_ENV=production`. Both APIs fall back to
+/// the same one, so a token issued by a local command-api verifies at a local query-api.
+pub const DEV_JWT_SECRET: &str = "catalog-dev-secret-do-not-use-in-production";
+
+/// The signing secret from `JWT_SECRET` (`secret`) and `CATALOG_ENV` (`environment`): a given
+/// secret must be at least [`MIN_SECRET_BYTES`]; none at all is refused in `production` and
+/// otherwise falls back to [`DEV_JWT_SECRET`] with a loud warning.
+pub fn resolve_secret(secret: Option<&str>, environment: &str) -> anyhow::Result<Vec<u8>> {
+    match secret {
+        Some(secret) if secret.len() >= MIN_SECRET_BYTES => Ok(secret.as_bytes().to_vec()),
+        Some(_) => anyhow::bail!("JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes"),
+        None if environment == "production" => {
+            anyhow::bail!("JWT_SECRET is required when CATALOG_ENV=production")
+        }
+        None => {
+            tracing::warn!(
+                "!!! JWT_SECRET is not set: using a PUBLIC DEVELOPMENT SECRET for bearer tokens. \
+                 Anyone can forge tokens. Never run like this in production. !!!"
+            );
+            Ok(DEV_JWT_SECRET.as_bytes().to_vec())
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
     /// The user's id.
@@ -72,6 +99,15 @@ mod tests {
     fn b64(json: &str) -> String {
         use base64::Engine;
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+    }
+
+    #[test]
+    fn secrets_are_resolved_by_length_and_environment() {
+        let long = "x".repeat(MIN_SECRET_BYTES);
+        assert_eq!(resolve_secret(Some(&long), "production").unwrap(), long.as_bytes());
+        assert!(resolve_secret(Some("short"), "development").is_err());
+        assert!(resolve_secret(None, "production").is_err());
+        assert_eq!(resolve_secret(None, "development").unwrap(), DEV_JWT_SECRET.as_bytes());
     }
 
     #[test]
