@@ -9,6 +9,7 @@
 //!   shape and stripped of credential material, ready for Kafka and for folding.
 //! - [`event_store`]: the reads the pipeline makes on the `events` table: the commit-safe tail
 //!   and one aggregate's history (to heal gaps).
+//! - [`message`]: the Kafka wire format (CloudEvents binary mode headers), client-agnostic.
 //! - [`products`], [`users`]: the view types, their pure `apply` folds, and their SQL.
 //! - [`projection`]: applies a batch of events inside a transaction under the version rule
 //!   (apply at `version + 1`, skip what is applied, heal a gap from the event store).
@@ -17,6 +18,7 @@
 
 pub mod event;
 pub mod event_store;
+pub mod message;
 pub mod products;
 pub mod projection;
 pub mod users;

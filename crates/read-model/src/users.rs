@@ -28,6 +28,7 @@ pub struct UserView {
 /// The user events as they arrive redacted: the same shapes as `domain::UserEvent` without
 /// the password hash, so they cannot be decoded as the domain type.
 #[derive(Deserialize)]
+#[allow(clippy::enum_variant_names)] // the stored event names
 enum ProfileEvent {
     UserRegistered { id: Uuid, username: String, email: String },
     UserEmailChanged { email: String },

@@ -1,0 +1,297 @@
+//! The project loop: Kafka → read models, exactly once in effect.
+//!
+//! A consumer in group `catalog-projector` (auto-commit off) takes what has arrived, up to a
+//! batch, and splits it into lanes by partition: lanes run in parallel, each in its own read
+//! store transaction, and a partition always stays in one lane, so its order is kept. Offsets
+//! are committed only after every lane's transaction has committed. The version rule in
+//! `read_model::projection` makes redelivery (after a crash, a rebalance or a replay) harmless.
+//!
+//! Failures:
+//! - the read store is unreachable: the lane retries with backoff until it is back (never a
+//!   dead letter, since the event is fine);
+//! - an event cannot be applied: the lane's events are retried one by one, the failing one up
+//!   to `max_attempts` times with backoff, then it goes to the dead-letter topic with the
+//!   reason, and the partition moves on.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use futures::FutureExt;
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use read_model::{apply_events, message, ApplyError, CatalogEvent, Outcome};
+use sqlx::PgPool;
+use tokio::sync::watch;
+
+use crate::publisher::backoff;
+
+/// Limits of one consume round.
+#[derive(Debug, Clone)]
+pub struct ConsumerTuning {
+    pub max_batch: usize,
+    pub lanes: usize,
+    pub max_attempts: u32,
+}
+
+pub struct Projector {
+    pool: PgPool,
+    consumer: StreamConsumer<RebalanceLog>,
+    dead_letters: FutureProducer,
+    dlq_topic: String,
+    tuning: ConsumerTuning,
+}
+
+/// Why a round stopped before it finished.
+struct Interrupted;
+
+impl Projector {
+    pub fn new(
+        pool: PgPool,
+        consumer: StreamConsumer<RebalanceLog>,
+        dead_letters: FutureProducer,
+        dlq_topic: String,
+        tuning: ConsumerTuning,
+    ) -> Self {
+        Self { pool, consumer, dead_letters, dlq_topic, tuning }
+    }
+
+    /// Consumes until `shutdown` turns true, then commits what was applied and leaves the group.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let first = tokio::select! {
+                _ = shutdown.changed() => break,
+                received = self.consumer.recv() => received.map(|m| m.detach()),
+            };
+            let first = match first {
+                Ok(message) => message,
+                Err(error) => {
+                    tracing::warn!(%error, "consumer error");
+                    continue;
+                }
+            };
+            let mut batch = vec![first];
+            while batch.len() < self.tuning.max_batch {
+                match self.consumer.recv().now_or_never() {
+                    Some(Ok(message)) => batch.push(message.detach()),
+                    Some(Err(error)) => tracing::warn!(%error, "consumer error"),
+                    None => break,
+                }
+            }
+            if self.process(batch, &shutdown).await.is_err() {
+                break; // shutting down mid-round: uncommitted messages are redelivered later
+            }
+        }
+        self.consumer.context().commit_applied(&self.consumer);
+        self.consumer.unsubscribe();
+        tracing::info!("projector stopped");
+    }
+
+    async fn process(&self, batch: Vec<OwnedMessage>, shutdown: &watch::Receiver<bool>) -> Result<(), Interrupted> {
+        let started = Instant::now();
+        let count = batch.len();
+        let mut lanes: BTreeMap<usize, Vec<OwnedMessage>> = BTreeMap::new();
+        let mut next_offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        for message in batch {
+            next_offsets.insert((message.topic().to_owned(), message.partition()), message.offset() + 1);
+            let lane = message.partition().unsigned_abs() as usize % self.tuning.lanes.max(1);
+            lanes.entry(lane).or_default().push(message);
+        }
+        let results = join_all(lanes.into_values().map(|lane| self.process_lane(lane, shutdown))).await;
+        let mut outcome = Outcome::default();
+        for result in results {
+            outcome += result?;
+        }
+        let offsets = self.consumer.context().record(&next_offsets);
+        if let Err(error) = self.consumer.commit(&offsets, CommitMode::Async) {
+            // Not fatal: the events are applied; a redelivery is skipped by the version rule.
+            tracing::warn!(%error, "offset commit failed");
+        }
+        metrics::counter!("projector_events_applied_total").increment(outcome.applied);
+        metrics::counter!("projector_events_skipped_total").increment(outcome.skipped);
+        metrics::counter!("projector_events_healed_total").increment(outcome.healed);
+        metrics::histogram!("projector_batch_duration_seconds").record(started.elapsed().as_secs_f64());
+        tracing::debug!(messages = count, ?outcome, "batch projected");
+        Ok(())
+    }
+
+    /// One lane: the whole lane in one transaction; if an event in it cannot be applied,
+    /// event by event so only that one is dead-lettered.
+    async fn process_lane(&self, lane: Vec<OwnedMessage>, shutdown: &watch::Receiver<bool>) -> Result<Outcome, Interrupted> {
+        let decoded: Result<Vec<CatalogEvent>, String> = lane.iter().map(decode).collect();
+        if let Ok(events) = decoded {
+            match self.apply_with_retry(&events, shutdown).await? {
+                Ok(outcome) => return Ok(outcome),
+                Err(error) => tracing::info!(%error, "a batch failed; applying its events one by one"),
+            }
+        }
+        let mut outcome = Outcome::default();
+        for message in &lane {
+            outcome += self.process_one(message, shutdown).await?;
+        }
+        Ok(outcome)
+    }
+
+    async fn process_one(&self, message: &OwnedMessage, shutdown: &watch::Receiver<bool>) -> Result<Outcome, Interrupted> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let reason = match decode(message) {
+                Err(reason) => reason,
+                Ok(event) => match self.apply_with_retry(std::slice::from_ref(&event), shutdown).await? {
+                    Ok(outcome) => return Ok(outcome),
+                    Err(error) => error.to_string(),
+                },
+            };
+            if attempt >= self.tuning.max_attempts {
+                self.dead_letter(message, &reason, shutdown).await?;
+                return Ok(Outcome::default());
+            }
+            tracing::warn!(%reason, attempt, offset = message.offset(), partition = message.partition(), "event failed; retrying");
+            tokio::time::sleep(backoff(attempt)).await;
+        }
+    }
+
+    /// Applies `events` in one transaction, retrying for as long as the failure is the
+    /// database's (not the events'). The inner error is a failure of the events themselves.
+    async fn apply_with_retry(
+        &self,
+        events: &[CatalogEvent],
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<Result<Outcome, ApplyError>, Interrupted> {
+        let mut failures = 0;
+        loop {
+            match self.apply(events).await {
+                Err(error) if error.is_transient() => {
+                    failures += 1;
+                    tracing::warn!(%error, failures, "read store unavailable; retrying");
+                    if *shutdown.borrow() {
+                        return Err(Interrupted);
+                    }
+                    tokio::time::sleep(backoff(failures)).await;
+                }
+                other => return Ok(other),
+            }
+        }
+    }
+
+    async fn apply(&self, events: &[CatalogEvent]) -> Result<Outcome, ApplyError> {
+        let started = Instant::now();
+        let mut transaction = self.pool.begin().await?;
+        let outcome = apply_events(&mut transaction, events).await?;
+        transaction.commit().await?;
+        metrics::histogram!("projector_apply_duration_seconds").record(started.elapsed().as_secs_f64());
+        Ok(outcome)
+    }
+
+    /// Re-produces `message` to the dead-letter topic with the reason, waiting for the broker's
+    /// acknowledgement (retrying until it comes): a dead letter is never lost.
+    async fn dead_letter(&self, message: &OwnedMessage, reason: &str, shutdown: &watch::Receiver<bool>) -> Result<(), Interrupted> {
+        let mut headers = OwnedHeaders::new();
+        if let Some(original) = message.headers() {
+            for header in original.iter() {
+                headers = headers.insert(Header { key: header.key, value: header.value });
+            }
+        }
+        let source = format!("{}/{}/{}", message.topic(), message.partition(), message.offset());
+        headers = headers
+            .insert(Header { key: message::DLQ_REASON, value: Some(reason) })
+            .insert(Header { key: "catalog_dlq_source", value: Some(source.as_str()) });
+        let mut failures = 0;
+        loop {
+            let mut record = FutureRecord::<[u8], [u8]>::to(&self.dlq_topic).headers(headers.clone());
+            if let Some(key) = message.key() {
+                record = record.key(key);
+            }
+            if let Some(payload) = message.payload() {
+                record = record.payload(payload);
+            }
+            match self.dead_letters.send(record, Duration::from_secs(10)).await {
+                Ok(_) => break,
+                Err((error, _)) => {
+                    failures += 1;
+                    tracing::warn!(%error, "cannot write dead letter; retrying");
+                    if *shutdown.borrow() {
+                        return Err(Interrupted);
+                    }
+                    tokio::time::sleep(backoff(failures)).await;
+                }
+            }
+        }
+        metrics::counter!("projector_dead_letters_total").increment(1);
+        tracing::error!(%reason, %source, "event dead-lettered");
+        Ok(())
+    }
+}
+
+fn decode(message: &OwnedMessage) -> Result<CatalogEvent, String> {
+    let headers = message.headers();
+    message::decode(
+        message.key(),
+        |name| headers.and_then(|h| h.iter().find(|header| header.key == name).and_then(|header| header.value)),
+        message.payload(),
+    )
+}
+
+/// Remembers the offsets whose events are applied, and commits exactly those when partitions
+/// are revoked or the loop stops. (The consumer's own position may be ahead: it includes
+/// messages taken for the current batch but not yet applied.)
+#[derive(Default)]
+pub struct RebalanceLog {
+    applied: Mutex<BTreeMap<(String, i32), i64>>,
+}
+
+impl RebalanceLog {
+    fn record(&self, next_offsets: &BTreeMap<(String, i32), i64>) -> TopicPartitionList {
+        let mut applied = self.applied.lock().expect("offsets lock");
+        applied.extend(next_offsets.iter().map(|(k, v)| (k.clone(), *v)));
+        to_list(next_offsets)
+    }
+
+    fn commit_applied(&self, consumer: &impl Consumer<Self>) {
+        let list = to_list(&self.applied.lock().expect("offsets lock"));
+        if list.count() > 0 {
+            if let Err(error) = consumer.commit(&list, CommitMode::Sync) {
+                tracing::debug!(%error, "offset commit");
+            }
+        }
+    }
+}
+
+fn to_list(offsets: &BTreeMap<(String, i32), i64>) -> TopicPartitionList {
+    let mut list = TopicPartitionList::new();
+    for ((topic, partition), offset) in offsets {
+        list.add_partition_offset(topic, *partition, Offset::Offset(*offset)).expect("valid offset");
+    }
+    list
+}
+
+impl ClientContext for RebalanceLog {}
+
+impl ConsumerContext for RebalanceLog {
+    fn pre_rebalance(&self, consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(partitions) = rebalance {
+            tracing::info!(partitions = partitions.count(), "partitions revoked");
+            self.commit_applied(consumer);
+            // A partition that comes back may come back at an older offset; never commit
+            // what was remembered for it before.
+            let revoked: Vec<(String, i32)> =
+                partitions.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+            let mut applied = self.applied.lock().expect("offsets lock");
+            for key in revoked {
+                applied.remove(&key);
+            }
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(partitions) = rebalance {
+            tracing::info!(partitions = partitions.count(), "partitions assigned");
+        }
+        let assigned = consumer.assignment().map(|a| a.count()).unwrap_or(0);
+        metrics::gauge!("projector_assigned_partitions").set(assigned as f64);
+    }
+}

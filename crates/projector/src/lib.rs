@@ -1,0 +1,16 @@
+//! Catalog's projector: moves events from the event store through Kafka into the read models.
+//!
+//! # Layout
+//! - [`app`]: settings (`--role publish|project|all`) and `run`, which starts the loops and
+//!   the operational endpoints (`/health`, `/ready` checking Postgres and Kafka, `/metrics`).
+//! - [`publisher`]: event store → `catalog.events`, commit-safe order, checkpoint after ack.
+//! - [`consumer`]: `catalog.events` → read models in group `catalog-projector`, offsets
+//!   committed after the read-model transaction, poison events to `catalog.events.dlq`.
+//!
+//! How events fold into rows is not here: that is `read_model`, shared with catalogctl.
+
+pub mod app;
+pub mod consumer;
+pub mod publisher;
+
+pub use app::{run, Role, Settings};

@@ -1,0 +1,195 @@
+//! The publish loop: event store → Kafka, in commit-safe order, at least once.
+//!
+//! One publisher per topic and database is active at a time (a session advisory lock held on
+//! the connection it reads with); others wait as hot standbys. Each round reads a batch after
+//! the checkpoint (see `read_model::event_store` for why that order never skips a late commit),
+//! produces it, waits for the broker to acknowledge every message, and only then moves the
+//! checkpoint. A crash between the two re-publishes the batch; the projector's version rule
+//! makes that harmless.
+
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use read_model::event_store::{self, CommitPosition};
+use read_model::{message, CatalogEvent};
+use sqlx::postgres::PgListener;
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::watch;
+
+/// Waited at most between rounds when no notification arrives (e.g. a transaction held the
+/// horizon back, or a notification was lost with a connection).
+const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a produce may sit in the client's queue before the round fails.
+const QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
+const EVENTS_APPENDED_CHANNEL: &str = "catalog_events_appended";
+
+pub struct Publisher {
+    pool: PgPool,
+    producer: FutureProducer,
+    topic: String,
+    batch_size: i64,
+}
+
+/// The lock-holding connection and what it knows of the checkpoint.
+struct Leadership {
+    connection: PgConnection,
+    checkpoint: CommitPosition,
+}
+
+impl Publisher {
+    pub fn new(pool: PgPool, producer: FutureProducer, topic: String, batch_size: i64) -> Self {
+        Self { pool, producer, topic, batch_size }
+    }
+
+    /// Publishes until `shutdown` turns true. Failures (database or broker down) are logged
+    /// and retried with backoff; the loop itself never gives up.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut leadership: Option<Leadership> = None;
+        let mut listener: Option<PgListener> = None;
+        let mut failures = 0u32;
+        while !*shutdown.borrow() {
+            if listener.is_none() {
+                listener = self.listen().await.map_err(|e| tracing::warn!(error = %e, "cannot LISTEN; polling")).ok();
+            }
+            let round = async {
+                if leadership.is_none() {
+                    leadership = self.lead().await?;
+                }
+                match leadership.as_mut() {
+                    Some(lead) => self.publish_batch(lead).await,
+                    None => Ok(0), // another publisher is active; stand by
+                }
+            };
+            match round.await {
+                Ok(published) => {
+                    failures = 0;
+                    if published as i64 == self.batch_size {
+                        continue; // more is waiting
+                    }
+                    let wait = if leadership.is_some() { POLL_INTERVAL } else { POLL_INTERVAL * 5 };
+                    wait_for_events(&mut listener, wait, &mut shutdown).await;
+                }
+                Err(error) => {
+                    failures += 1;
+                    metrics::counter!("publisher_failures_total").increment(1);
+                    tracing::warn!(error = format!("{error:#}"), failures, "publish round failed; retrying");
+                    // The connection may be broken; a new one re-takes the lock.
+                    leadership = None;
+                    let _ = tokio::time::timeout(backoff(failures), shutdown.changed()).await;
+                }
+            }
+        }
+        tracing::info!("publisher stopped");
+    }
+
+    async fn listen(&self) -> Result<PgListener, sqlx::Error> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(EVENTS_APPENDED_CHANNEL).await?;
+        Ok(listener)
+    }
+
+    /// Takes the publisher lock for this topic on a dedicated connection, if it is free.
+    async fn lead(&self) -> anyhow::Result<Option<Leadership>> {
+        let mut connection = self.pool.acquire().await?.detach();
+        let acquired: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('catalog-publisher ' || $1))")
+            .bind(&self.topic)
+            .fetch_one(&mut connection)
+            .await?;
+        if !acquired {
+            return Ok(None);
+        }
+        let checkpoint = sqlx::query_as::<_, (i64, i64)>(
+            "SELECT transaction_id::text::bigint, global_position FROM publisher_checkpoints WHERE topic = $1",
+        )
+        .bind(&self.topic)
+        .fetch_optional(&mut connection)
+        .await?
+        .map(|(transaction_id, global_position)| CommitPosition { transaction_id, global_position })
+        .unwrap_or_default();
+        tracing::info!(topic = %self.topic, ?checkpoint, "publishing");
+        Ok(Some(Leadership { connection, checkpoint }))
+    }
+
+    /// One round: read, produce, await every acknowledgement, move the checkpoint.
+    /// Returns how many events were published.
+    async fn publish_batch(&self, lead: &mut Leadership) -> anyhow::Result<usize> {
+        let started = Instant::now();
+        let batch = event_store::committed_after(&mut lead.connection, lead.checkpoint, self.batch_size).await?;
+        let Some((last, _)) = batch.last() else {
+            return Ok(0);
+        };
+        let last = *last;
+        let deliveries = join_all(batch.iter().map(|(_, event)| self.produce(event))).await;
+        for delivery in deliveries {
+            delivery?;
+        }
+        sqlx::query(
+            "INSERT INTO publisher_checkpoints (topic, transaction_id, global_position, published_total)
+             VALUES ($1, $2::text::xid8, $3, $4)
+             ON CONFLICT (topic) DO UPDATE
+                SET transaction_id = EXCLUDED.transaction_id, global_position = EXCLUDED.global_position,
+                    published_total = publisher_checkpoints.published_total + EXCLUDED.published_total,
+                    updated_at = now()",
+        )
+        .bind(&self.topic)
+        .bind(last.transaction_id.to_string())
+        .bind(last.global_position)
+        .bind(batch.len() as i64)
+        .execute(&mut lead.connection)
+        .await?;
+        lead.checkpoint = last;
+        metrics::counter!("publisher_events_published_total").increment(batch.len() as u64);
+        metrics::histogram!("publisher_batch_duration_seconds").record(started.elapsed().as_secs_f64());
+        if let Some((_, newest)) = batch.last() {
+            let lag = (chrono::Utc::now() - newest.recorded_at).num_milliseconds().max(0) as f64 / 1000.0;
+            metrics::gauge!("publisher_lag_seconds").set(lag);
+        }
+        tracing::debug!(events = batch.len(), checkpoint = ?last, "published");
+        Ok(batch.len())
+    }
+
+    async fn produce(&self, event: &CatalogEvent) -> anyhow::Result<()> {
+        let headers = message::headers(event)
+            .iter()
+            .fold(OwnedHeaders::new(), |h, (key, value)| h.insert(Header { key, value: Some(value.as_str()) }));
+        let value = message::value(event);
+        let record = FutureRecord::to(&self.topic)
+            .key(event.aggregate_id.as_str())
+            .payload(&value)
+            .headers(headers)
+            .timestamp(event.recorded_at.timestamp_millis());
+        self.producer
+            .send(record, QUEUE_TIMEOUT)
+            .await
+            .map_err(|(error, _)| anyhow::anyhow!("broker refused event {}: {error}", event.global_position))?;
+        Ok(())
+    }
+}
+
+/// Sleeps until an append is notified, `wait` passes, or shutdown is asked for.
+async fn wait_for_events(listener: &mut Option<PgListener>, wait: Duration, shutdown: &mut watch::Receiver<bool>) {
+    let notified = async {
+        match listener.as_mut() {
+            Some(l) => {
+                if l.recv().await.is_err() {
+                    *listener = None; // reconnect next round; the poll covers the gap
+                }
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = notified => {}
+        () = tokio::time::sleep(wait) => {}
+        _ = shutdown.changed() => {}
+    }
+}
+
+/// Jittered exponential backoff: 100 ms doubling to 10 s, plus up to 50 %.
+pub fn backoff(failures: u32) -> Duration {
+    let base = 100u64.saturating_mul(1 << failures.min(7)).min(10_000);
+    let jitter = u64::from(uuid::Uuid::new_v4().as_u128() as u32) % (base / 2 + 1);
+    Duration::from_millis(base + jitter)
+}

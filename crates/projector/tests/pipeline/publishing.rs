@@ -1,0 +1,124 @@
+use std::collections::HashMap;
+use std::time::Duration;
+
+use command_api::accounts;
+use command_api::auth::PasswordHasher;
+use command_api::commands::metadata;
+use command_api::extract::RequestContext;
+use rdkafka::message::{Headers, Message};
+use uuid::Uuid;
+
+use crate::support::{eventually, Pipeline};
+
+#[tokio::test]
+async fn every_event_reaches_kafka_with_cloudevents_headers_and_without_credentials() {
+    let pipeline = Pipeline::new().await;
+    let _publisher = pipeline.projector("publish", &[]);
+    accounts::register(
+        &pipeline.commands(),
+        &PasswordHasher::owasp_minimum(),
+        "ann",
+        "ann@example.com",
+        "a-long-password".into(),
+        &[domain::Role::Admin],
+        metadata("test", &RequestContext::default()),
+    )
+    .await
+    .unwrap();
+    let product = pipeline.create_product("Lamp", "19.99").await;
+    pipeline.rename_product(product, "Desk lamp").await;
+    let stored = pipeline.stored_events().await;
+    assert_eq!(stored.len(), 4, "register, grant admin, create, update");
+
+    let reader = pipeline.reader(&pipeline.topic);
+    let mut received = Vec::new();
+    while received.len() < stored.len() {
+        let message = tokio::time::timeout(Duration::from_secs(30), reader.recv())
+            .await
+            .expect("every event is published")
+            .unwrap();
+        let headers: HashMap<String, String> = message
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|header| (header.key.to_owned(), String::from_utf8(header.value.unwrap().to_vec()).unwrap()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let key = String::from_utf8(message.key().unwrap().to_vec()).unwrap();
+        let value = String::from_utf8(message.payload().unwrap().to_vec()).unwrap();
+        received.push((key, headers, value));
+    }
+
+    for event in &stored {
+        let (key, headers, value) = received
+            .iter()
+            .find(|(_, h, _)| h["ce_id"] == event.event_id.to_string())
+            .unwrap_or_else(|| panic!("event {} not published", event.event_id));
+        assert_eq!(key, &event.aggregate_id, "key is the aggregate id");
+        assert_eq!(headers["ce_specversion"], "1.0");
+        assert_eq!(headers["ce_type"], event.cloud_event_type());
+        assert_eq!(headers["content-type"], "application/json");
+        assert_eq!(headers["catalog_aggregate_type"], event.aggregate_type);
+        assert_eq!(headers["catalog_sequence"], event.sequence.to_string());
+        assert_eq!(headers["catalog_position"], event.global_position.to_string());
+        assert!(headers.contains_key("ce_source") && headers.contains_key("ce_time"));
+        assert!(!value.contains("password"), "credential material left the event store: {value}");
+    }
+    let types: Vec<&str> = received.iter().map(|(_, h, _)| h["ce_type"].as_str()).collect();
+    assert!(types.contains(&"catalog.product.created.v1") && types.contains(&"catalog.user.registered.v2"), "{types:?}");
+
+    let published: i64 = sqlx::query_scalar("SELECT published_total FROM publisher_checkpoints WHERE topic = $1")
+        .bind(&pipeline.topic)
+        .fetch_one(&pipeline.pool)
+        .await
+        .unwrap();
+    assert_eq!(published, 4, "the checkpoint moved past every acknowledged event, once");
+}
+
+/// The bug a plain `ORDER BY global_position` tail has: transaction A takes position 1, B
+/// takes 2 and commits first; a reader that saw 2 and moved its cursor past 1 never sees A.
+#[tokio::test]
+async fn a_late_commit_with_a_lower_position_is_still_published_and_projected() {
+    let pipeline = Pipeline::new().await;
+    let _projector = pipeline.projector("all", &[]);
+
+    let late = Uuid::new_v4();
+    let mut transaction_a = pipeline.pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         VALUES ('Product', $1, 1, 'ProductCreated', '1.0.0', $2, '{}')",
+    )
+    .bind(late.to_string())
+    .bind(sqlx::types::Json(serde_json::json!({"ProductCreated": {"id": late, "name": "Late", "description": "", "price": "1.00"}})))
+    .execute(&mut *transaction_a)
+    .await
+    .unwrap();
+
+    let early = pipeline.create_product("Early", "2.00").await; // B: commits first
+    let position = |id: Uuid| {
+        let pool = pipeline.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT global_position FROM events WHERE aggregate_id = $1")
+                .bind(id.to_string())
+                .fetch_optional(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let b_position = position(early).await.unwrap();
+
+    // While A is open, B waits: publishing it now and moving the cursor past A would skip A.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(pipeline.product_version(early).await, 0, "B must wait for the older transaction A");
+
+    transaction_a.commit().await.unwrap();
+    let a_position = position(late).await.unwrap();
+    assert!(a_position < b_position, "A took the lower position ({a_position} vs {b_position})");
+
+    eventually("both products are projected", Duration::from_secs(30), || async {
+        pipeline.product_version(early).await == 1 && pipeline.product_version(late).await == 1
+    })
+    .await;
+    assert_eq!(pipeline.product_row(late).await.unwrap().0, "Late");
+}

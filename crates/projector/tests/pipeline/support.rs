@@ -1,0 +1,242 @@
+//! What the pipeline tests share: a database of their own, topic names of their own, the
+//! projector as a real child process, and a raw Kafka client to inject or read messages.
+
+use std::future::Future;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use command_api::commands::{metadata, CommandBus};
+use command_api::extract::RequestContext;
+use domain::{Product, ProductCommand};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use read_model::{message, CatalogEvent};
+use rust_decimal::Decimal;
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::process::{Child, Command};
+use uuid::Uuid;
+
+pub fn brokers() -> String {
+    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+fn server_url(database: &str) -> String {
+    let base = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let (server, _) = base.rsplit_once('/').expect("DATABASE_URL has a database path");
+    format!("{server}/{database}")
+}
+
+/// A migrated database of the test's own, dropped afterwards, and topic names no other test uses.
+pub struct Pipeline {
+    pub pool: PgPool,
+    pub database_url: String,
+    pub topic: String,
+    pub dlq_topic: String,
+    pub group: String,
+    db_name: String,
+}
+
+impl Pipeline {
+    pub async fn new() -> Self {
+        let id = Uuid::new_v4().simple().to_string();
+        let db_name = format!("catalog_test_{id}");
+        let mut admin = PgConnection::connect(&server_url("postgres")).await.expect("connect to Postgres");
+        sqlx::query(&format!("CREATE DATABASE {db_name}")).execute(&mut admin).await.expect("create database");
+        let database_url = server_url(&db_name);
+        let pool = PgPool::connect(&database_url).await.expect("connect to test database");
+        service_runtime::database::migrate(&pool).await.expect("migrate");
+        Self {
+            pool,
+            database_url,
+            topic: format!("test.{id}.events"),
+            dlq_topic: format!("test.{id}.events.dlq"),
+            group: format!("test-{id}"),
+            db_name,
+        }
+    }
+
+    /// Starts the projector binary with `role` and extra flags.
+    pub fn projector(&self, role: &str, extra: &[&str]) -> ProjectorProcess {
+        let port = free_port();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_projector"));
+        command
+            .args(["--addr", &format!("127.0.0.1:{port}"), "--role", role])
+            .args(["--database-url", &self.database_url, "--kafka-brokers", &brokers()])
+            .args(["--kafka-topic", &self.topic, "--kafka-dlq-topic", &self.dlq_topic, "--group", &self.group])
+            .args(["--session-timeout-ms", "6000"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        let child = command.spawn().expect("start projector");
+        ProjectorProcess { child, metrics_url: format!("http://127.0.0.1:{port}/metrics") }
+    }
+
+    pub fn commands(&self) -> CommandBus {
+        CommandBus::new(self.pool.clone())
+    }
+
+    /// Creates a product through the domain and the event store (as command-api would).
+    pub async fn create_product(&self, name: &str, price: &str) -> Uuid {
+        let id = Uuid::new_v4();
+        let price: Decimal = price.parse().unwrap();
+        self.commands()
+            .execute::<Product>(
+                &id.to_string(),
+                || ProductCommand::Create { id, name: name.into(), description: None, price },
+                metadata("test", &RequestContext::default()),
+                true,
+            )
+            .await
+            .expect("create product");
+        id
+    }
+
+    pub async fn rename_product(&self, id: Uuid, name: &str) {
+        self.commands()
+            .execute::<Product>(
+                &id.to_string(),
+                || ProductCommand::Update { expected_version: None, name: Some(name.into()), description: None, price: None },
+                metadata("test", &RequestContext::default()),
+                true,
+            )
+            .await
+            .expect("update product");
+    }
+
+    /// (name, price, version, deleted) of a product's read-model row.
+    pub async fn product_row(&self, id: Uuid) -> Option<(String, String, i64, bool)> {
+        sqlx::query_as("SELECT name, price::text, version, deleted FROM products WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    pub async fn product_version(&self, id: Uuid) -> i64 {
+        self.product_row(id).await.map_or(0, |row| row.2)
+    }
+
+    /// Every event in the store, in commit order, as it would be published.
+    pub async fn stored_events(&self) -> Vec<CatalogEvent> {
+        read_model::event_store::committed_after(&self.pool, Default::default(), 100_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, event)| event)
+            .collect()
+    }
+
+    /// Asserts that every product's row equals the domain's fold of its events.
+    pub async fn assert_read_model_matches_event_store(&self) {
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT DISTINCT aggregate_id FROM events WHERE aggregate_type = 'Product'")
+                .fetch_all(&self.pool)
+                .await
+                .unwrap();
+        for id in ids {
+            let folded: Product = self.commands().load(&id).await.unwrap();
+            let row = self.product_row(id.parse().unwrap()).await.unwrap_or_else(|| panic!("no row for {id}"));
+            assert_eq!(
+                row,
+                (folded.name.clone(), folded.price.to_string(), folded.version as i64, folded.deleted),
+                "product {id}"
+            );
+        }
+    }
+
+    pub fn producer(&self) -> FutureProducer {
+        ClientConfig::new().set("bootstrap.servers", brokers()).create().expect("producer")
+    }
+
+    /// Produces `event` to the test topic as the publisher would.
+    pub async fn produce(&self, producer: &FutureProducer, event: &CatalogEvent) {
+        let headers = message::headers(event)
+            .iter()
+            .fold(OwnedHeaders::new(), |h, (key, value)| h.insert(Header { key, value: Some(value.as_str()) }));
+        let value = message::value(event);
+        let record = FutureRecord::to(&self.topic).key(event.aggregate_id.as_str()).payload(&value).headers(headers);
+        producer.send(record, Duration::from_secs(10)).await.expect("produce");
+    }
+
+    /// A consumer of `topic` from the beginning, in a group of its own.
+    pub fn reader(&self, topic: &str) -> StreamConsumer {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("group.id", format!("reader-{}", Uuid::new_v4()))
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "6000")
+            .create()
+            .expect("consumer");
+        consumer.subscribe(&[topic]).expect("subscribe");
+        consumer
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        let db_name = self.db_name.clone();
+        // Drop is synchronous; a thread with its own runtime drops the database (FORCE ends
+        // connections the pool or a killed projector left behind).
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async move {
+                if let Ok(mut admin) = PgConnection::connect(&server_url("postgres")).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)")).execute(&mut admin).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+pub struct ProjectorProcess {
+    child: Child,
+    metrics_url: String,
+}
+
+impl ProjectorProcess {
+    /// SIGKILL: no shutdown hook runs, nothing is flushed or committed.
+    pub async fn kill_hard(&mut self) {
+        self.child.kill().await.expect("kill -9 projector");
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub async fn stop(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("running");
+        std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await.expect("projector stops").unwrap()
+    }
+
+    /// A counter or gauge from the process's `/metrics` (0 if not yet reported).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let Ok(response) = reqwest::get(&self.metrics_url).await else { return 0.0 };
+        let text = response.text().await.unwrap_or_default();
+        text.lines()
+            .filter(|line| line.split([' ', '{']).next() == Some(name))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Waits until `check` returns true, or fails the test with `what` after `within`.
+pub async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out after {within:?} waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

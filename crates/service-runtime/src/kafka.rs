@@ -1,0 +1,85 @@
+//! Kafka client settings shared by the projector and catalogctl, and topic creation.
+
+use std::time::Duration;
+
+use clap::Args;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::producer::FutureProducer;
+use rdkafka::ClientConfig;
+
+pub const DEFAULT_TOPIC: &str = "catalog.events";
+pub const DEFAULT_DLQ_TOPIC: &str = "catalog.events.dlq";
+
+#[derive(Debug, Clone, Args)]
+pub struct KafkaSettings {
+    /// Kafka bootstrap servers (comma-separated host:port).
+    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub kafka_brokers: String,
+
+    /// The topic events are published to and projected from.
+    #[arg(long, env = "KAFKA_TOPIC", default_value = DEFAULT_TOPIC)]
+    pub kafka_topic: String,
+
+    /// Where events that cannot be projected go, with the reason.
+    #[arg(long, env = "KAFKA_DLQ_TOPIC", default_value = DEFAULT_DLQ_TOPIC)]
+    pub kafka_dlq_topic: String,
+
+    /// Partitions of the topics when they are created (they are never resized).
+    #[arg(long, env = "KAFKA_TOPIC_PARTITIONS", default_value_t = 6)]
+    pub kafka_topic_partitions: i32,
+
+    /// Replication factor of the topics when they are created; use 3 on a production cluster.
+    #[arg(long, env = "KAFKA_REPLICATION_FACTOR", default_value_t = 1)]
+    pub kafka_replication_factor: i32,
+}
+
+impl KafkaSettings {
+    /// Settings every client gets: the brokers, and a client id naming the program.
+    pub fn client_config(&self, client_id: &str) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.kafka_brokers).set("client.id", client_id);
+        config
+    }
+
+    /// An idempotent producer waiting for all in-sync replicas: retries never duplicate or
+    /// reorder within a partition. librdkafka does not enable idempotence by default.
+    pub fn producer(&self, client_id: &str) -> anyhow::Result<FutureProducer> {
+        Ok(self
+            .client_config(client_id)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", "30000")
+            .create()?)
+    }
+
+    /// Creates the event and dead-letter topics if they do not exist yet.
+    pub async fn ensure_topics(&self) -> anyhow::Result<()> {
+        let admin: AdminClient<DefaultClientContext> = self.client_config("catalog-admin").create()?;
+        let replication = || TopicReplication::Fixed(self.kafka_replication_factor);
+        let topics = [
+            NewTopic::new(&self.kafka_topic, self.kafka_topic_partitions, replication()),
+            NewTopic::new(&self.kafka_dlq_topic, self.kafka_topic_partitions, replication()),
+        ];
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        for result in admin.create_topics(&topics, &options).await? {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => anyhow::bail!("cannot create topic {topic}: {code}"),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether the brokers answer a metadata request within `timeout`, for `/ready`.
+pub async fn ping(producer: &FutureProducer, timeout: Duration) -> Result<(), String> {
+    use rdkafka::producer::Producer;
+    let client = producer.clone();
+    tokio::task::spawn_blocking(move || client.client().fetch_metadata(None, timeout).map(|_| ()))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("broker unreachable: {e}"))
+}
