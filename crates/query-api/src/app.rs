@@ -1,0 +1,181 @@
+//! Builds the read API from its settings: `Application::build` is used by `main` and by tests.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::{FromRef, Request};
+use axum::http::{header, HeaderName, HeaderValue, Method};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use clap::Parser;
+use http_api::problem::ApiError;
+use http_api::tokens::{self, TokenKeys};
+use metrics_exporter_prometheus::PrometheusHandle;
+use service_runtime::operations::{self, ReadinessCheck};
+use service_runtime::settings::{DatabaseSettings, LogSettings};
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::cache::{CacheSettings, ProductCache};
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "query-api", about = "Catalog's read REST API", version)]
+pub struct Settings {
+    /// Address to listen on.
+    #[arg(long, env = "QUERY_API_ADDR", default_value = "127.0.0.1:8081")]
+    pub addr: SocketAddr,
+
+    #[command(flatten)]
+    pub database: DatabaseSettings,
+
+    #[command(flatten)]
+    pub log: LogSettings,
+
+    /// HMAC secret that verifies bearer tokens (at least 32 bytes; the one command-api signs
+    /// with). Required in production.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// `production` refuses to start without a real JWT_SECRET.
+    #[arg(long, env = "CATALOG_ENV", default_value = "development")]
+    pub environment: String,
+
+    /// Longest time one request may take before it is answered 503.
+    #[arg(long, env = "REQUEST_TIMEOUT_SECONDS", default_value_t = 10)]
+    pub request_timeout_seconds: u64,
+
+    /// Longest a `?min_version=` read waits for the read model to catch up before it is
+    /// answered 503 with `Retry-After`. Keep it below the request timeout.
+    #[arg(long, env = "MIN_VERSION_WAIT_MS", default_value_t = 5000)]
+    pub min_version_wait_ms: u64,
+
+    /// Most products the detail cache holds.
+    #[arg(long, env = "PRODUCT_CACHE_MAX_ENTRIES", default_value_t = 10_000)]
+    pub product_cache_max_entries: u64,
+
+    /// Longest a cached product lives; a safety net, since changes invalidate it at once.
+    #[arg(long, env = "PRODUCT_CACHE_TTL_SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub product_cache_ttl_seconds: u64,
+
+    /// Origins allowed to call the API from a browser (comma-separated); none by default.
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub cors_allowed_origins: Vec<String>,
+}
+
+/// Everything a handler may need, cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub products: ProductCache,
+    pub tokens: TokenKeys,
+    pub min_version_wait: Duration,
+}
+
+impl FromRef<AppState> for TokenKeys {
+    fn from_ref(state: &AppState) -> Self {
+        state.tokens.clone()
+    }
+}
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    products: ProductCache,
+    changes: Option<PgListener>,
+}
+
+impl Application {
+    /// Binds the address and starts listening for read model changes (if Postgres is
+    /// reachable; otherwise `run` keeps trying, and products are served uncached meanwhile).
+    pub async fn build(settings: Settings, pool: PgPool, metrics: PrometheusHandle) -> anyhow::Result<Self> {
+        let secret = tokens::resolve_secret(settings.jwt_secret.as_deref(), &settings.environment)?;
+        let min_version_wait = Duration::from_millis(settings.min_version_wait_ms);
+        if min_version_wait >= Duration::from_secs(settings.request_timeout_seconds) {
+            tracing::warn!("MIN_VERSION_WAIT_MS is not below REQUEST_TIMEOUT_SECONDS: long waits end as timeouts");
+        }
+        let products = ProductCache::new(
+            pool.clone(),
+            CacheSettings {
+                max_entries: settings.product_cache_max_entries,
+                ttl: Duration::from_secs(settings.product_cache_ttl_seconds),
+            },
+        );
+        let changes = products.listen().await;
+        let state = AppState {
+            pool,
+            products: products.clone(),
+            // Only verifies tokens; the lifetime is command-api's business.
+            tokens: TokenKeys::new(&secret, tokens::MAX_TOKEN_TTL),
+            min_version_wait,
+        };
+        let router = router(state, &settings, metrics);
+        let listener = TcpListener::bind(settings.addr).await?;
+        Ok(Self { listener, router, products, changes })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener")
+    }
+
+    /// Serves until `shutdown` resolves, then finishes in-flight requests.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let follower = tokio::spawn(self.products.follow_changes(self.changes));
+        tracing::info!(addr = %self.listener.local_addr()?, "query-api listening");
+        let result = axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await;
+        follower.abort();
+        Ok(result?)
+    }
+}
+
+/// The whole HTTP surface: API routes, operational endpoints and the middleware stack.
+pub fn router(state: AppState, settings: &Settings, metrics: PrometheusHandle) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    let timeout = Duration::from_secs(settings.request_timeout_seconds);
+    let products = state.products.clone();
+    let checks = vec![
+        ReadinessCheck::postgres(state.pool.clone()),
+        // Without it the cache is bypassed and `min_version` reads cannot be woken.
+        ReadinessCheck::new("change_notifications", move || {
+            let listening = products.is_listening();
+            async move { if listening { Ok(()) } else { Err("not listening for read model changes".into()) } }
+        }),
+    ];
+    let api = crate::routes::router()
+        .fallback(|| async { ApiError::NotFound("resource") })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(middleware::from_fn(move |req: Request, next: Next| with_timeout(timeout, req, next)))
+        .with_state(state);
+    api.merge(operations::router(checks, metrics))
+        .layer(middleware::from_fn(operations::track_http_metrics))
+        .layer(cors(&settings.cors_allowed_origins))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+            tracing::info_span!("request", method = %req.method(), uri = %req.uri(), request_id = %id)
+        }))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// Answers 503 (problem+json, `Retry-After`) instead of letting a slow request hang.
+async fn with_timeout(limit: Duration, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Unavailable { reason: "the request timed out".into(), retry_after_secs: 1 }.into_response(),
+    }
+}
+
+fn cors(origins: &[String]) -> CorsLayer {
+    let origins: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o.trim()).ok()).collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::HEAD])
+        .allow_headers([header::AUTHORIZATION, header::IF_NONE_MATCH])
+        .expose_headers([header::ETAG, header::RETRY_AFTER])
+}

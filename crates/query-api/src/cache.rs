@@ -1,0 +1,432 @@
+//! The product detail cache, the listener that keeps it fresh, and the `min_version` waits.
+//!
+//! The read store announces every row it writes (`pg_notify('catalog_read_model_changed',
+//! 'products <id> <version>')`, delivered on commit). One background task `LISTEN`s and, per
+//! product announcement, raises the product's *floor* (the highest version announced), drops
+//! its cache entry, and broadcasts the change to waiting requests.
+//!
+//! Freshness rules, each closing one race:
+//! - An entry is served only if its version is at least the floor. A load that read v3 just
+//!   before v4 was announced may still insert v3 after the invalidation; the floor makes that
+//!   entry a miss instead of leaving it cached until its TTL.
+//! - Entries carry the *epoch* they were loaded in. The epoch changes whenever announcements
+//!   may have been missed (listener connected, lost, reconnected), which discards every older
+//!   entry at once, including ones whose load was in flight across the gap.
+//! - An odd epoch means nobody is listening: requests then bypass the cache entirely, since
+//!   nothing would tell it about changes.
+//!
+//! The floors live in a second bounded cache (LRU, so a new floor is always admitted, and
+//! kept twice as long and twice as many as entries). A floor is forgotten only after that
+//! many other products changed; the entry it guarded is then at worst stale until its TTL,
+//! which is why the TTL stays as a safety net.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_api::problem::ApiError;
+use moka::future::Cache;
+use moka::policy::EvictionPolicy;
+use read_model::products::{self, ProductView};
+use sqlx::postgres::{PgListener, PgPoolOptions};
+use sqlx::PgPool;
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+/// The channel the read store's triggers notify on (see the read-model migration).
+pub const CHANNEL: &str = "catalog_read_model_changed";
+
+/// How long the listener waits before reconnecting, doubling up to the maximum.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long one attempt to connect the listener may take.
+const LISTEN_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A change as waiting requests see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Product `id` reached `version` (committed).
+    Product { id: Uuid, version: i64 },
+    /// Announcements may have been missed: everyone re-reads.
+    Resync,
+}
+
+/// Size and lifetime of the product cache.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheSettings {
+    pub max_entries: u64,
+    /// A safety net only: entries are normally invalidated by notifications long before.
+    pub ttl: Duration,
+}
+
+#[derive(Clone)]
+struct Entry {
+    view: Arc<ProductView>,
+    epoch: u64,
+}
+
+/// Why a coalesced load produced no entry. Shared between the requests that waited on it,
+/// so it holds the classification, not the (non-clonable) database error.
+#[derive(Debug)]
+enum LoadError {
+    Missing,
+    Unavailable { reason: String, retry_after_secs: u64 },
+    Failed(String),
+}
+
+impl From<sqlx::Error> for LoadError {
+    fn from(error: sqlx::Error) -> Self {
+        match ApiError::from_database(error) {
+            ApiError::Unavailable { reason, retry_after_secs } => LoadError::Unavailable { reason, retry_after_secs },
+            ApiError::Internal(cause) => LoadError::Failed(format!("{cause:#}")),
+            other => LoadError::Failed(other.to_string()),
+        }
+    }
+}
+
+/// Product views by id, shared by all requests (cheap to clone).
+#[derive(Clone)]
+pub struct ProductCache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: PgPool,
+    /// The listener's own connection, so it never takes one of the request pool's.
+    listen_pool: PgPool,
+    entries: Cache<Uuid, Entry>,
+    floors: Cache<Uuid, i64>,
+    /// Even while listening, odd while not (initially odd: nothing is listening yet).
+    epoch: AtomicU64,
+    changes: broadcast::Sender<Change>,
+}
+
+impl ProductCache {
+    pub fn new(pool: PgPool, settings: CacheSettings) -> Self {
+        let entries = Cache::builder().max_capacity(settings.max_entries).time_to_live(settings.ttl).build();
+        let floors = Cache::builder()
+            .max_capacity(settings.max_entries.saturating_mul(2).max(1))
+            .time_to_live(settings.ttl.saturating_mul(2))
+            .eviction_policy(EvictionPolicy::lru())
+            .build();
+        let listen_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(LISTEN_CONNECT_TIMEOUT)
+            .connect_lazy_with((*pool.connect_options()).clone());
+        let (changes, _) = broadcast::channel(1024);
+        Self { inner: Arc::new(Inner { pool, listen_pool, entries, floors, epoch: AtomicU64::new(1), changes }) }
+    }
+
+    /// True while the change listener is connected (and the cache is in use).
+    pub fn is_listening(&self) -> bool {
+        live(self.inner.epoch.load(Ordering::SeqCst))
+    }
+
+    /// The product's row (a tombstone included) at a version no older than `min_version` and
+    /// than anything announced so far, if the read store has it that new; otherwise the row as
+    /// it is now, or `None` if there is no row.
+    pub async fn get(&self, id: Uuid, min_version: i64) -> Result<Option<Arc<ProductView>>, ApiError> {
+        let inner = &self.inner;
+        let epoch = inner.epoch.load(Ordering::SeqCst);
+        if !live(epoch) {
+            record_miss(&inner.entries);
+            return self.read(id).await;
+        }
+        let announced = inner.floors.get(&id).await.unwrap_or(0);
+        if let Some(entry) = inner.entries.get(&id).await {
+            if entry.epoch == epoch && entry.view.version >= announced.max(min_version) {
+                metrics::counter!("query_cache_hits_total").increment(1);
+                return Ok(Some(entry.view));
+            }
+            inner.entries.invalidate(&id).await;
+        }
+        record_miss(&inner.entries);
+        // Concurrent misses for one id share this one load.
+        let loaded = inner
+            .entries
+            .try_get_with(id, async {
+                match products::get(&inner.pool, id).await? {
+                    Some(view) => Ok(Entry { view: Arc::new(view), epoch }),
+                    None => Err(LoadError::Missing),
+                }
+            })
+            .await;
+        metrics::gauge!("query_cache_entries").set(inner.entries.entry_count() as f64);
+        match loaded {
+            // A load another request started earlier may predate what we already know of.
+            Ok(entry) if entry.epoch != epoch || entry.view.version < announced => {
+                let fresh = self.read(id).await?;
+                if let Some(view) = &fresh {
+                    inner.entries.insert(id, Entry { view: view.clone(), epoch }).await;
+                }
+                Ok(fresh)
+            }
+            Ok(entry) => Ok(Some(entry.view)),
+            Err(error) => match &*error {
+                LoadError::Missing => Ok(None),
+                LoadError::Unavailable { reason, retry_after_secs } => {
+                    Err(ApiError::Unavailable { reason: reason.clone(), retry_after_secs: *retry_after_secs })
+                }
+                LoadError::Failed(cause) => Err(ApiError::Internal(anyhow::anyhow!("loading product {id}: {cause}"))),
+            },
+        }
+    }
+
+    /// Read-your-writes: the product once the read store holds it at `version` or later,
+    /// waiting for announcements (never polling) at most `wait`; then 503 with `Retry-After`.
+    pub async fn wait_for(&self, id: Uuid, version: i64, wait: Duration) -> Result<Option<Arc<ProductView>>, ApiError> {
+        let deadline = Instant::now() + wait;
+        // Subscribed before the first read, so a change committed in between still wakes us.
+        let mut changes = self.inner.changes.subscribe();
+        loop {
+            let current = self.get(id, version).await?;
+            if current.as_ref().is_some_and(|view| view.version >= version) {
+                return Ok(current);
+            }
+            loop {
+                match tokio::time::timeout_at(deadline, changes.recv()).await {
+                    Ok(Ok(Change::Product { id: changed, version: reached })) if changed == id && reached >= version => break,
+                    Ok(Ok(Change::Resync) | Err(RecvError::Lagged(_))) => break,
+                    Ok(Ok(Change::Product { .. })) => {}
+                    Ok(Err(RecvError::Closed)) | Err(_) => {
+                        return Err(ApiError::Unavailable {
+                            reason: format!("the read model has not reached version {version} of this product yet"),
+                            retry_after_secs: 1,
+                        })
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts listening for changes. Failing is not fatal: [`follow_changes`](Self::follow_changes)
+    /// keeps trying, and the cache is bypassed until it succeeds.
+    pub async fn listen(&self) -> Option<PgListener> {
+        match self.connect().await {
+            Ok(listener) => Some(listener),
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for read model changes yet; serving uncached");
+                None
+            }
+        }
+    }
+
+    /// The background task: applies announcements until the request pool is closed (or the
+    /// task is aborted), reconnecting with backoff whenever the listener fails. Starts from
+    /// `listener` if one is connected.
+    pub async fn follow_changes(self, mut listener: Option<PgListener>) {
+        let mut backoff = FIRST_BACKOFF;
+        while !self.inner.pool.is_closed() {
+            let mut connected = match listener.take() {
+                Some(connected) => connected,
+                None => match self.connect().await {
+                    Ok(connected) => connected,
+                    Err(error) => {
+                        tracing::warn!(%error, retry_in = ?backoff, "cannot listen for read model changes; serving uncached");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        continue;
+                    }
+                },
+            };
+            backoff = FIRST_BACKOFF;
+            let error = loop {
+                match connected.try_recv().await {
+                    Ok(Some(notification)) => self.announce(notification.payload()).await,
+                    // The connection dropped and has already been re-established (sqlx's eager
+                    // reconnect): what was announced in between is lost.
+                    Ok(None) => {
+                        tracing::warn!("read model change listener reconnected; dropping the product cache");
+                        self.resync(true);
+                    }
+                    Err(error) => break error,
+                }
+            };
+            self.resync(false);
+            tracing::warn!(%error, "lost the read model change listener; serving uncached until it is back");
+            tokio::time::sleep(backoff).await;
+        }
+    }
+
+    async fn connect(&self) -> Result<PgListener, sqlx::Error> {
+        let mut listener = PgListener::connect_with(&self.inner.listen_pool).await?;
+        listener.listen(CHANNEL).await?;
+        // Entries from before now may have missed announcements.
+        self.resync(true);
+        tracing::info!(channel = CHANNEL, "listening for read model changes");
+        Ok(listener)
+    }
+
+    /// Applies one announcement: floor first, then invalidation, then wake-ups, so whoever is
+    /// woken or misses already sees the new floor.
+    async fn announce(&self, payload: &str) {
+        let Some(change) = parse(payload) else {
+            return;
+        };
+        let Change::Product { id, version } = change else {
+            return self.resync(true);
+        };
+        let inner = &self.inner;
+        // Only this task writes floors, so read-then-write cannot lose a higher version.
+        if inner.floors.get(&id).await.is_none_or(|floor| floor < version) {
+            inner.floors.insert(id, version).await;
+        }
+        inner.entries.invalidate(&id).await;
+        metrics::gauge!("query_cache_entries").set(inner.entries.entry_count() as f64);
+        let _ = inner.changes.send(change);
+    }
+
+    /// Starts a new epoch (even when `listening`), dropping every entry, and wakes all waiters.
+    fn resync(&self, listening: bool) {
+        let _ = self.inner.epoch.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |epoch| {
+            Some(if live(epoch + 1) == listening { epoch + 1 } else { epoch + 2 })
+        });
+        self.inner.entries.invalidate_all();
+        metrics::gauge!("query_cache_entries").set(0.0);
+        let _ = self.inner.changes.send(Change::Resync);
+    }
+
+    async fn read(&self, id: Uuid) -> Result<Option<Arc<ProductView>>, ApiError> {
+        Ok(products::get(&self.inner.pool, id).await?.map(Arc::new))
+    }
+}
+
+/// Even epochs are the ones in which the listener is connected.
+fn live(epoch: u64) -> bool {
+    epoch.is_multiple_of(2)
+}
+
+fn record_miss(entries: &Cache<Uuid, Entry>) {
+    metrics::counter!("query_cache_misses_total").increment(1);
+    metrics::gauge!("query_cache_entries").set(entries.entry_count() as f64);
+}
+
+/// `products <id> <version>` → a product change. `products * …` (sent after a table rebuild)
+/// or anything else unreadable about products → a resync: dropping everything is always safe.
+/// Other tables are neither cached nor awaited.
+fn parse(payload: &str) -> Option<Change> {
+    let mut parts = payload.split(' ');
+    if parts.next()? != "products" {
+        return None;
+    }
+    let id = parts.next();
+    match (id.map(str::parse), parts.next().map(str::parse)) {
+        (Some(Ok(id)), Some(Ok(version))) => Some(Change::Product { id, version }),
+        _ => {
+            if id != Some("*") {
+                tracing::warn!(payload, "unreadable product change notification; dropping the product cache");
+            }
+            Some(Change::Resync)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cache whose database is unreachable: any read that reaches it fails fast with 503,
+    /// which is how these tests tell a miss from a hit.
+    fn cache() -> ProductCache {
+        let pool = PgPoolOptions::new()
+            .acquire_timeout(Duration::from_millis(200))
+            .connect_lazy("postgres://postgres@127.0.0.1:1/unreachable")
+            .unwrap();
+        ProductCache::new(pool, CacheSettings { max_entries: 100, ttl: Duration::from_secs(60) })
+    }
+
+    fn view(id: Uuid, version: i64) -> Arc<ProductView> {
+        let now = sqlx::types::chrono::Utc::now();
+        Arc::new(ProductView {
+            id,
+            name: "Lamp".into(),
+            description: String::new(),
+            price: Default::default(),
+            created_at: now,
+            updated_at: now,
+            version,
+            deleted: false,
+        })
+    }
+
+    async fn put(cache: &ProductCache, id: Uuid, version: i64) {
+        let epoch = cache.inner.epoch.load(Ordering::SeqCst);
+        cache.inner.entries.insert(id, Entry { view: view(id, version), epoch }).await;
+    }
+
+    fn served(result: Result<Option<Arc<ProductView>>, ApiError>) -> Option<i64> {
+        match result {
+            Ok(view) => view.map(|v| v.version),
+            Err(ApiError::Unavailable { .. }) => None,
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn notifications_parse_products_and_ignore_the_rest() {
+        let id = Uuid::new_v4();
+        assert_eq!(parse(&format!("products {id} 3")), Some(Change::Product { id, version: 3 }));
+        assert_eq!(parse(&format!("users {id} 3")), None);
+        assert_eq!(parse("products * 0"), Some(Change::Resync));
+        assert_eq!(parse("products nonsense 3"), Some(Change::Resync));
+        assert_eq!(parse("products"), Some(Change::Resync));
+    }
+
+    #[tokio::test]
+    async fn a_fresh_entry_is_served_while_listening() {
+        let cache = cache();
+        cache.resync(true);
+        let id = Uuid::new_v4();
+        put(&cache, id, 2).await;
+        assert_eq!(served(cache.get(id, 0).await), Some(2));
+        assert_eq!(served(cache.get(id, 2).await), Some(2));
+        // Asking for a newer version than cached goes to the database.
+        assert_eq!(served(cache.get(id, 3).await), None);
+    }
+
+    #[tokio::test]
+    async fn an_entry_inserted_after_a_newer_announcement_is_a_miss() {
+        let cache = cache();
+        cache.resync(true);
+        let id = Uuid::new_v4();
+        cache.announce(&format!("products {id} 4")).await;
+        // The slow load that read v3 before v4 was announced lands now.
+        put(&cache, id, 3).await;
+        assert_eq!(served(cache.get(id, 0).await), None);
+        // A later announcement of an older version does not lower the floor.
+        cache.announce(&format!("products {id} 2")).await;
+        put(&cache, id, 3).await;
+        assert_eq!(served(cache.get(id, 0).await), None);
+        put(&cache, id, 4).await;
+        assert_eq!(served(cache.get(id, 0).await), Some(4));
+    }
+
+    #[tokio::test]
+    async fn a_table_wide_announcement_drops_every_entry() {
+        let cache = cache();
+        cache.resync(true);
+        let id = Uuid::new_v4();
+        put(&cache, id, 1).await;
+        cache.announce("products * 0").await;
+        assert!(cache.is_listening());
+        assert_eq!(served(cache.get(id, 0).await), None);
+    }
+
+    #[tokio::test]
+    async fn losing_the_listener_discards_entries_and_bypasses_the_cache() {
+        let cache = cache();
+        cache.resync(true);
+        let id = Uuid::new_v4();
+        let epoch = cache.inner.epoch.load(Ordering::SeqCst);
+        cache.resync(false);
+        assert!(!cache.is_listening());
+        put(&cache, id, 1).await;
+        assert_eq!(served(cache.get(id, 0).await), None, "not listening: never from the cache");
+        cache.resync(true);
+        assert!(cache.is_listening());
+        // An entry from before the gap, e.g. a load in flight across it, is not served.
+        cache.inner.entries.insert(id, Entry { view: view(id, 1), epoch }).await;
+        assert_eq!(served(cache.get(id, 0).await), None);
+    }
+}
