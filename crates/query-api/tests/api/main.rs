@@ -1,0 +1,9 @@
+//! HTTP tests of the read API against a real Postgres: every test gets its own fresh,
+//! migrated database and its own server on a free port. Read-model rows are written with
+//! `read_model::apply_events`, as the projector does, so the real triggers announce them.
+
+mod freshness;
+mod helpers;
+mod operations;
+mod products;
+mod users;

@@ -1,0 +1,84 @@
+use std::time::{Duration, Instant};
+
+use clap::{CommandFactory, Parser};
+use query_api::{Application, Settings};
+use serde_json::Value;
+use service_runtime::{database, telemetry};
+
+use crate::helpers::{assert_problem, spawn_app, TEST_JWT_SECRET};
+
+#[tokio::test]
+async fn health_and_ready_report_ok_with_a_live_database() {
+    let app = spawn_app().await;
+    assert_eq!(app.get("/health").send().await.unwrap().status(), 200);
+    let ready = app.get("/ready").send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["dependencies"]["postgres"]["status"], "up");
+    assert_eq!(body["dependencies"]["change_notifications"]["status"], "up");
+    assert_eq!(app.get("/metrics").send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn responses_carry_a_request_id() {
+    let app = spawn_app().await;
+    let response = app.get("/api/v1/products").send().await.unwrap();
+    assert!(!response.headers()["x-request-id"].is_empty());
+    let echoed = app.get("/health").header("x-request-id", "abc-123").send().await.unwrap();
+    assert_eq!(echoed.headers()["x-request-id"], "abc-123");
+}
+
+/// With Postgres unreachable the service still starts, `/ready` names what is down, and
+/// reads answer 503 with `Retry-After`: never 500, never a hang.
+#[tokio::test]
+async fn an_unreachable_database_is_503_with_retry_after() {
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("postgres://postgres@127.0.0.1:{closed_port}/nowhere");
+    let settings = Settings::try_parse_from([
+        "query-api", "--addr", "127.0.0.1:0", "--database-url", &url, "--jwt-secret", TEST_JWT_SECRET,
+    ])
+    .unwrap();
+    let pool = database::pool(&settings.database).unwrap();
+    let app = Application::build(settings, pool, telemetry::init_metrics()).await.unwrap();
+    let base = format!("http://{}", app.local_addr());
+    tokio::spawn(app.run(std::future::pending()));
+    let client = reqwest::Client::new();
+
+    let ready = client.get(format!("{base}/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["dependencies"]["postgres"]["status"], "down");
+    assert_eq!(body["dependencies"]["change_notifications"]["status"], "down");
+
+    for path in ["/api/v1/products", &format!("/api/v1/products/{}", uuid::Uuid::new_v4())] {
+        let started = Instant::now();
+        let response = client.get(format!("{base}{path}")).send().await.unwrap();
+        assert!(response.headers().contains_key("retry-after"), "{path}");
+        assert_problem(response, 503).await;
+        assert!(started.elapsed() < Duration::from_secs(8), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn graceful_shutdown_returns_ok_and_stops_serving() {
+    let mut app = spawn_app().await;
+    app.a_product("Last", "1.00").await;
+    assert_eq!(app.get("/api/v1/products").send().await.unwrap().status(), 200);
+    app.stop().await.expect("server stops cleanly");
+    assert!(app.get("/health").send().await.is_err(), "no longer accepting connections");
+}
+
+#[test]
+fn settings_have_their_documented_defaults() {
+    // Read from the definitions, not parsed, so the caller's environment does not matter.
+    let command = Settings::command();
+    let default = |id: &str| {
+        let arg = command.get_arguments().find(|arg| arg.get_id() == id).unwrap();
+        (arg.get_env().unwrap().to_str().unwrap().to_owned(), arg.get_default_values()[0].to_str().unwrap().to_owned())
+    };
+    assert_eq!(default("addr"), ("QUERY_API_ADDR".into(), "127.0.0.1:8081".into()));
+    assert_eq!(default("min_version_wait_ms"), ("MIN_VERSION_WAIT_MS".into(), "5000".into()));
+    assert_eq!(default("product_cache_max_entries"), ("PRODUCT_CACHE_MAX_ENTRIES".into(), "10000".into()));
+    assert_eq!(default("product_cache_ttl_seconds"), ("PRODUCT_CACHE_TTL_SECONDS".into(), "60".into()));
+    assert!(Settings::try_parse_from(["query-api", "--product-cache-ttl-seconds", "0"]).is_err());
+}
