@@ -16,7 +16,7 @@ impl Username {
     pub fn parse(raw: &str) -> Result<Self, FieldViolation> {
         let normalized = raw.trim().to_lowercase();
         let len = normalized.chars().count();
-        if len < 3 || len > 32 {
+        if !(3..=32).contains(&len) {
             return Err(FieldViolation::new("username", "length", "username must be 3 to 32 characters"));
         }
         if !normalized.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
