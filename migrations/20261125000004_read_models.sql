@@ -17,7 +17,9 @@ CREATE TABLE products
 );
 
 -- The listing order: oldest first, id as the tie-break, so pages are stable.
-CREATE INDEX products_listing ON products (created_at, id) WHERE NOT deleted;
+-- Index and constraint names follow `<table>_...`: `catalogctl rebuild` builds a shadow table
+-- `<table>_rebuild` LIKE this one and renames its objects back by that prefix when it swaps.
+CREATE INDEX products_created_at_id_idx ON products (created_at, id) WHERE NOT deleted;
 
 -- User profiles: no password hash or any other credential material.
 CREATE TABLE users

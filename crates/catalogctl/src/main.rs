@@ -1,24 +1,44 @@
 //! `catalogctl`: the operator's tool for a running Catalog.
 //!
-//! Every subcommand is safe to run while the services serve traffic.
+//! Every subcommand is safe to run while the services serve traffic. Exit codes: 0 success,
+//! 1 failure (or, for `verify`, differences found), 2 bad arguments.
+//!
+//! # Layout
+//! - [`users`]: `user create` (bootstrap an admin).
+//! - [`events`]: `events` (JSON lines) and `replay` (republish to Kafka).
+//! - [`read_models`]: `rebuild` (shadow tables, atomic swap, progress bar) and `verify`.
+//! - [`status`]: where the pipeline stands.
+//! - [`dead_letters`]: `dlq list` and `dlq retry`.
 
-use std::io::Read;
+mod dead_letters;
+mod events;
+mod read_models;
+mod status;
+mod users;
+
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
-use command_api::accounts;
-use command_api::auth::PasswordHasher;
-use command_api::commands::{self, CommandBus};
-use command_api::extract::RequestContext;
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
 use domain::Role;
+use service_runtime::kafka::KafkaSettings;
 use service_runtime::settings::{DatabaseSettings, LogSettings};
 use service_runtime::{database, telemetry};
+use sqlx::PgPool;
 
 #[derive(Parser)]
 #[command(name = "catalogctl", about = "Operate a Catalog deployment", version)]
 struct Cli {
     #[command(flatten)]
     database: DatabaseSettings,
+
+    #[command(flatten)]
+    kafka: KafkaSettings,
+
+    /// The projector's consumer group (for `status`).
+    #[arg(long, env = "PROJECTOR_GROUP", default_value = "catalog-projector")]
+    group: String,
 
     #[command(flatten)]
     log: LogSettings,
@@ -33,28 +53,43 @@ enum Command {
     Migrate,
     /// Manage user accounts.
     #[command(subcommand)]
-    User(UserCommand),
-}
-
-#[derive(Subcommand)]
-enum UserCommand {
-    /// Create a user, e.g. the first admin. The password is read from standard input.
-    Create {
-        #[arg(long)]
-        username: String,
-        #[arg(long)]
-        email: String,
-        /// Role to grant besides `customer`.
-        #[arg(long, value_parser = parse_role)]
-        role: Option<Role>,
-        /// Read the password from standard input (required: passwords never go on the command line).
-        #[arg(long, required = true)]
-        password_stdin: bool,
+    User(users::UserCommand),
+    /// Print events as JSON lines: one aggregate's stream, or a position range.
+    Events(events::EventsArgs),
+    /// Republish events to Kafka with their original headers. Replaying into the live topic
+    /// changes no read model (the projector skips what it has applied).
+    Replay(events::ReplayArgs),
+    /// Rebuild read models from the event store into shadow tables and swap them in
+    /// atomically; the live tables keep serving throughout.
+    Rebuild {
+        #[arg(value_enum)]
+        target: Target,
     },
+    /// Compare the read models with a fold of the event store; print each difference as a
+    /// JSON line and exit 1 if there is any.
+    Verify {
+        /// How long a difference may take to resolve itself (pipeline lag) before it counts.
+        #[arg(long, default_value_t = 10)]
+        settle_seconds: u64,
+    },
+    /// Event store head, publisher position and lag, consumer lag per partition, dead letters,
+    /// read-model row counts.
+    Status {
+        /// One JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Dead letters: events the projector could not apply.
+    #[command(subcommand)]
+    Dlq(dead_letters::DlqCommand),
 }
 
-fn parse_role(raw: &str) -> Result<Role, String> {
-    raw.parse().map_err(|e: domain::FieldViolation| e.message)
+/// Which read models a rebuild covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Target {
+    Products,
+    Users,
+    All,
 }
 
 #[tokio::main]
@@ -62,7 +97,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init_logging(cli.log.log_format);
     match run(cli).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
@@ -70,42 +105,44 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let pool = database::pool(&cli.database)?;
+    database::ping(&pool).await.map_err(|e| anyhow::anyhow!("cannot reach Postgres: {e}"))?;
     match cli.command {
         Command::Migrate => {
             database::migrate(&pool).await?;
             println!("migrations applied");
         }
-        Command::User(UserCommand::Create { username, email, role, password_stdin: _ }) => {
-            let mut password = String::new();
-            std::io::stdin().read_to_string(&mut password)?;
-            let password = password.trim_end_matches(['\r', '\n']).to_owned();
-            let roles: Vec<Role> = role.into_iter().filter(|r| *r != Role::Customer).collect();
-            let context = RequestContext::default();
-            let id = accounts::register(
-                &CommandBus::new(pool),
-                &PasswordHasher::owasp_minimum(),
-                &username,
-                &email,
-                password,
-                &roles,
-                commands::metadata("catalogctl", &context),
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}: {}", describe(&e)))?;
-            println!("{id}");
+        Command::User(command) => users::run(&pool, command).await?,
+        Command::Events(args) => events::print(&pool, args).await?,
+        Command::Replay(args) => events::replay(&pool, &cli.kafka, args).await?,
+        Command::Rebuild { target } => read_models::rebuild(&pool, target).await?,
+        Command::Verify { settle_seconds } => {
+            return read_models::verify(&pool, Duration::from_secs(settle_seconds)).await;
         }
+        Command::Status { json } => status::print(&pool, &cli.kafka, &cli.group, json).await?,
+        Command::Dlq(command) => dead_letters::run(&cli.kafka, command).await?,
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
-/// Field-level details for validation errors, so the operator sees what to fix.
-fn describe(error: &command_api::problem::ApiError) -> String {
-    match error {
-        command_api::problem::ApiError::Invalid(v) => {
-            v.0.iter().map(|f| format!("{}: {}", f.field, f.message)).collect::<Vec<_>>().join("; ")
-        }
-        _ => String::new(),
-    }
+/// Fails with a clear message unless the brokers answer within a few seconds.
+async fn check_broker(kafka: &KafkaSettings) -> anyhow::Result<rdkafka::producer::FutureProducer> {
+    let producer = kafka.producer("catalogctl")?;
+    service_runtime::kafka::ping(&producer, Duration::from_secs(5))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach Kafka at {}: {e}", kafka.kafka_brokers))?;
+    Ok(producer)
+}
+
+fn parse_role(raw: &str) -> Result<Role, String> {
+    raw.parse().map_err(|e: domain::FieldViolation| e.message)
+}
+
+/// Row counts by table, for `status` and the rebuild summary.
+async fn row_count(pool: &PgPool, table: &str) -> anyhow::Result<i64> {
+    sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+        .fetch_one(pool)
+        .await
+        .with_context(|| format!("counting {table}"))
 }

@@ -151,21 +151,27 @@ impl Publisher {
     }
 
     async fn produce(&self, event: &CatalogEvent) -> anyhow::Result<()> {
-        let headers = message::headers(event)
-            .iter()
-            .fold(OwnedHeaders::new(), |h, (key, value)| h.insert(Header { key, value: Some(value.as_str()) }));
-        let value = message::value(event);
-        let record = FutureRecord::to(&self.topic)
-            .key(event.aggregate_id.as_str())
-            .payload(&value)
-            .headers(headers)
-            .timestamp(event.recorded_at.timestamp_millis());
-        self.producer
-            .send(record, QUEUE_TIMEOUT)
-            .await
-            .map_err(|(error, _)| anyhow::anyhow!("broker refused event {}: {error}", event.global_position))?;
-        Ok(())
+        produce(&self.producer, &self.topic, event).await
     }
+}
+
+/// Produces `event` to `topic` (key, CloudEvents headers, JSON value) and waits for the
+/// broker's acknowledgement. Also used by `catalogctl replay`.
+pub async fn produce(producer: &FutureProducer, topic: &str, event: &CatalogEvent) -> anyhow::Result<()> {
+    let headers = message::headers(event)
+        .iter()
+        .fold(OwnedHeaders::new(), |h, (key, value)| h.insert(Header { key, value: Some(value.as_str()) }));
+    let value = message::value(event);
+    let record = FutureRecord::to(topic)
+        .key(event.aggregate_id.as_str())
+        .payload(&value)
+        .headers(headers)
+        .timestamp(event.recorded_at.timestamp_millis());
+    producer
+        .send(record, QUEUE_TIMEOUT)
+        .await
+        .map_err(|(error, _)| anyhow::anyhow!("broker refused event {}: {error}", event.global_position))?;
+    Ok(())
 }
 
 /// Sleeps until an append is notified, `wait` passes, or shutdown is asked for.

@@ -12,7 +12,7 @@ use uuid::Uuid;
 const CREDENTIAL_FIELDS: &[&str] = &["password_hash"];
 
 /// One stored event, upcast to its current version and redacted.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct CatalogEvent {
     pub event_id: Uuid,
     /// `Product` or `User`.

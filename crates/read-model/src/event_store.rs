@@ -6,13 +6,20 @@
 //! flight (`pg_snapshot_xmin(pg_current_snapshot())`) and order them by
 //! `(transaction_id, global_position)`. Every row that appears later sorts after the cursor.
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::types::Json;
-use sqlx::PgExecutor;
+use futures::stream::BoxStream;
+use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use crate::CatalogEvent;
+
+/// The columns of [`StoredRow`], `transaction_id` as a plain number.
+const COLUMNS: &str = "event_id, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, \
+                       metadata, global_position, transaction_id::text::bigint AS transaction_id, recorded_at";
 
 /// Where a reader stands in commit order: the last event it has handled.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -21,8 +28,9 @@ pub struct CommitPosition {
     pub global_position: i64,
 }
 
+/// One row of `events` as the pipeline reads it.
 #[derive(sqlx::FromRow)]
-struct StoredRow {
+pub(crate) struct StoredRow {
     event_id: Uuid,
     aggregate_type: String,
     aggregate_id: String,
@@ -37,7 +45,7 @@ struct StoredRow {
 }
 
 impl StoredRow {
-    fn into_event(self) -> (CommitPosition, CatalogEvent) {
+    pub(crate) fn into_event(self) -> (CommitPosition, CatalogEvent) {
         let position =
             CommitPosition { transaction_id: self.transaction_id, global_position: self.global_position };
         let event = CatalogEvent::from_stored(
@@ -63,16 +71,14 @@ pub async fn committed_after<'e>(
     after: CommitPosition,
     limit: i64,
 ) -> Result<Vec<(CommitPosition, CatalogEvent)>, sqlx::Error> {
-    let rows: Vec<StoredRow> = sqlx::query_as(
-        "SELECT event_id, aggregate_type, aggregate_id, sequence, event_type, event_version,
-                payload, metadata, global_position, transaction_id::text::bigint AS transaction_id,
-                recorded_at
+    let rows: Vec<StoredRow> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS}
            FROM events
           WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
             AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
           ORDER BY transaction_id, global_position
-          LIMIT $3",
-    )
+          LIMIT $3"
+    ))
     .bind(after.transaction_id.to_string())
     .bind(after.global_position)
     .bind(limit)
@@ -90,14 +96,12 @@ pub async fn aggregate_history<'e>(
     after_sequence: i64,
     up_to_sequence: i64,
 ) -> Result<Vec<CatalogEvent>, sqlx::Error> {
-    let rows: Vec<StoredRow> = sqlx::query_as(
-        "SELECT event_id, aggregate_type, aggregate_id, sequence, event_type, event_version,
-                payload, metadata, global_position, transaction_id::text::bigint AS transaction_id,
-                recorded_at
+    let rows: Vec<StoredRow> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS}
            FROM events
           WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 AND sequence <= $4
-          ORDER BY sequence",
-    )
+          ORDER BY sequence"
+    ))
     .bind(aggregate_type)
     .bind(aggregate_id)
     .bind(after_sequence)
@@ -110,4 +114,77 @@ pub async fn aggregate_history<'e>(
 /// The highest global position in the store (0 when empty).
 pub async fn head_position<'e>(executor: impl PgExecutor<'e>) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT coalesce(max(global_position), 0) FROM events").fetch_one(executor).await
+}
+
+/// Every event of one aggregate type, streamed in `(aggregate_id, sequence)` order (the
+/// primary key's), so a fold needs one aggregate in memory at a time.
+pub(crate) fn aggregate_stream<'c>(
+    connection: &'c mut PgConnection,
+    aggregate_type: &'static str,
+) -> BoxStream<'c, Result<StoredRow, sqlx::Error>> {
+    static QUERY: LazyLock<String> = LazyLock::new(|| {
+        format!("SELECT {COLUMNS} FROM events WHERE aggregate_type = $1 ORDER BY aggregate_id, sequence")
+    });
+    sqlx::query_as(QUERY.as_str()).bind(aggregate_type).fetch(connection)
+}
+
+/// The committed events of `aggregate_type` that `snapshot` (a `pg_snapshot` as text) could not
+/// see, in per-aggregate order. Transactions older than the snapshot's xmin were all visible
+/// to it, so only the index range above it is scanned.
+pub async fn invisible_in_snapshot<'e>(
+    executor: impl PgExecutor<'e>,
+    aggregate_type: &str,
+    snapshot: &str,
+) -> Result<Vec<CatalogEvent>, sqlx::Error> {
+    let rows: Vec<StoredRow> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS}
+           FROM events
+          WHERE aggregate_type = $1
+            AND transaction_id >= pg_snapshot_xmin($2::text::pg_snapshot)
+            AND NOT pg_visible_in_snapshot(transaction_id, $2::text::pg_snapshot)
+          ORDER BY aggregate_id, sequence"
+    ))
+    .bind(aggregate_type)
+    .bind(snapshot)
+    .fetch_all(executor)
+    .await?;
+    Ok(rows.into_iter().map(|row| row.into_event().1).collect())
+}
+
+/// Which events `catalogctl events` and `replay` select. Every part is optional.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub from_position: i64,
+    pub to_position: Option<i64>,
+    pub aggregate_type: Option<String>,
+    pub aggregate_id: Option<String>,
+}
+
+/// Up to `limit` committed events matching `filter` with a position above `after`, in
+/// position order (per aggregate, that is sequence order).
+pub async fn by_position<'e>(
+    executor: impl PgExecutor<'e>,
+    filter: &EventFilter,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<CatalogEvent>, sqlx::Error> {
+    let rows: Vec<StoredRow> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS}
+           FROM events
+          WHERE global_position >= $1 AND global_position > $2
+            AND ($3::bigint IS NULL OR global_position <= $3)
+            AND ($4::text IS NULL OR aggregate_type = $4)
+            AND ($5::text IS NULL OR aggregate_id = $5)
+          ORDER BY global_position
+          LIMIT $6"
+    ))
+    .bind(filter.from_position)
+    .bind(after)
+    .bind(filter.to_position)
+    .bind(filter.aggregate_type.as_deref())
+    .bind(filter.aggregate_id.as_deref())
+    .bind(limit)
+    .fetch_all(executor)
+    .await?;
+    Ok(rows.into_iter().map(|row| row.into_event().1).collect())
 }

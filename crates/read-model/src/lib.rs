@@ -21,6 +21,8 @@ pub mod event_store;
 pub mod message;
 pub mod products;
 pub mod projection;
+pub mod rebuild;
+pub mod verify;
 pub mod users;
 
 pub use event::CatalogEvent;

@@ -111,6 +111,7 @@ pub struct Products;
 impl ReadModel for Products {
     type View = ProductView;
     const AGGREGATE_TYPE: &'static str = "Product";
+    const TABLE: &'static str = "products";
 
     fn version(view: &ProductView) -> i64 {
         view.version
@@ -118,6 +119,23 @@ impl ReadModel for Products {
 
     fn apply(current: Option<ProductView>, event: &CatalogEvent) -> Result<ProductView, ApplyError> {
         apply(current, event)
+    }
+
+    fn fields(view: &ProductView) -> serde_json::Map<String, serde_json::Value> {
+        let mut fields = match serde_json::to_value(view) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        };
+        fields.insert("deleted".into(), view.deleted.into());
+        fields
+    }
+
+    async fn load(pool: &sqlx::PgPool, ids: &[Uuid]) -> Result<HashMap<Uuid, ProductView>, sqlx::Error> {
+        let rows: Vec<ProductView> = sqlx::query_as("SELECT id, name, description, price, created_at, updated_at, version, deleted FROM products WHERE id = ANY($1)")
+            .bind(ids)
+            .fetch_all(pool)
+            .await?;
+        Ok(rows.into_iter().map(|row| (row.id, row)).collect())
     }
 
     async fn load_for_update(
@@ -134,18 +152,18 @@ impl ReadModel for Products {
         Ok(rows.into_iter().map(|row| (row.id, row)).collect())
     }
 
-    async fn save(connection: &mut PgConnection, views: &[&ProductView]) -> Result<(), sqlx::Error> {
+    async fn save(connection: &mut PgConnection, table: &str, views: &[&ProductView]) -> Result<(), sqlx::Error> {
         // One statement for the whole batch. The `WHERE` keeps versions monotonic even if two
         // projectors raced on a product that had no row yet.
-        sqlx::query(
-            "INSERT INTO products (id, name, description, price, created_at, updated_at, version, deleted)
+        sqlx::query(&format!(
+            "INSERT INTO {table} (id, name, description, price, created_at, updated_at, version, deleted)
              SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::numeric[],
                                   $5::timestamptz[], $6::timestamptz[], $7::bigint[], $8::bool[])
              ON CONFLICT (id) DO UPDATE
                 SET name = EXCLUDED.name, description = EXCLUDED.description, price = EXCLUDED.price,
                     updated_at = EXCLUDED.updated_at, version = EXCLUDED.version, deleted = EXCLUDED.deleted
-              WHERE products.version < EXCLUDED.version",
-        )
+              WHERE {table}.version < EXCLUDED.version",
+        ))
         .bind(views.iter().map(|v| v.id).collect::<Vec<_>>())
         .bind(views.iter().map(|v| v.name.as_str()).collect::<Vec<_>>())
         .bind(views.iter().map(|v| v.description.as_str()).collect::<Vec<_>>())

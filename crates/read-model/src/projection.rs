@@ -77,22 +77,39 @@ pub trait ReadModel {
     type View: Clone;
     /// The aggregate type whose events this model follows.
     const AGGREGATE_TYPE: &'static str;
+    /// The live table.
+    const TABLE: &'static str;
 
     fn version(view: &Self::View) -> i64;
     fn apply(current: Option<Self::View>, event: &CatalogEvent) -> Result<Self::View, ApplyError>;
+    /// The fields `catalogctl verify` compares, by name.
+    fn fields(view: &Self::View) -> serde_json::Map<String, serde_json::Value>;
+    /// Rows of `ids`, without locking.
+    fn load(
+        pool: &sqlx::PgPool,
+        ids: &[Uuid],
+    ) -> impl std::future::Future<Output = Result<HashMap<Uuid, Self::View>, sqlx::Error>> + Send;
     fn load_for_update(
         connection: &mut PgConnection,
         ids: &[Uuid],
     ) -> impl std::future::Future<Output = Result<HashMap<Uuid, Self::View>, sqlx::Error>> + Send;
+    /// Upserts `views` into `table` (the live table, or a rebuild's shadow), never lowering a
+    /// row's version.
     fn save(
         connection: &mut PgConnection,
+        table: &str,
         views: &[&Self::View],
     ) -> impl std::future::Future<Output = Result<(), sqlx::Error>> + Send;
 }
 
+/// Held (shared) by every transaction that applies events; `catalogctl rebuild` takes it
+/// exclusively for the moment it swaps tables, so no apply straddles the swap.
+pub const APPLY_LOCK: i64 = 0x6361_7461_6c6f_67; // "catalog"
+
 /// Applies `events` (in the order given; per aggregate that must be sequence order) to every
-/// read model. The caller commits `connection`'s transaction.
+/// read model. `connection` must be in a transaction, which the caller commits.
 pub async fn apply_events(connection: &mut PgConnection, events: &[CatalogEvent]) -> Result<Outcome, ApplyError> {
+    sqlx::query("SELECT pg_advisory_xact_lock_shared($1)").bind(APPLY_LOCK).execute(&mut *connection).await?;
     let mut outcome = Outcome::default();
     outcome += apply_to::<Products>(connection, events).await?;
     outcome += apply_to::<Users>(connection, events).await?;
@@ -147,7 +164,7 @@ async fn apply_to<M: ReadModel>(connection: &mut PgConnection, events: &[Catalog
     changed.dedup();
     let rows: Vec<&M::View> = changed.iter().filter_map(|id| views.get(id)).collect();
     if !rows.is_empty() {
-        M::save(connection, &rows).await?;
+        M::save(connection, M::TABLE, &rows).await?;
     }
     Ok(outcome)
 }

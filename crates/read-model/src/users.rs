@@ -102,6 +102,7 @@ pub struct Users;
 impl ReadModel for Users {
     type View = UserView;
     const AGGREGATE_TYPE: &'static str = "User";
+    const TABLE: &'static str = "users";
 
     fn version(view: &UserView) -> i64 {
         view.version
@@ -109,6 +110,21 @@ impl ReadModel for Users {
 
     fn apply(current: Option<UserView>, event: &CatalogEvent) -> Result<UserView, ApplyError> {
         apply(current, event)
+    }
+
+    fn fields(view: &UserView) -> serde_json::Map<String, serde_json::Value> {
+        match serde_json::to_value(view) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        }
+    }
+
+    async fn load(pool: &sqlx::PgPool, ids: &[Uuid]) -> Result<HashMap<Uuid, UserView>, sqlx::Error> {
+        let rows: Vec<UserView> = sqlx::query_as("SELECT id, username, email, roles, active, created_at, updated_at, version FROM users WHERE id = ANY($1)")
+            .bind(ids)
+            .fetch_all(pool)
+            .await?;
+        Ok(rows.into_iter().map(|row| (row.id, row)).collect())
     }
 
     async fn load_for_update(
@@ -125,10 +141,10 @@ impl ReadModel for Users {
         Ok(rows.into_iter().map(|row| (row.id, row)).collect())
     }
 
-    async fn save(connection: &mut PgConnection, views: &[&UserView]) -> Result<(), sqlx::Error> {
+    async fn save(connection: &mut PgConnection, table: &str, views: &[&UserView]) -> Result<(), sqlx::Error> {
         // Roles travel as one comma-joined string per row: Postgres arrays cannot be ragged.
-        sqlx::query(
-            "INSERT INTO users (id, username, email, roles, active, created_at, updated_at, version)
+        sqlx::query(&format!(
+            "INSERT INTO {table} (id, username, email, roles, active, created_at, updated_at, version)
              SELECT id, username, email, string_to_array(roles, ','), active, created_at, updated_at, version
                FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bool[],
                            $6::timestamptz[], $7::timestamptz[], $8::bigint[])
@@ -136,8 +152,8 @@ impl ReadModel for Users {
              ON CONFLICT (id) DO UPDATE
                 SET username = EXCLUDED.username, email = EXCLUDED.email, roles = EXCLUDED.roles,
                     active = EXCLUDED.active, updated_at = EXCLUDED.updated_at, version = EXCLUDED.version
-              WHERE users.version < EXCLUDED.version",
-        )
+              WHERE {table}.version < EXCLUDED.version",
+        ))
         .bind(views.iter().map(|v| v.id).collect::<Vec<_>>())
         .bind(views.iter().map(|v| v.username.as_str()).collect::<Vec<_>>())
         .bind(views.iter().map(|v| v.email.as_str()).collect::<Vec<_>>())

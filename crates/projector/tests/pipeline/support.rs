@@ -119,14 +119,11 @@ impl Pipeline {
         self.product_row(id).await.map_or(0, |row| row.2)
     }
 
-    /// Every event in the store, in commit order, as it would be published.
+    /// Every committed event in the store, in position order, as it would be published.
+    /// (Not the publisher's horizon-bounded read: another test's open transaction would hide
+    /// this test's latest events from that.)
     pub async fn stored_events(&self) -> Vec<CatalogEvent> {
-        read_model::event_store::committed_after(&self.pool, Default::default(), 100_000)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|(_, event)| event)
-            .collect()
+        read_model::event_store::by_position(&self.pool, &Default::default(), 0, 100_000).await.unwrap()
     }
 
     /// Asserts that every product's row equals the domain's fold of its events.
@@ -168,6 +165,9 @@ impl Pipeline {
             .set("group.id", format!("reader-{}", Uuid::new_v4()))
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "6000")
+            // If the projector has not created the topic yet, notice it within a second
+            // (the default re-check is minutes away).
+            .set("topic.metadata.refresh.interval.ms", "1000")
             .create()
             .expect("consumer");
         consumer.subscribe(&[topic]).expect("subscribe");

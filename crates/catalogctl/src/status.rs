@@ -1,0 +1,158 @@
+//! `catalogctl status`: where the pipeline stands, from the event store to the read models.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use read_model::event_store;
+use serde::Serialize;
+use service_runtime::kafka::KafkaSettings;
+use sqlx::PgPool;
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Serialize)]
+struct Status {
+    event_store_head_position: i64,
+    publishers: Vec<PublisherStatus>,
+    consumer_group: String,
+    consumer_lag: Vec<PartitionLag>,
+    consumer_lag_total: i64,
+    dead_letters: i64,
+    read_models: ReadModelCounts,
+}
+
+#[derive(Serialize, sqlx::FromRow)]
+struct PublisherStatus {
+    topic: String,
+    position: i64,
+    published_total: i64,
+    /// Committed events not yet published (transactions still open are not counted).
+    lag_events: i64,
+    updated_at: DateTime<Utc>,
+}
+
+#[derive(Serialize)]
+struct PartitionLag {
+    partition: i32,
+    committed_offset: Option<i64>,
+    end_offset: i64,
+    lag: i64,
+}
+
+#[derive(Serialize)]
+struct ReadModelCounts {
+    products: i64,
+    products_deleted: i64,
+    users: i64,
+}
+
+pub async fn print(pool: &PgPool, kafka: &KafkaSettings, group: &str, json: bool) -> anyhow::Result<()> {
+    let _reachable = crate::check_broker(kafka).await?;
+    let publishers: Vec<PublisherStatus> = sqlx::query_as(
+        "SELECT c.topic, c.global_position AS position, c.published_total, c.updated_at,
+                (SELECT count(*) FROM events e
+                  WHERE (e.transaction_id, e.global_position) > (c.transaction_id, c.global_position)) AS lag_events
+           FROM publisher_checkpoints c ORDER BY c.topic",
+    )
+    .fetch_all(pool)
+    .await?;
+    let consumer_lag = consumer_lag(kafka, group).await?;
+    let status = Status {
+        event_store_head_position: event_store::head_position(pool).await?,
+        publishers,
+        consumer_group: group.to_owned(),
+        consumer_lag_total: consumer_lag.iter().map(|p| p.lag).sum(),
+        consumer_lag,
+        dead_letters: dead_letter_count(kafka).await?,
+        read_models: ReadModelCounts {
+            products: sqlx::query_scalar("SELECT count(*) FROM products WHERE NOT deleted").fetch_one(pool).await?,
+            products_deleted: sqlx::query_scalar("SELECT count(*) FROM products WHERE deleted").fetch_one(pool).await?,
+            users: crate::row_count(pool, "users").await?,
+        },
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(());
+    }
+    println!("event store head position  {}", status.event_store_head_position);
+    for p in &status.publishers {
+        println!(
+            "publisher {:<16} position {} ({} published), lag {} events, last moved {}",
+            p.topic, p.position, p.published_total, p.lag_events, p.updated_at
+        );
+    }
+    if status.publishers.is_empty() {
+        println!("publisher                  has not published yet");
+    }
+    println!("consumer group {:<11} lag {} messages", status.consumer_group, status.consumer_lag_total);
+    for p in &status.consumer_lag {
+        let committed = p.committed_offset.map_or("-".to_owned(), |o| o.to_string());
+        println!("  partition {:<3} committed {committed:>8}  end {:>8}  lag {}", p.partition, p.end_offset, p.lag);
+    }
+    println!("dead letters               {}", status.dead_letters);
+    println!(
+        "read models                products {} (+{} deleted), users {}",
+        status.read_models.products, status.read_models.products_deleted, status.read_models.users
+    );
+    Ok(())
+}
+
+/// Committed offset and end offset of every partition of the events topic, for `group`.
+/// The consumer never subscribes, so it does not join (or disturb) the group.
+async fn consumer_lag(kafka: &KafkaSettings, group: &str) -> anyhow::Result<Vec<PartitionLag>> {
+    let kafka = kafka.clone();
+    let group = group.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer =
+            kafka.client_config("catalogctl").set("group.id", &group).set("enable.auto.commit", "false").create()?;
+        let topic = kafka.kafka_topic.as_str();
+        let partitions = partitions_of(&consumer, topic)?;
+        let mut list = TopicPartitionList::new();
+        for partition in &partitions {
+            list.add_partition(topic, *partition);
+        }
+        let committed = consumer.committed_offsets(list, TIMEOUT)?;
+        partitions
+            .into_iter()
+            .map(|partition| {
+                let (low, high) = consumer.fetch_watermarks(topic, partition, TIMEOUT)?;
+                let committed_offset = committed
+                    .find_partition(topic, partition)
+                    .and_then(|e| match e.offset() {
+                        Offset::Offset(o) => Some(o),
+                        _ => None,
+                    });
+                let lag = high - committed_offset.unwrap_or(low);
+                Ok(PartitionLag { partition, committed_offset, end_offset: high, lag })
+            })
+            .collect()
+    })
+    .await?
+}
+
+/// Messages in the dead-letter topic (it is append-only: retried letters stay listed).
+async fn dead_letter_count(kafka: &KafkaSettings) -> anyhow::Result<i64> {
+    let kafka = kafka.clone();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = kafka.client_config("catalogctl").create()?;
+        let topic = kafka.kafka_dlq_topic.as_str();
+        let mut total = 0;
+        for partition in partitions_of(&consumer, topic)? {
+            let (low, high) = consumer.fetch_watermarks(topic, partition, TIMEOUT)?;
+            total += high - low;
+        }
+        Ok(total)
+    })
+    .await?
+}
+
+pub fn partitions_of(consumer: &BaseConsumer, topic: &str) -> anyhow::Result<Vec<i32>> {
+    let metadata = consumer.fetch_metadata(Some(topic), TIMEOUT)?;
+    let topic_metadata = metadata.topics().first().ok_or_else(|| anyhow::anyhow!("no metadata for topic {topic}"))?;
+    if let Some(error) = topic_metadata.error() {
+        anyhow::bail!("topic {topic}: {error:?}");
+    }
+    Ok(topic_metadata.partitions().iter().map(|p| p.id()).collect())
+}

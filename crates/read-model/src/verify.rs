@@ -1,0 +1,153 @@
+//! Checking the read models against a fold of the event store.
+//!
+//! Every aggregate's events are folded with the same `apply` the projector uses and compared,
+//! field by field, with its row; rows whose aggregate has no events are differences too. On a
+//! live system a row may lag its events (the pipeline is asynchronous) or be ahead of the
+//! snapshot; such aggregates are re-checked afresh until `settle` has passed, and only what
+//! still differs then is reported.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures::TryStreamExt;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sqlx::{Connection, PgPool};
+use uuid::Uuid;
+
+use crate::event_store::{self, StoredRow};
+use crate::projection::{ApplyError, ReadModel};
+
+/// Aggregates compared per round trip for their rows.
+const CHUNK: usize = 1000;
+
+/// One field of one aggregate that differs from the fold of its events.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Difference {
+    pub table: &'static str,
+    pub aggregate_id: String,
+    /// `row` when the whole row is missing or has no events.
+    pub field: String,
+    /// From the events (`null` if there are none).
+    pub expected: Value,
+    /// In the read model (`null` if there is no row).
+    pub actual: Value,
+}
+
+/// The differences between `M`'s table and its events that persist for `settle`.
+pub async fn verify<M: ReadModel>(pool: &PgPool, settle: Duration) -> Result<Vec<Difference>, ApplyError> {
+    let mut suspects: Vec<String> = Vec::new();
+    let mut reader = pool.acquire().await?;
+    let mut snapshot = reader.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *snapshot).await?;
+    {
+        let mut rows = event_store::aggregate_stream(&mut snapshot, M::AGGREGATE_TYPE);
+        let mut current: Option<(String, M::View)> = None;
+        let mut folded: Vec<(String, M::View)> = Vec::with_capacity(CHUNK);
+        while let Some(row) = rows.try_next().await? {
+            let event = StoredRow::into_event(row).1;
+            let state = match current.take() {
+                Some((id, view)) if id == event.aggregate_id => Some(view),
+                Some(finished) => {
+                    folded.push(finished);
+                    None
+                }
+                None => None,
+            };
+            current = Some((event.aggregate_id.clone(), M::apply(state, &event)?));
+            if folded.len() >= CHUNK {
+                suspects.extend(differing::<M>(pool, &folded).await?);
+                folded.clear();
+            }
+        }
+        folded.extend(current);
+        suspects.extend(differing::<M>(pool, &folded).await?);
+    }
+    snapshot.commit().await?;
+
+    let orphans: Vec<Uuid> = sqlx::query_scalar(&format!(
+        "SELECT id FROM {table} t WHERE NOT EXISTS
+           (SELECT 1 FROM events e WHERE e.aggregate_type = $1 AND e.aggregate_id = t.id::text)",
+        table = M::TABLE
+    ))
+    .bind(M::AGGREGATE_TYPE)
+    .fetch_all(pool)
+    .await?;
+    suspects.extend(orphans.iter().map(Uuid::to_string));
+
+    // Re-check each suspect from scratch until it agrees or `settle` runs out.
+    let deadline = Instant::now() + settle;
+    loop {
+        let mut differences = Vec::new();
+        let mut still = Vec::new();
+        for id in &suspects {
+            let found = compare_now::<M>(pool, id).await?;
+            if !found.is_empty() {
+                differences.extend(found);
+                still.push(id.clone());
+            }
+        }
+        if still.is_empty() || Instant::now() >= deadline {
+            return Ok(differences);
+        }
+        suspects = still;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The ids among `folded` whose row differs from their fold.
+async fn differing<M: ReadModel>(pool: &PgPool, folded: &[(String, M::View)]) -> Result<Vec<String>, ApplyError> {
+    if folded.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = folded.iter().filter_map(|(id, _)| id.parse().ok()).collect();
+    let rows: HashMap<Uuid, M::View> = M::load(pool, &ids).await?;
+    Ok(folded
+        .iter()
+        .filter(|(id, expected)| {
+            let actual = id.parse().ok().and_then(|id: Uuid| rows.get(&id));
+            !field_differences(M::TABLE, id, Some(expected), actual, M::fields).is_empty()
+        })
+        .map(|(id, _)| id.clone())
+        .collect())
+}
+
+/// Folds `id`'s events as they are now and compares them with its row as it is now.
+async fn compare_now<M: ReadModel>(pool: &PgPool, id: &str) -> Result<Vec<Difference>, ApplyError> {
+    let events = event_store::aggregate_history(pool, M::AGGREGATE_TYPE, id, 0, i64::MAX).await?;
+    let mut expected = None;
+    for event in &events {
+        expected = Some(M::apply(expected, event)?);
+    }
+    let actual = match id.parse::<Uuid>() {
+        Ok(uuid) => M::load(pool, &[uuid]).await?.remove(&uuid),
+        Err(_) => None,
+    };
+    Ok(field_differences(M::TABLE, id, expected.as_ref(), actual.as_ref(), M::fields))
+}
+
+fn field_differences<V>(
+    table: &'static str,
+    id: &str,
+    expected: Option<&V>,
+    actual: Option<&V>,
+    fields: fn(&V) -> Map<String, Value>,
+) -> Vec<Difference> {
+    let difference = |field: &str, expected: Value, actual: Value| Difference {
+        table,
+        aggregate_id: id.to_owned(),
+        field: field.to_owned(),
+        expected,
+        actual,
+    };
+    match (expected.map(fields), actual.map(fields)) {
+        (None, None) => Vec::new(),
+        (Some(expected), None) => vec![difference("row", Value::Object(expected), Value::Null)],
+        (None, Some(actual)) => vec![difference("row", Value::Null, Value::Object(actual))],
+        (Some(expected), Some(actual)) => expected
+            .iter()
+            .filter(|(field, value)| actual.get(*field) != Some(*value))
+            .map(|(field, value)| difference(field, value.clone(), actual.get(field).cloned().unwrap_or(Value::Null)))
+            .collect(),
+    }
+}
