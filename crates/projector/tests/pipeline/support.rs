@@ -1,59 +1,44 @@
 //! What the pipeline tests share: a database of their own, topic names of their own, the
 //! projector as a real child process, and a raw Kafka client to inject or read messages.
 
-use std::future::Future;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use command_api::commands::{metadata, CommandBus};
 use command_api::extract::RequestContext;
 use domain::{Product, ProductCommand};
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use rdkafka::ClientConfig;
-use read_model::{message, CatalogEvent};
+use read_model::CatalogEvent;
 use rust_decimal::Decimal;
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::PgPool;
+pub use test_support::eventually;
+use test_support::{kafka_brokers as brokers, TestDatabase};
 use tokio::process::{Child, Command};
 use uuid::Uuid;
 
-pub fn brokers() -> String {
-    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
-}
-
-fn server_url(database: &str) -> String {
-    let base = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let (server, _) = base.rsplit_once('/').expect("DATABASE_URL has a database path");
-    format!("{server}/{database}")
-}
-
-/// A migrated database of the test's own, dropped afterwards, and topic names no other test uses.
+/// A database of the test's own and topic names no other test uses.
 pub struct Pipeline {
+    /// Kept for its `Drop`, which drops the database.
+    _database: TestDatabase,
     pub pool: PgPool,
     pub database_url: String,
     pub topic: String,
     pub dlq_topic: String,
     pub group: String,
-    db_name: String,
 }
 
 impl Pipeline {
     pub async fn new() -> Self {
-        let id = Uuid::new_v4().simple().to_string();
-        let db_name = format!("catalog_test_{id}");
-        let mut admin = PgConnection::connect(&server_url("postgres")).await.expect("connect to Postgres");
-        sqlx::query(&format!("CREATE DATABASE {db_name}")).execute(&mut admin).await.expect("create database");
-        let database_url = server_url(&db_name);
-        let pool = PgPool::connect(&database_url).await.expect("connect to test database");
-        service_runtime::database::migrate(&pool).await.expect("migrate");
+        let database = TestDatabase::new().await;
         Self {
-            pool,
-            database_url,
-            topic: format!("test.{id}.events"),
-            dlq_topic: format!("test.{id}.events.dlq"),
-            group: format!("test-{id}"),
-            db_name,
+            pool: database.pool.clone(),
+            database_url: database.url.clone(),
+            topic: database.topic(),
+            dlq_topic: database.dlq_topic(),
+            group: database.group(),
+            _database: database,
         }
     }
 
@@ -148,14 +133,9 @@ impl Pipeline {
         ClientConfig::new().set("bootstrap.servers", brokers()).create().expect("producer")
     }
 
-    /// Produces `event` to the test topic as the publisher would.
+    /// Produces `event` to the test topic as the publisher does.
     pub async fn produce(&self, producer: &FutureProducer, event: &CatalogEvent) {
-        let headers = message::headers(event)
-            .iter()
-            .fold(OwnedHeaders::new(), |h, (key, value)| h.insert(Header { key, value: Some(value.as_str()) }));
-        let value = message::value(event);
-        let record = FutureRecord::to(&self.topic).key(event.aggregate_id.as_str()).payload(&value).headers(headers);
-        producer.send(record, Duration::from_secs(10)).await.expect("produce");
+        projector::publisher::produce(producer, &self.topic, event).await.expect("produce");
     }
 
     /// A consumer of `topic` from the beginning, in a group of its own.
@@ -172,23 +152,6 @@ impl Pipeline {
             .expect("consumer");
         consumer.subscribe(&[topic]).expect("subscribe");
         consumer
-    }
-}
-
-impl Drop for Pipeline {
-    fn drop(&mut self) {
-        let db_name = self.db_name.clone();
-        // Drop is synchronous; a thread with its own runtime drops the database (FORCE ends
-        // connections the pool or a killed projector left behind).
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            runtime.block_on(async move {
-                if let Ok(mut admin) = PgConnection::connect(&server_url("postgres")).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)")).execute(&mut admin).await;
-                }
-            });
-        })
-        .join();
     }
 }
 
@@ -223,20 +186,4 @@ impl ProjectorProcess {
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Waits until `check` returns true, or fails the test with `what` after `within`.
-pub async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out after {within:?} waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }

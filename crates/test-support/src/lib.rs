@@ -1,0 +1,91 @@
+//! Fixtures for integration tests that run against the real Postgres and the real broker
+//! (`cargo xtask test` provides both and sets `DATABASE_URL` and `KAFKA_BROKERS`).
+//!
+//! Each test gets a database of its own (created, migrated, and dropped when the fixture is
+//! dropped) and topic and group names no other test uses, so tests run in parallel.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use sqlx::{Connection, PgConnection, PgPool};
+use uuid::Uuid;
+
+/// The Kafka bootstrap servers tests use.
+pub fn kafka_brokers() -> String {
+    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+fn server_url(database: &str) -> String {
+    let base = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let (server, _) = base.rsplit_once('/').expect("DATABASE_URL has a database path");
+    format!("{server}/{database}")
+}
+
+/// A migrated database of the test's own, dropped when this is dropped.
+pub struct TestDatabase {
+    pub pool: PgPool,
+    pub url: String,
+    /// Unique per test: a suffix for topic and group names.
+    pub id: String,
+    name: String,
+}
+
+impl TestDatabase {
+    pub async fn new() -> Self {
+        let id = Uuid::new_v4().simple().to_string();
+        let name = format!("catalog_test_{id}");
+        let mut admin = PgConnection::connect(&server_url("postgres")).await.expect("connect to Postgres");
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create test database");
+        let url = server_url(&name);
+        let pool = PgPool::connect(&url).await.expect("connect to the test database");
+        service_runtime::database::migrate(&pool).await.expect("migrate the test database");
+        Self { pool, url, id, name }
+    }
+
+    /// The events topic of this test.
+    pub fn topic(&self) -> String {
+        format!("test.{}.events", self.id)
+    }
+
+    pub fn dlq_topic(&self) -> String {
+        format!("test.{}.events.dlq", self.id)
+    }
+
+    pub fn group(&self) -> String {
+        format!("test-{}", self.id)
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop is synchronous and may run inside the test's runtime: a thread with a runtime of
+        // its own drops the database. The pool is not closed first (closing waits for
+        // connections that only the blocked runtime could return); FORCE ends them instead.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async move {
+                if let Ok(mut admin) = PgConnection::connect(&server_url("postgres")).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Waits until `check` returns true, or fails the test naming `what` after `within`.
+pub async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out after {within:?} waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
