@@ -1,5 +1,7 @@
 //! Logging and metrics setup, done once at the start of `main`.
 
+use std::sync::OnceLock;
+
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -26,15 +28,17 @@ const LATENCY_BUCKETS: &[f64] =
     &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 /// Installs the global Prometheus recorder and returns the handle `/metrics` renders.
-/// In a process that already has one (tests), a detached recorder is returned instead.
+/// Later calls in the same process (tests building several apps) get the same handle, so every
+/// app's `/metrics` shows what the global recorder counted; a detached recorder is returned
+/// only if something else installed the global one.
 pub fn init_metrics() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     let builder = || {
         PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
             .expect("bucket list is not empty")
     };
-    match builder().install_recorder() {
-        Ok(handle) => handle,
-        Err(_) => builder().build_recorder().handle(),
-    }
+    HANDLE
+        .get_or_init(|| builder().install_recorder().unwrap_or_else(|_| builder().build_recorder().handle()))
+        .clone()
 }
