@@ -82,3 +82,16 @@ fn settings_have_their_documented_defaults() {
     assert_eq!(default("product_cache_ttl_seconds"), ("PRODUCT_CACHE_TTL_SECONDS".into(), "60".into()));
     assert!(Settings::try_parse_from(["query-api", "--product-cache-ttl-seconds", "0"]).is_err());
 }
+
+#[tokio::test]
+async fn cache_hits_misses_and_size_are_exported() {
+    let app = spawn_app().await;
+    let id = app.a_product("Lamp", "19.99").await;
+    for _ in 0..2 {
+        assert_eq!(app.get(&format!("/api/v1/products/{id}")).send().await.unwrap().status(), 200);
+    }
+    let metrics = app.get("/metrics").send().await.unwrap().text().await.unwrap();
+    for name in ["query_cache_hits_total", "query_cache_misses_total", "query_cache_entries"] {
+        assert!(metrics.lines().any(|line| line.starts_with(name)), "{name} missing from:\n{metrics}");
+    }
+}
