@@ -124,7 +124,9 @@ async fn consumer_lag(kafka: &KafkaSettings, group: &str) -> anyhow::Result<Vec<
                         Offset::Offset(o) => Some(o),
                         _ => None,
                     });
-                let lag = high - committed_offset.unwrap_or(low);
+                // Never negative: some brokers (tansu) report the last batch's base offset as
+                // the end, which can be below an up-to-date committed offset.
+                let lag = (high - committed_offset.unwrap_or(low)).max(0);
                 Ok(PartitionLag { partition, committed_offset, end_offset: high, lag })
             })
             .collect()

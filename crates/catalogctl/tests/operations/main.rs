@@ -1,0 +1,6 @@
+//! catalogctl against a running system: real Postgres, real broker, the real binary.
+
+mod inspecting;
+mod read_models;
+mod replaying;
+mod support;

@@ -1,0 +1,201 @@
+//! A running Catalog for catalogctl to operate on: a database and topics of the test's own, the
+//! projector (in-process, publish and project), and optionally query-api; catalogctl itself runs
+//! as the real binary.
+
+use std::process::Output;
+use std::time::Duration;
+
+use clap::Parser;
+use command_api::commands::{metadata, CommandBus};
+use command_api::extract::RequestContext;
+use domain::{Product, ProductCommand};
+use rust_decimal::Decimal;
+use service_runtime::telemetry;
+use sqlx::PgPool;
+pub use test_support::eventually;
+use test_support::{kafka_brokers, TestDatabase};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret!";
+
+pub struct System {
+    pub db: TestDatabase,
+    pub pool: PgPool,
+    stops: Vec<oneshot::Sender<()>>,
+}
+
+impl System {
+    /// A migrated database, no services yet.
+    pub async fn new() -> Self {
+        let db = TestDatabase::new().await;
+        Self { pool: db.pool.clone(), db, stops: Vec::new() }
+    }
+
+    /// Starts the projector (publish and project) in this process.
+    pub async fn start_projector(&mut self) {
+        let settings = projector::Settings::try_parse_from([
+            "projector",
+            "--addr",
+            "127.0.0.1:0",
+            "--database-url",
+            &self.db.url,
+            "--kafka-brokers",
+            &kafka_brokers(),
+            "--kafka-topic",
+            &self.db.topic(),
+            "--kafka-dlq-topic",
+            &self.db.dlq_topic(),
+            "--group",
+            &self.db.group(),
+            "--session-timeout-ms",
+            "6000",
+            "--project-max-attempts",
+            "2",
+        ])
+        .unwrap();
+        let (stop, stopped) = oneshot::channel();
+        let pool = service_runtime::database::pool(&settings.database).unwrap();
+        tokio::spawn(projector::run(settings, pool, telemetry::init_metrics(), async move {
+            let _ = stopped.await;
+        }));
+        self.stops.push(stop);
+    }
+
+    /// Starts query-api in this process; returns its base URL.
+    pub async fn start_query_api(&mut self) -> String {
+        let settings = query_api::Settings::try_parse_from([
+            "query-api",
+            "--addr",
+            "127.0.0.1:0",
+            "--database-url",
+            &self.db.url,
+            "--jwt-secret",
+            JWT_SECRET,
+        ])
+        .unwrap();
+        let pool = service_runtime::database::pool(&settings.database).unwrap();
+        let app = query_api::Application::build(settings, pool, telemetry::init_metrics()).await.unwrap();
+        let base = format!("http://{}", app.local_addr());
+        let (stop, stopped) = oneshot::channel();
+        tokio::spawn(app.run(async move {
+            let _ = stopped.await;
+        }));
+        self.stops.push(stop);
+        base
+    }
+
+    /// Runs catalogctl against this system and returns its output.
+    pub async fn catalogctl(&self, args: &[&str]) -> Output {
+        self.catalogctl_command(args).output().await.expect("run catalogctl")
+    }
+
+    pub fn catalogctl_command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_catalogctl"));
+        command
+            .args(args)
+            .env("DATABASE_URL", &self.db.url)
+            .env("KAFKA_BROKERS", kafka_brokers())
+            .env("KAFKA_TOPIC", self.db.topic())
+            .env("KAFKA_DLQ_TOPIC", self.db.dlq_topic())
+            .env("PROJECTOR_GROUP", self.db.group())
+            .env("RUST_LOG", "warn")
+            .kill_on_drop(true);
+        command
+    }
+
+    pub async fn create_product(&self, name: &str) -> Uuid {
+        let id = Uuid::new_v4();
+        let price: Decimal = "10.00".parse().unwrap();
+        CommandBus::new(self.pool.clone())
+            .execute::<Product>(
+                &id.to_string(),
+                || ProductCommand::Create { id, name: name.into(), description: None, price },
+                metadata("test", &RequestContext::default()),
+                true,
+            )
+            .await
+            .expect("create product");
+        id
+    }
+
+    pub async fn rename_product(&self, id: Uuid, name: &str) {
+        CommandBus::new(self.pool.clone())
+            .execute::<Product>(
+                &id.to_string(),
+                || ProductCommand::Update { expected_version: None, name: Some(name.into()), description: None, price: None },
+                metadata("test", &RequestContext::default()),
+                true,
+            )
+            .await
+            .expect("rename product");
+    }
+
+    /// Appends `count` valid product-created events straight into the store, fast.
+    pub async fn fill_store(&self, count: i64) {
+        sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+             SELECT 'Product', id::text, 1, 'ProductCreated', '1.0.0',
+                    json_build_object('ProductCreated', json_build_object(
+                        'id', id, 'name', 'Filler ' || n, 'description', '', 'price', '5.00')),
+                    '{}'
+               FROM (SELECT gen_random_uuid() AS id, n FROM generate_series(1, $1) AS n) AS filler",
+        )
+        .bind(count)
+        .execute(&self.pool)
+        .await
+        .unwrap();
+    }
+
+    /// The whole products table, for before/after comparisons.
+    pub async fn products_table(&self) -> Vec<(Uuid, String, String, i64, bool, String)> {
+        sqlx::query_as(
+            "SELECT id, name, price::text, version, deleted, updated_at::text FROM products ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .unwrap()
+    }
+
+    pub async fn product_version(&self, id: Uuid) -> i64 {
+        sqlx::query_scalar("SELECT version FROM products WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .unwrap()
+            .unwrap_or(0)
+    }
+
+    /// Waits until the projector has applied every event in the store.
+    pub async fn wait_until_projected(&self) {
+        eventually("the read model has caught up with the event store", Duration::from_secs(90), || async {
+            let behind: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM (SELECT aggregate_id, max(sequence) AS version FROM events
+                                         WHERE aggregate_type = 'Product' GROUP BY aggregate_id) e
+                  LEFT JOIN products p ON p.id::text = e.aggregate_id
+                  WHERE p.version IS DISTINCT FROM e.version",
+            )
+            .fetch_one(&self.pool)
+            .await
+            .unwrap();
+            behind == 0
+        })
+        .await;
+    }
+}
+
+impl Drop for System {
+    fn drop(&mut self) {
+        for stop in self.stops.drain(..) {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
