@@ -2,6 +2,7 @@
 //! child process, events are written through the domain into the event store.
 
 mod crashes;
+mod end_to_end;
 mod projecting;
 mod publishing;
 mod support;

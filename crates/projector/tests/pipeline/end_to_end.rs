@@ -1,0 +1,143 @@
+//! The whole system: command-api and query-api in this process, the projector as a child
+//! process, all on the test's own database and topics.
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use command_api::accounts;
+use command_api::auth::PasswordHasher;
+use command_api::commands::metadata;
+use command_api::extract::RequestContext;
+use reqwest::Client;
+use serde_json::{json, Value};
+use service_runtime::{database, telemetry};
+use tokio::sync::oneshot;
+
+use crate::support::{eventually, Pipeline};
+
+const SECRET: &str = "end-to-end-secret-end-to-end-secret!";
+
+struct Apis {
+    command: String,
+    query: String,
+    _stops: Vec<oneshot::Sender<()>>,
+}
+
+async fn start_apis(pipeline: &Pipeline) -> Apis {
+    let command_settings = command_api::Settings::try_parse_from([
+        "command-api", "--addr", "127.0.0.1:0", "--database-url", &pipeline.database_url, "--jwt-secret", SECRET,
+    ])
+    .unwrap();
+    let pool = database::pool(&command_settings.database).unwrap();
+    let command_app = command_api::Application::build(command_settings, pool, telemetry::init_metrics()).await.unwrap();
+    let query_settings = query_api::Settings::try_parse_from([
+        "query-api", "--addr", "127.0.0.1:0", "--database-url", &pipeline.database_url, "--jwt-secret", SECRET,
+    ])
+    .unwrap();
+    let pool = database::pool(&query_settings.database).unwrap();
+    let query_app = query_api::Application::build(query_settings, pool, telemetry::init_metrics()).await.unwrap();
+    let command = format!("http://{}", command_app.local_addr());
+    let query = format!("http://{}", query_app.local_addr());
+    let (stop_command, command_stopped) = oneshot::channel::<()>();
+    let (stop_query, query_stopped) = oneshot::channel::<()>();
+    tokio::spawn(command_app.run(async move {
+        let _ = command_stopped.await;
+    }));
+    tokio::spawn(query_app.run(async move {
+        let _ = query_stopped.await;
+    }));
+    Apis { command, query, _stops: vec![stop_command, stop_query] }
+}
+
+#[tokio::test]
+async fn create_update_and_delete_through_command_api_become_visible_in_query_api() {
+    let pipeline = Pipeline::new().await;
+    let _projector = pipeline.projector("all", &[]);
+    let apis = start_apis(&pipeline).await;
+    let client = Client::new();
+    let admin = accounts::register(
+        &pipeline.commands(),
+        &PasswordHasher::owasp_minimum(),
+        "admin",
+        "admin@example.com",
+        "admin-password-123".into(),
+        &[domain::Role::Admin],
+        metadata("test", &RequestContext::default()),
+    )
+    .await
+    .unwrap();
+    let login: Value = client
+        .post(format!("{}/api/v1/auth/token", apis.command))
+        .json(&json!({"username": "admin", "password": "admin-password-123"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["access_token"].as_str().unwrap().to_owned();
+
+    // Create, then read your write.
+    let created = client
+        .post(format!("{}/api/v1/products", apis.command))
+        .bearer_auth(&token)
+        .json(&json!({"name": "Lamp", "description": "Brass", "price": 19.99}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let id = created.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let product = format!("{}/api/v1/products/{id}", apis.query);
+    let read = client.get(format!("{product}?min_version=1")).send().await.unwrap();
+    assert_eq!(read.status(), 200);
+    assert_eq!(read.headers()["etag"], "\"1\"");
+    let body: Value = read.json().await.unwrap();
+    assert_eq!((&body["name"], &body["description"], &body["price"], &body["version"]), (&json!("Lamp"), &json!("Brass"), &json!("19.99"), &json!(1)));
+
+    // The product is cached now. Update it; once the update is projected, a plain read (no
+    // min_version) shows it within a second.
+    assert_eq!(client.get(&product).send().await.unwrap().status(), 200);
+    let updated = client
+        .patch(format!("{}/api/v1/products/{id}", apis.command))
+        .bearer_auth(&token)
+        .header("if-match", "\"1\"")
+        .json(&json!({"price": "24.50"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(updated.status(), 200);
+    eventually("the update is projected", Duration::from_secs(30), || async {
+        pipeline.product_version(id.parse().unwrap()).await == 2
+    })
+    .await;
+    let projected_at = Instant::now();
+    eventually("the cached product shows the update", Duration::from_secs(1), || async {
+        let body: Value = client.get(&product).send().await.unwrap().json().await.unwrap();
+        body["price"] == "24.50" && body["version"] == 2
+    })
+    .await;
+    assert!(projected_at.elapsed() < Duration::from_secs(1));
+
+    let listed: Value = client.get(format!("{}/api/v1/products", apis.query)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed["total"], 1);
+    assert_eq!(listed["items"][0]["name"], "Lamp");
+
+    // Delete: the product is gone from the read side too.
+    let deleted = client.delete(format!("{}/api/v1/products/{id}", apis.command)).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(deleted.status(), 204);
+    let gone = client.get(format!("{product}?min_version=3")).send().await.unwrap();
+    assert_eq!(gone.status(), 404);
+    let listed: Value = client.get(format!("{}/api/v1/products", apis.query)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed["total"], 0);
+
+    // The admin's profile reached the users read model, without credentials.
+    let profile_url = format!("{}/api/v1/users/{admin}", apis.query);
+    eventually("the admin's profile is projected with both roles", Duration::from_secs(30), || async {
+        let response = client.get(&profile_url).bearer_auth(&token).send().await.unwrap();
+        response.status() == 200 && response.json::<Value>().await.unwrap()["roles"] == json!(["admin", "customer"])
+    })
+    .await;
+    let profile: Value = client.get(&profile_url).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    assert_eq!(profile["username"], "admin");
+    assert!(!profile.to_string().contains("password"), "{profile}");
+}
