@@ -16,6 +16,7 @@ async fn a_duplicate_is_applied_once_and_an_event_ahead_of_its_predecessor_heals
     let events = pipeline.stored_events().await;
     let [first, second, third] = &events[..] else { panic!("three events expected") };
 
+    projector.wait_until_assigned().await;
     let producer = pipeline.producer();
     for event in [first, first, third, second] {
         pipeline.produce(&producer, event).await;
@@ -46,6 +47,7 @@ async fn a_poison_event_goes_to_the_dead_letter_topic_and_later_events_are_still
     poison.payload = serde_json::json!({"ProductCreated": {"name": 42}});
     let good_event = pipeline.stored_events().await.remove(0);
 
+    projector.wait_until_assigned().await;
     let producer = pipeline.producer();
     pipeline.produce(&producer, &poison).await;
     pipeline.produce(&producer, &good_event).await;

@@ -173,6 +173,15 @@ impl ProjectorProcess {
         tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await.expect("projector stops").unwrap()
     }
 
+    /// Waits until the process has joined its group and holds partitions, i.e. it has created
+    /// the topics (a test producing earlier could have the broker auto-create them otherwise).
+    pub async fn wait_until_assigned(&self) {
+        eventually("the projector holds partitions", Duration::from_secs(60), || async {
+            self.metric("projector_assigned_partitions").await > 0.0
+        })
+        .await;
+    }
+
     /// A counter or gauge from the process's `/metrics` (0 if not yet reported).
     pub async fn metric(&self, name: &str) -> f64 {
         let Ok(response) = reqwest::get(&self.metrics_url).await else { return 0.0 };
