@@ -41,6 +41,10 @@ pub fn fingerprint(request: &impl Serialize) -> Vec<u8> {
     Sha256::digest(canonical).to_vec()
 }
 
+/// A stored key: request hash, status (NULL while in flight), headers, body, and whether the
+/// claim is old enough to count as abandoned.
+type StoredKey = (Vec<u8>, Option<i16>, Option<serde_json::Value>, Option<Vec<u8>>, bool);
+
 /// Claims `key` within `scope` (route and principal) for a request with `hash`.
 pub async fn claim(pool: &PgPool, scope: &str, key: &str, hash: &[u8]) -> Result<Claim, ApiError> {
     let owned = || Claim::Owned(KeyScope { scope: scope.to_owned(), key: key.to_owned() });
@@ -56,7 +60,7 @@ pub async fn claim(pool: &PgPool, scope: &str, key: &str, hash: &[u8]) -> Result
     if inserted == 1 {
         return Ok(owned());
     }
-    let row: Option<(Vec<u8>, Option<i16>, Option<serde_json::Value>, Option<Vec<u8>>, bool)> = sqlx::query_as(
+    let row: Option<StoredKey> = sqlx::query_as(
         "SELECT request_hash, status, headers, body, created_at < now() - make_interval(secs => $3)
            FROM idempotency_keys WHERE scope = $1 AND key = $2",
     )

@@ -104,7 +104,7 @@ pub trait ReadModel {
 
 /// Held (shared) by every transaction that applies events; `catalogctl rebuild` takes it
 /// exclusively for the moment it swaps tables, so no apply straddles the swap.
-pub const APPLY_LOCK: i64 = 0x6361_7461_6c6f_67; // "catalog"
+pub const APPLY_LOCK: i64 = 0x0063_6174_616c_6f67; // "catalog" in ASCII
 
 /// Applies `events` (in the order given; per aggregate that must be sequence order) to every
 /// read model. `connection` must be in a transaction, which the caller commits.
