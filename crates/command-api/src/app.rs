@@ -4,24 +4,19 @@ use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, FromRef, Request};
-use axum::http::{HeaderName, HeaderValue, Method};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::extract::{DefaultBodyLimit, FromRef};
+use axum::http::{header, HeaderName, Method};
 use axum::Router;
+use http_api::middleware;
 use clap::Parser;
 use metrics_exporter_prometheus::PrometheusHandle;
 use service_runtime::operations::{self, ReadinessCheck};
 use service_runtime::settings::{DatabaseSettings, LogSettings};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
-use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
 
 use crate::auth::{LoginLimiter, LoginLimits, PasswordHasher, TokenKeys};
 use crate::commands::CommandBus;
-use crate::problem::ApiError;
 
 /// Requests larger than this are refused with 413 before they are parsed.
 pub use http_api::BODY_LIMIT_BYTES;
@@ -139,43 +134,14 @@ impl Application {
 
 /// The whole HTTP surface: API routes, operational endpoints and the middleware stack.
 pub fn router(state: AppState, settings: &Settings, metrics: PrometheusHandle) -> Router {
-    let request_id = HeaderName::from_static("x-request-id");
     let timeout = Duration::from_secs(settings.request_timeout_seconds);
-    let api = crate::routes::router()
-        .fallback(|| async { ApiError::NotFound("resource") })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
-        .layer(middleware::from_fn(move |req: Request, next: Next| with_timeout(timeout, req, next)))
-        .with_state(state.clone());
-    api.merge(operations::router(vec![ReadinessCheck::postgres(state.pool.clone())], metrics))
-        .layer(middleware::from_fn(operations::track_http_metrics))
-        .layer(cors(&settings.cors_allowed_origins))
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
-            tracing::info_span!("request", method = %req.method(), uri = %req.uri(), request_id = %id)
-        }))
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
-}
-
-/// Answers 503 (problem+json, `Retry-After`) instead of letting a slow request hang.
-async fn with_timeout(limit: Duration, request: Request, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::Unavailable { reason: "the request timed out".into(), retry_after_secs: 1 }.into_response(),
-    }
-}
-
-fn cors(origins: &[String]) -> CorsLayer {
-    let origins: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o.trim()).ok()).collect();
-    CorsLayer::new()
-        .allow_origin(AllowOrigin::list(origins))
-        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
-        .allow_headers([
-            axum::http::header::AUTHORIZATION,
-            axum::http::header::CONTENT_TYPE,
-            axum::http::header::IF_MATCH,
-            HeaderName::from_static("idempotency-key"),
-        ])
-        .expose_headers([axum::http::header::ETAG, axum::http::header::LOCATION])
+    let pool = state.pool.clone();
+    let api = middleware::api_routes(crate::routes::router().layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES)), state, timeout);
+    let cors = middleware::cors(
+        &settings.cors_allowed_origins,
+        [Method::GET, Method::POST, Method::PATCH, Method::DELETE],
+        [header::AUTHORIZATION, header::CONTENT_TYPE, header::IF_MATCH, HeaderName::from_static("idempotency-key")],
+        [header::ETAG, header::LOCATION],
+    );
+    middleware::edge_layers(api.merge(operations::router(vec![ReadinessCheck::postgres(pool)], metrics)), cors)
 }

@@ -3,9 +3,11 @@
 //! # Layout
 //! - [`problem`]: [`ApiError`](problem::ApiError), every error as `application/problem+json`.
 //! - [`tokens`]: HS256 bearer tokens (issued by command-api, checked by both APIs).
+//! - [`middleware`]: fallbacks, time limit, request id, trace span, CORS and metrics layers.
 //! - [`principal`]: the extractor that turns a bearer token into the caller's id and role.
 //! - [`etag`]: entity tags are the aggregate version, quoted.
 
+pub mod middleware;
 pub mod principal;
 pub mod problem;
 pub mod tokens;

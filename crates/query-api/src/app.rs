@@ -4,13 +4,11 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::extract::{FromRef, Request};
-use axum::http::{header, HeaderName, HeaderValue, Method};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::extract::FromRef;
+use axum::http::{header, Method};
 use axum::Router;
+use http_api::middleware;
 use clap::Parser;
-use http_api::problem::ApiError;
 use http_api::tokens::{self, TokenKeys};
 use metrics_exporter_prometheus::PrometheusHandle;
 use service_runtime::operations::{self, ReadinessCheck};
@@ -18,9 +16,6 @@ use service_runtime::settings::{DatabaseSettings, LogSettings};
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
-use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
 
 use crate::cache::{CacheSettings, ProductCache};
 
@@ -136,7 +131,6 @@ impl Application {
 
 /// The whole HTTP surface: API routes, operational endpoints and the middleware stack.
 pub fn router(state: AppState, settings: &Settings, metrics: PrometheusHandle) -> Router {
-    let request_id = HeaderName::from_static("x-request-id");
     let timeout = Duration::from_secs(settings.request_timeout_seconds);
     let products = state.products.clone();
     let checks = vec![
@@ -147,35 +141,12 @@ pub fn router(state: AppState, settings: &Settings, metrics: PrometheusHandle) -
             async move { if listening { Ok(()) } else { Err("not listening for read model changes".into()) } }
         }),
     ];
-    let api = crate::routes::router()
-        .fallback(|| async { ApiError::NotFound("resource") })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(middleware::from_fn(move |req: Request, next: Next| with_timeout(timeout, req, next)))
-        .with_state(state);
-    api.merge(operations::router(checks, metrics))
-        .layer(middleware::from_fn(operations::track_http_metrics))
-        .layer(cors(&settings.cors_allowed_origins))
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
-            tracing::info_span!("request", method = %req.method(), uri = %req.uri(), request_id = %id)
-        }))
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
-}
-
-/// Answers 503 (problem+json, `Retry-After`) instead of letting a slow request hang.
-async fn with_timeout(limit: Duration, request: Request, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::Unavailable { reason: "the request timed out".into(), retry_after_secs: 1 }.into_response(),
-    }
-}
-
-fn cors(origins: &[String]) -> CorsLayer {
-    let origins: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o.trim()).ok()).collect();
-    CorsLayer::new()
-        .allow_origin(AllowOrigin::list(origins))
-        .allow_methods([Method::GET, Method::HEAD])
-        .allow_headers([header::AUTHORIZATION, header::IF_NONE_MATCH])
-        .expose_headers([header::ETAG, header::RETRY_AFTER])
+    let api = middleware::api_routes(crate::routes::router(), state, timeout);
+    let cors = middleware::cors(
+        &settings.cors_allowed_origins,
+        [Method::GET, Method::HEAD],
+        [header::AUTHORIZATION, header::IF_NONE_MATCH],
+        [header::ETAG, header::RETRY_AFTER],
+    );
+    middleware::edge_layers(api.merge(operations::router(checks, metrics)), cors)
 }

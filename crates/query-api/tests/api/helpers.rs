@@ -10,50 +10,39 @@ use read_model::CatalogEvent;
 use reqwest::{Client, RequestBuilder, Response};
 use serde_json::{json, Value};
 use service_runtime::{database, telemetry};
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::PgPool;
+use test_support::TestDatabase;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
 pub const TEST_JWT_SECRET: &str = "test-secret-test-secret-test-secret!";
 
-pub fn base_database_url() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-fn url_for_database(name: &str) -> String {
-    let base = base_database_url();
-    let (server, _) = base.rsplit_once('/').expect("DATABASE_URL has a database path");
-    format!("{server}/{name}")
-}
-
 pub struct TestApp {
     pub base: String,
     pub pool: PgPool,
     pub client: Client,
-    db_name: String,
+    /// Dropped (with the database) after the server has been told to stop.
+    _database: TestDatabase,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 /// A server on its own database, with extra settings as command-line flags.
 pub async fn spawn_app_with(extra_args: &[&str]) -> TestApp {
-    let db_name = format!("catalog_test_{}", Uuid::new_v4().simple());
-    let mut admin = PgConnection::connect(&url_for_database("postgres")).await.expect("connect to Postgres");
-    sqlx::query(&format!("CREATE DATABASE {db_name}")).execute(&mut admin).await.expect("create test database");
-    let database_url = url_for_database(&db_name);
+    let database = TestDatabase::new().await;
+    let database_url = database.url.clone();
 
     let mut args = vec!["query-api", "--addr", "127.0.0.1:0", "--database-url", &database_url, "--jwt-secret", TEST_JWT_SECRET];
     args.extend_from_slice(extra_args);
     let settings = Settings::try_parse_from(args).expect("valid test settings");
     let pool = database::pool(&settings.database).unwrap();
-    database::migrate(&pool).await.expect("migrate test database");
     let app = Application::build(settings, pool.clone(), telemetry::init_metrics()).await.expect("build app");
     let base = format!("http://{}", app.local_addr());
     let (tx, rx) = oneshot::channel();
     let server = tokio::spawn(app.run(async move {
         let _ = rx.await;
     }));
-    TestApp { base, pool, client: Client::new(), db_name, shutdown: Some(tx), server: Some(server) }
+    TestApp { base, pool, client: Client::new(), _database: database, shutdown: Some(tx), server: Some(server) }
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -119,18 +108,6 @@ impl Drop for TestApp {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        let db_name = self.db_name.clone();
-        // Drop is synchronous; a helper thread with its own runtime drops the database.
-        // FORCE ends the pool's and the listener's connections server-side.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            runtime.block_on(async move {
-                if let Ok(mut admin) = PgConnection::connect(&url_for_database("postgres")).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)")).execute(&mut admin).await;
-                }
-            });
-        })
-        .join();
     }
 }
 
