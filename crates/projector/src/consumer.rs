@@ -69,7 +69,9 @@ impl Projector {
             let first = match first {
                 Ok(message) => message,
                 Err(error) => {
+                    // E.g. the brokers are unreachable: librdkafka reconnects by itself; don't spin.
                     tracing::warn!(%error, "consumer error");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
                     continue;
                 }
             };
