@@ -21,6 +21,17 @@ struct Status {
     consumer_lag_total: i64,
     dead_letters: i64,
     read_models: ReadModelCounts,
+    /// The oldest transaction open in the database server, if any: while it runs, events
+    /// committed after it began wait to be published (the commit-safe horizon).
+    oldest_open_transaction: Option<OpenTransaction>,
+}
+
+#[derive(Serialize, sqlx::FromRow)]
+struct OpenTransaction {
+    pid: i32,
+    seconds: f64,
+    state: Option<String>,
+    database: Option<String>,
 }
 
 #[derive(Serialize, sqlx::FromRow)]
@@ -66,6 +77,14 @@ pub async fn print(pool: &PgPool, kafka: &KafkaSettings, group: &str, json: bool
         consumer_lag_total: consumer_lag.iter().map(|p| p.lag).sum(),
         consumer_lag,
         dead_letters: dead_letter_count(kafka).await?,
+        oldest_open_transaction: sqlx::query_as(
+            "SELECT pid, extract(epoch FROM now() - xact_start)::float8 AS seconds, state, datname::text AS database
+               FROM pg_stat_activity
+              WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()
+              ORDER BY xact_start LIMIT 1",
+        )
+        .fetch_optional(pool)
+        .await?,
         read_models: ReadModelCounts {
             products: sqlx::query_scalar("SELECT count(*) FROM products WHERE NOT deleted").fetch_one(pool).await?,
             products_deleted: sqlx::query_scalar("SELECT count(*) FROM products WHERE deleted").fetch_one(pool).await?,
@@ -92,6 +111,15 @@ pub async fn print(pool: &PgPool, kafka: &KafkaSettings, group: &str, json: bool
         println!("  partition {:<3} committed {committed:>8}  end {:>8}  lag {}", p.partition, p.end_offset, p.lag);
     }
     println!("dead letters               {}", status.dead_letters);
+    if let Some(t) = &status.oldest_open_transaction {
+        println!(
+            "oldest open transaction    {:.1} s (pid {}, {}, database {}): later commits wait for it to be published",
+            t.seconds,
+            t.pid,
+            t.state.as_deref().unwrap_or("?"),
+            t.database.as_deref().unwrap_or("?")
+        );
+    }
     println!(
         "read models                products {} (+{} deleted), users {}",
         status.read_models.products, status.read_models.products_deleted, status.read_models.users

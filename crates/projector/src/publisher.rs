@@ -118,6 +118,7 @@ impl Publisher {
         let started = Instant::now();
         let batch = event_store::committed_after(&mut lead.connection, lead.checkpoint, self.batch_size).await?;
         let Some((last, _)) = batch.last() else {
+            record_lag(&mut lead.connection, lead.checkpoint).await?;
             return Ok(0);
         };
         let last = *last;
@@ -142,10 +143,6 @@ impl Publisher {
         lead.checkpoint = last;
         metrics::counter!("publisher_events_published_total").increment(batch.len() as u64);
         metrics::histogram!("publisher_batch_duration_seconds").record(started.elapsed().as_secs_f64());
-        if let Some((_, newest)) = batch.last() {
-            let lag = (chrono::Utc::now() - newest.recorded_at).num_milliseconds().max(0) as f64 / 1000.0;
-            metrics::gauge!("publisher_lag_seconds").set(lag);
-        }
         tracing::debug!(events = batch.len(), checkpoint = ?last, "published");
         Ok(batch.len())
     }
@@ -171,6 +168,23 @@ pub async fn produce(producer: &FutureProducer, topic: &str, event: &CatalogEven
         .send(record, QUEUE_TIMEOUT)
         .await
         .map_err(|(error, _)| anyhow::anyhow!("broker refused event {}: {error}", event.global_position))?;
+    Ok(())
+}
+
+/// Committed events not yet published, and the age of the oldest, as gauges. Measured when
+/// there is nothing the publisher may take: a long-open transaction holding the horizon back
+/// shows here as a growing lag while the publisher itself is idle.
+async fn record_lag(connection: &mut PgConnection, checkpoint: CommitPosition) -> Result<(), sqlx::Error> {
+    let (events, oldest_seconds): (i64, Option<f64>) = sqlx::query_as(
+        "SELECT count(*), extract(epoch FROM now() - min(recorded_at))::float8
+           FROM events WHERE (transaction_id, global_position) > ($1::text::xid8, $2)",
+    )
+    .bind(checkpoint.transaction_id.to_string())
+    .bind(checkpoint.global_position)
+    .fetch_one(connection)
+    .await?;
+    metrics::gauge!("publisher_lag_events").set(events as f64);
+    metrics::gauge!("publisher_lag_seconds").set(oldest_seconds.unwrap_or(0.0).max(0.0));
     Ok(())
 }
 

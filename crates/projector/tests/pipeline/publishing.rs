@@ -122,3 +122,26 @@ async fn a_late_commit_with_a_lower_position_is_still_published_and_projected() 
     .await;
     assert_eq!(pipeline.product_row(late).await.unwrap().0, "Late");
 }
+
+#[tokio::test]
+async fn a_long_open_transaction_stalls_publishing_visibly_and_publishing_catches_up_when_it_ends() {
+    let pipeline = Pipeline::new().await;
+    let publisher = pipeline.projector("all", &[]);
+    let mut long = pipeline.pool.begin().await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()").execute(&mut *long).await.unwrap(); // takes an xid
+
+    let held = pipeline.create_product("Held back", "3.00").await;
+    eventually("the stall shows as publisher lag", Duration::from_secs(30), || async {
+        publisher.metric("publisher_lag_events").await >= 1.0
+    })
+    .await;
+    assert_eq!(pipeline.product_version(held).await, 0, "not published while the older transaction is open");
+
+    long.commit().await.unwrap();
+    eventually("publishing catches up", Duration::from_secs(30), || async { pipeline.product_version(held).await == 1 })
+        .await;
+    eventually("the lag is gone", Duration::from_secs(10), || async {
+        publisher.metric("publisher_lag_events").await == 0.0
+    })
+    .await;
+}
