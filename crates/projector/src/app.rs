@@ -44,6 +44,12 @@ pub struct Settings {
     #[arg(long, env = "KAFKA_SESSION_TIMEOUT_MS", default_value_t = 10_000)]
     pub session_timeout_ms: u32,
 
+    /// Longest a consumer fetch waits at the broker for data. Kafka answers as soon as data
+    /// arrives, so this mostly sets how often an idle consumer asks; brokers that poll their
+    /// storage instead (tansu) answer only after it, so it bounds end-to-end lag there.
+    #[arg(long, env = "KAFKA_FETCH_WAIT_MAX_MS", default_value_t = 20)]
+    pub fetch_wait_max_ms: u32,
+
     /// Events the publisher reads and produces per round.
     #[arg(long, env = "PUBLISH_BATCH_SIZE", default_value_t = 1000)]
     pub publish_batch_size: i64,
@@ -144,6 +150,7 @@ fn consumer(settings: &Settings) -> anyhow::Result<StreamConsumer<RebalanceLog>>
         .set("session.timeout.ms", settings.session_timeout_ms.to_string())
         .set("heartbeat.interval.ms", (settings.session_timeout_ms / 3).max(100).to_string())
         .set("enable.partition.eof", "false")
+        .set("fetch.wait.max.ms", settings.fetch_wait_max_ms.to_string())
         .create_with_context(RebalanceLog::default())?;
     consumer.subscribe(&[&settings.kafka.kafka_topic])?;
     Ok(consumer)
