@@ -33,6 +33,11 @@ pub struct KafkaSettings {
     /// Replication factor of the topics when they are created; use 3 on a production cluster.
     #[arg(long, env = "KAFKA_REPLICATION_FACTOR", default_value_t = 1)]
     pub kafka_replication_factor: i32,
+
+    /// How long a produced message may wait for the broker's acknowledgement before the send
+    /// fails (and the publisher retries the batch from its checkpoint).
+    #[arg(long, env = "KAFKA_MESSAGE_TIMEOUT_MS", default_value_t = 30_000)]
+    pub kafka_message_timeout_ms: u32,
 }
 
 impl KafkaSettings {
@@ -51,7 +56,7 @@ impl KafkaSettings {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")
-            .set("message.timeout.ms", "30000")
+            .set("message.timeout.ms", self.kafka_message_timeout_ms.to_string())
             .create()?)
     }
 
