@@ -10,7 +10,7 @@ use axum::Router;
 use http_api::middleware;
 use clap::Parser;
 use metrics_exporter_prometheus::PrometheusHandle;
-use service_runtime::operations::{self, ReadinessCheck};
+use service_runtime::operations::ReadinessCheck;
 use service_runtime::settings::{DatabaseSettings, LogSettings};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -132,16 +132,26 @@ impl Application {
     }
 }
 
-/// The whole HTTP surface: API routes, operational endpoints and the middleware stack.
+/// The whole HTTP surface: API routes, operational endpoints, `/openapi.json`, `/docs` and the
+/// middleware stack.
 pub fn router(state: AppState, settings: &Settings, metrics: PrometheusHandle) -> Router {
-    let timeout = Duration::from_secs(settings.request_timeout_seconds);
-    let pool = state.pool.clone();
-    let api = middleware::api_routes(crate::routes::router().layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES)), state, timeout);
     let cors = middleware::cors(
         &settings.cors_allowed_origins,
         [Method::GET, Method::POST, Method::PATCH, Method::DELETE],
         [header::AUTHORIZATION, header::CONTENT_TYPE, header::IF_MATCH, HeaderName::from_static("idempotency-key")],
         [header::ETAG, header::LOCATION],
     );
-    middleware::edge_layers(api.merge(operations::router(vec![ReadinessCheck::postgres(pool)], metrics)), cors)
+    middleware::service(middleware::Service {
+        api: crate::routes::router().layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES)),
+        checks: vec![ReadinessCheck::postgres(state.pool.clone())],
+        state,
+        timeout: Duration::from_secs(settings.request_timeout_seconds),
+        metrics,
+        cors,
+    })
+}
+
+/// The OpenAPI document `/openapi.json` serves, built from the same routers as [`router`].
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    middleware::spec(crate::routes::router())
 }

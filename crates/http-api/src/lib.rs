@@ -3,11 +3,15 @@
 //! # Layout
 //! - [`problem`]: [`ApiError`](problem::ApiError), every error as `application/problem+json`.
 //! - [`tokens`]: HS256 bearer tokens (issued by command-api, checked by both APIs).
-//! - [`middleware`]: fallbacks, time limit, request id, trace span, CORS and metrics layers.
+//! - [`middleware`]: fallbacks, time limit, request id, trace span, CORS and metrics layers,
+//!   and [`middleware::service`], which assembles an API with its operational routes and docs.
+//! - [`openapi`]: the OpenAPI pieces both APIs share (problem responses, bearer scheme, the
+//!   documented operational routes, `/openapi.json`).
 //! - [`principal`]: the extractor that turns a bearer token into the caller's id and role.
 //! - [`etag`]: entity tags are the aggregate version, quoted.
 
 pub mod middleware;
+pub mod openapi;
 pub mod principal;
 pub mod problem;
 pub mod tokens;

@@ -2,6 +2,12 @@
 
 use std::time::Duration;
 
+use metrics_exporter_prometheus::PrometheusHandle;
+use service_runtime::operations::{OperationsState, ReadinessCheck};
+use utoipa::openapi::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::{Config, SwaggerUi};
+
 use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, Method};
 use axum::middleware::{self, Next};
@@ -15,14 +21,56 @@ use crate::problem::ApiError;
 
 const REQUEST_ID: &str = "x-request-id";
 
-/// API routes with problem+json for unknown routes (404) and methods (405), and a time limit
-/// after which a request is answered 503 with `Retry-After` instead of hanging.
-pub fn api_routes<S: Clone + Send + Sync + 'static>(routes: Router<S>, state: S, timeout: Duration) -> Router {
-    routes
-        .fallback(|| async { ApiError::NotFound("resource") })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+/// Where the interactive documentation (Swagger UI, shipped inside the binary) is served.
+pub const DOCS_PATH: &str = "/docs";
+
+/// What [`service`] assembles into one API.
+pub struct Service<S> {
+    /// The API's own routes, each registered with `routes!` (so each has its spec operation),
+    /// and the document they extend (title, description: [`crate::openapi::base`]).
+    pub api: OpenApiRouter<S>,
+    pub state: S,
+    /// After this a request is answered 503 with `Retry-After` instead of hanging.
+    pub timeout: Duration,
+    /// What `/ready` asks about.
+    pub checks: Vec<ReadinessCheck>,
+    pub metrics: PrometheusHandle,
+    pub cors: CorsLayer,
+}
+
+/// The routers an API serves and the OpenAPI document built from those same routers: the
+/// API's routes, and the operational ones (`/health`, `/ready`, `/metrics`, `/openapi.json`).
+pub fn document<S: Clone + Send + Sync + 'static>(api: OpenApiRouter<S>) -> (Router<S>, Router<OperationsState>, OpenApi) {
+    let (api, mut spec) = api.split_for_parts();
+    let (operations, operations_spec) = crate::openapi::operational_routes().split_for_parts();
+    spec.merge(operations_spec);
+    (api, operations, spec)
+}
+
+/// The OpenAPI document of an API whose routes are `api` (what its `/openapi.json` serves).
+pub fn spec<S: Clone + Send + Sync + 'static>(api: OpenApiRouter<S>) -> OpenApi {
+    document(api).2
+}
+
+/// The whole HTTP surface of an API: its routes (with the time limit), the operational routes,
+/// `/openapi.json` and `/docs`, problem+json for unknown routes (404) and methods (405), and
+/// the [`edge_layers`].
+pub fn service<S: Clone + Send + Sync + 'static>(service: Service<S>) -> Router {
+    let Service { api, state, timeout, checks, metrics, cors } = service;
+    let (api, operations, spec) = document(api);
+    let api = api
         .layer(middleware::from_fn(move |request: Request, next: Next| with_timeout(timeout, request, next)))
-        .with_state(state)
+        .with_state(state);
+    let operations = operations.with_state(OperationsState::new(checks, metrics));
+    // No validator badge: Swagger UI would send the document to an outside validator service.
+    let docs: Router = SwaggerUi::new(DOCS_PATH).config(Config::new(["/openapi.json"]).validator_url("none")).into();
+    let router = api
+        .merge(operations)
+        .merge(docs)
+        .layer(crate::openapi::spec_layer(&spec))
+        .fallback(|| async { ApiError::NotFound("resource") })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
+    edge_layers(router, cors)
 }
 
 /// The outer layers: a request id (kept from the client or made up, and echoed back), one

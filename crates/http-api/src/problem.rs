@@ -10,6 +10,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use domain::{FieldViolation, Violations};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -48,14 +49,31 @@ pub enum ApiError {
 }
 
 /// The RFC 9457 body. `type` is a relative URI naming the problem kind; clients may switch on it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "type": "/problems/validation-error",
+    "title": "Your request has invalid fields",
+    "status": 422,
+    "detail": "the request has invalid fields",
+    "errors": [{"field": "price", "code": "not_positive", "message": "price must be greater than 0"}]
+}))]
 pub struct Problem {
+    /// The problem kind, `/problems/<kind>`: stable, clients may switch on it.
     #[serde(rename = "type")]
+    #[schema(pattern = "^/problems/[a-z-]+$", example = "/problems/not-found")]
     pub kind: String,
+    /// A short summary of the problem kind.
+    #[schema(value_type = String, example = "Not found")]
     pub title: &'static str,
+    /// The HTTP status code.
+    #[schema(minimum = 400, maximum = 599, example = 404)]
     pub status: u16,
+    /// What went wrong with this request.
+    #[schema(example = "product not found")]
     pub detail: String,
+    /// Validation errors (422 only): every bad field, not just the first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<crate::openapi::FieldViolation>, required = false)]
     pub errors: Vec<FieldViolation>,
 }
 
@@ -131,30 +149,36 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
+impl ApiError {
+    /// The RFC 9457 body of this error, as the client sees it.
+    pub fn problem(&self) -> Problem {
+        let (status, slug, title) = self.parts();
+        let detail = match self {
+            ApiError::Internal(_) => "an unexpected error occurred; it has been logged".to_owned(),
+            other => other.to_string(),
+        };
+        let errors = match self {
+            ApiError::Invalid(Violations(list)) => list.clone(),
+            _ => Vec::new(),
+        };
+        Problem { kind: format!("/problems/{slug}"), title, status: status.as_u16(), detail, errors }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, slug, title) = self.parts();
+        let problem = self.problem();
+        let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let retry_after = match &self {
             ApiError::TooManyRequests { retry_after_secs } => Some(*retry_after_secs),
             ApiError::Unavailable { retry_after_secs, .. } => Some(*retry_after_secs),
             _ => None,
         };
-        let detail = match &self {
-            ApiError::Internal(cause) => {
-                tracing::error!(error = ?cause, "request failed unexpectedly");
-                "an unexpected error occurred; it has been logged".to_owned()
-            }
-            ApiError::Unavailable { reason, .. } => {
-                tracing::warn!(%reason, "answering 503");
-                self.to_string()
-            }
-            other => other.to_string(),
-        };
-        let errors = match self {
-            ApiError::Invalid(Violations(list)) => list,
-            _ => Vec::new(),
-        };
-        let problem = Problem { kind: format!("/problems/{slug}"), title, status: status.as_u16(), detail, errors };
+        match &self {
+            ApiError::Internal(cause) => tracing::error!(error = ?cause, "request failed unexpectedly"),
+            ApiError::Unavailable { reason, .. } => tracing::warn!(%reason, "answering 503"),
+            _ => {}
+        }
         let mut response = (status, serde_json::to_vec(&problem).unwrap_or_default()).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));

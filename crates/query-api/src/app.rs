@@ -11,7 +11,7 @@ use http_api::middleware;
 use clap::Parser;
 use http_api::tokens::{self, TokenKeys};
 use metrics_exporter_prometheus::PrometheusHandle;
-use service_runtime::operations::{self, ReadinessCheck};
+use service_runtime::operations::ReadinessCheck;
 use service_runtime::settings::{DatabaseSettings, LogSettings};
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
@@ -129,7 +129,8 @@ impl Application {
     }
 }
 
-/// The whole HTTP surface: API routes, operational endpoints and the middleware stack.
+/// The whole HTTP surface: API routes, operational endpoints, `/openapi.json`, `/docs` and the
+/// middleware stack.
 pub fn router(state: AppState, settings: &Settings, metrics: PrometheusHandle) -> Router {
     let timeout = Duration::from_secs(settings.request_timeout_seconds);
     let products = state.products.clone();
@@ -141,12 +142,16 @@ pub fn router(state: AppState, settings: &Settings, metrics: PrometheusHandle) -
             async move { if listening { Ok(()) } else { Err("not listening for read model changes".into()) } }
         }),
     ];
-    let api = middleware::api_routes(crate::routes::router(), state, timeout);
     let cors = middleware::cors(
         &settings.cors_allowed_origins,
         [Method::GET, Method::HEAD],
         [header::AUTHORIZATION, header::IF_NONE_MATCH],
         [header::ETAG, header::RETRY_AFTER],
     );
-    middleware::edge_layers(api.merge(operations::router(checks, metrics)), cors)
+    middleware::service(middleware::Service { api: crate::routes::router(), state, timeout, checks, metrics, cors })
+}
+
+/// The OpenAPI document `/openapi.json` serves, built from the same routers as [`router`].
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    middleware::spec(crate::routes::router())
 }

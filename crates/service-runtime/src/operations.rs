@@ -45,10 +45,18 @@ impl ReadinessCheck {
 /// A readiness probe must answer quickly even when a dependency hangs.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// What the operational handlers need. Public so an API can mount [`health`], [`ready`] and
+/// [`render_metrics`] on a router of its own (with their OpenAPI descriptions).
 #[derive(Clone)]
-struct OperationsState {
+pub struct OperationsState {
     checks: Arc<Vec<ReadinessCheck>>,
     metrics: PrometheusHandle,
+}
+
+impl OperationsState {
+    pub fn new(checks: Vec<ReadinessCheck>, metrics: PrometheusHandle) -> Self {
+        Self { checks: Arc::new(checks), metrics }
+    }
 }
 
 #[derive(Serialize)]
@@ -68,13 +76,19 @@ struct ReadinessReport {
 /// that is down) and `/metrics` (Prometheus text format).
 pub fn router(checks: Vec<ReadinessCheck>, metrics: PrometheusHandle) -> Router {
     Router::new()
-        .route("/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(render_metrics))
-        .with_state(OperationsState { checks: Arc::new(checks), metrics })
+        .with_state(OperationsState::new(checks, metrics))
 }
 
-async fn ready(State(state): State<OperationsState>) -> Response {
+/// `GET /health`: `{"status": "ok"}` while the process serves.
+pub async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+/// `GET /ready`: 200 when every dependency answers, else 503; the body names each one.
+pub async fn ready(State(state): State<OperationsState>) -> Response {
     let mut dependencies = BTreeMap::new();
     for check in state.checks.iter() {
         let outcome = match tokio::time::timeout(CHECK_TIMEOUT, (check.check)()).await {
@@ -93,11 +107,13 @@ async fn ready(State(state): State<OperationsState>) -> Response {
     (code, Json(report)).into_response()
 }
 
-async fn render_metrics(State(state): State<OperationsState>) -> impl IntoResponse {
+/// `GET /metrics`: the Prometheus text format.
+pub async fn render_metrics(State(state): State<OperationsState>) -> Response {
     (
         [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
     )
+        .into_response()
 }
 
 /// Counts requests and records their latency by method, route template and status.

@@ -4,19 +4,43 @@ mod products;
 mod tokens;
 mod users;
 
-use axum::routing::{patch, post};
-use axum::Router;
 use cqrs_es::AggregateError;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::problem::ApiError;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/users", post(users::register))
-        .route("/api/v1/auth/token", post(tokens::issue))
-        .route("/api/v1/products", post(products::create))
-        .route("/api/v1/products/{id}", patch(products::update).delete(products::delete))
+pub use products::Price;
+
+/// Every write route, each registered with its OpenAPI operation (`routes!` takes the path and
+/// method from the handler's `#[utoipa::path]`), so none can be served without being in the spec.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(document())
+        .routes(routes!(users::register))
+        .routes(routes!(tokens::issue))
+        .routes(routes!(products::create))
+        .routes(routes!(products::update, products::delete))
+}
+
+fn document() -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi as _;
+
+    #[derive(utoipa::OpenApi)]
+    #[openapi(tags(
+        (name = "users", description = "Registration (open; every new account is a customer)"),
+        (name = "auth", description = "Bearer tokens for a username and password"),
+        (name = "products", description = "Product writes (admin only), with `If-Match` and `Idempotency-Key`"),
+    ))]
+    struct Tags;
+
+    let mut document = http_api::openapi::base(
+        "Catalog write API",
+        "Commands for Catalog's products and users. Errors are `application/problem+json` (RFC 9457). \
+         Reads are served by the read API (query-api).",
+    );
+    document.merge(Tags::openapi());
+    document
 }
 
 /// The event store failed: unreachable Postgres is a 503, anything else an internal error.

@@ -4,7 +4,14 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use domain::{Product, ProductCommand, ProductError, Role};
 use rust_decimal::Decimal;
+use http_api::openapi::{
+    BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, PreconditionFailed, ServiceUnavailable, Unauthorized,
+    UnprocessableEntity, UnsupportedMediaType,
+};
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::app::AppState;
@@ -18,38 +25,111 @@ use crate::routes::store_failure;
 /// Namespace for product ids derived from an idempotency key (see [`create`]).
 const IDEMPOTENT_PRODUCT_NAMESPACE: Uuid = Uuid::from_u128(0x0b6c_51d4_8e2f_4b7a_a1c3_95de_2f60_7a18);
 
-#[derive(Deserialize, Serialize)]
+/// How a price is documented: a JSON string such as `"19.99"` or a JSON number, read exactly
+/// (never through a float); greater than 0, at most 2 fraction digits (trailing zeros do not
+/// count), at most 2147483647.
+pub struct Price;
+
+impl utoipa::PartialSchema for Price {
+    fn schema() -> RefOr<Schema> {
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(r"^[0-9]{1,10}(\.[0-9]{1,2})?$"))
+                    .examples([serde_json::json!("19.99")]),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Number)
+                    .exclusive_minimum(Some(0))
+                    .maximum(Some(2_147_483_647))
+                    .examples([serde_json::json!(19.99)]),
+            )
+            .description(Some(
+                "A decimal as a string (\"19.99\") or a number, read exactly: greater than 0, at most 2 \
+                 fraction digits (trailing zeros do not count), at most 2147483647",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for Price {}
+
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "Desk lamp", "description": "Warm light, dimmable", "price": "19.99"}))]
 pub struct CreateProduct {
+    /// 1 to 100 characters after trimming.
+    #[schema(min_length = 1, max_length = 100)]
     name: String,
+    /// At most 500 characters.
     #[serde(default)]
+    #[schema(max_length = 500)]
     description: Option<String>,
     /// A JSON number or a string, read exactly (never through a float).
     #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    #[schema(value_type = Price)]
     price: Decimal,
 }
 
-#[derive(Deserialize)]
+/// Any non-empty subset of the fields; absent or `null` fields keep their value.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"price": "24.50"}))]
 pub struct UpdateProduct {
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 100)]
     name: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 500)]
     description: Option<String>,
     #[serde(default, with = "rust_decimal::serde::arbitrary_precision_option")]
+    #[schema(value_type = Option<Price>)]
     price: Option<Decimal>,
 }
 
-#[derive(Serialize)]
+/// The product written and its version after the write (also its `ETag`).
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"id": "0b6c51d4-8e2f-4b7a-a1c3-95de2f607a18", "version": 2}))]
 pub struct Written {
     id: Uuid,
+    #[schema(minimum = 1)]
     version: u64,
 }
 
-/// `POST /api/v1/products` (admin).
+/// Create a product (admin).
 ///
 /// With an `Idempotency-Key` the product id is derived from the key, so even a retry that
 /// outlives its stored response cannot create a second product.
+#[utoipa::path(
+    post,
+    path = "/api/v1/products",
+    tag = "products",
+    operation_id = "createProduct",
+    security(("bearer" = [])),
+    params(
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255, pattern = "^[!-~]+$",
+         description = "Makes a retry safe: 1 to 255 visible ASCII characters, unique per request", example = "create-desk-lamp-1"),
+    ),
+    request_body(content = CreateProduct, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created at version 1", body = Written,
+         headers(
+            ("Location" = String, description = "The product on the read API: `/api/v1/products/{id}`"),
+            ("ETag" = String, description = "The version, quoted: `\"1\"`"),
+            ("Idempotent-Replayed" = String, description = "`true` when this is the stored response of an earlier request with the same key"),
+         )),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = UnprocessableEntity),
+        (status = 503, response = ServiceUnavailable),
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     principal: Principal,
@@ -87,7 +167,36 @@ pub async fn create(
     .await
 }
 
-/// `PATCH /api/v1/products/{id}` (admin): any subset of name, description, price.
+/// Change a product (admin).
+///
+/// Any non-empty subset of name, description, price. With `If-Match` the write happens only at
+/// that version (412 otherwise); without it, concurrent writes are retried, then 409.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/products/{id}",
+    tag = "products",
+    operation_id = "updateProduct",
+    security(("bearer" = [])),
+    params(
+        ("id" = Uuid, Path, description = "The product's id (anything else is 404)"),
+        ("If-Match" = Option<String>, Header, nullable = false, description = "The version the change is for, quoted (`\"3\"`, strong comparison), or `*`", example = "\"1\""),
+    ),
+    request_body(content = UpdateProduct, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Changed", body = Written,
+         headers(("ETag" = String, description = "The new version, quoted: `\"2\"`"))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 412, response = PreconditionFailed),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = UnprocessableEntity),
+        (status = 503, response = ServiceUnavailable),
+    )
+)]
 pub async fn update(
     State(state): State<AppState>,
     principal: Principal,
@@ -111,7 +220,29 @@ pub async fn update(
     Ok(([(header::ETAG, etag(version))], Json(Written { id, version })).into_response())
 }
 
-/// `DELETE /api/v1/products/{id}` (admin). `If-Match` is honoured when given.
+/// Delete a product (admin).
+///
+/// `If-Match` is honoured when given. A deleted product is 404 from then on.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/products/{id}",
+    tag = "products",
+    operation_id = "deleteProduct",
+    security(("bearer" = [])),
+    params(
+        ("id" = Uuid, Path, description = "The product's id (anything else is 404)"),
+        ("If-Match" = Option<String>, Header, nullable = false, description = "The version the deletion is for, quoted (`\"3\"`, strong comparison), or `*`", example = "\"2\""),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 412, response = PreconditionFailed),
+        (status = 503, response = ServiceUnavailable),
+    )
+)]
 pub async fn delete(
     State(state): State<AppState>,
     principal: Principal,

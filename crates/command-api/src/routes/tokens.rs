@@ -2,28 +2,61 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::Json;
+use http_api::openapi::{
+    BadRequest, PayloadTooLarge, ServiceUnavailable, TooManyRequests, Unauthorized, UnprocessableEntity, UnsupportedMediaType,
+};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::accounts;
 use crate::app::AppState;
 use crate::extract::{ApiJson, ClientAddr};
 use crate::problem::ApiError;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"username": "admin", "password": "a-long-password"}))]
 pub struct TokenRequest {
     username: String,
+    #[schema(format = "password")]
     password: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"access_token": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIuLi4ifQ.c2lnbmF0dXJl", "token_type": "Bearer", "expires_in": 900}))]
 pub struct TokenResponse {
+    /// An HS256 JWT: send it as `Authorization: Bearer <token>` to either API.
     access_token: String,
+    #[schema(value_type = String, pattern = "^Bearer$")]
     token_type: &'static str,
+    /// Seconds until the token expires (at most 3600).
+    #[schema(minimum = 0, maximum = 3600)]
     expires_in: u64,
 }
 
-/// `POST /api/v1/auth/token`: exchanges a username and password for a bearer token.
+/// Get a bearer token.
+///
+/// Exchanges a username and password for a bearer token. Unknown user, wrong password and
+/// deactivated account all get the same 401. Attempts are throttled per username and per
+/// client address (429 with `Retry-After`).
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/token",
+    tag = "auth",
+    operation_id = "issueToken",
+    request_body(content = TokenRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "A bearer token", body = TokenResponse,
+         headers(("Cache-Control" = String, description = "`no-store`: tokens are credentials"))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = UnprocessableEntity),
+        (status = 429, response = TooManyRequests),
+        (status = 503, response = ServiceUnavailable),
+    )
+)]
 pub async fn issue(
     State(state): State<AppState>,
     ClientAddr(client): ClientAddr,

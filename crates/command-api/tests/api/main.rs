@@ -4,6 +4,7 @@
 mod concurrency;
 mod helpers;
 mod idempotency;
+mod openapi;
 mod operations;
 mod products;
 mod rejections;

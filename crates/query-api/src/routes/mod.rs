@@ -1,21 +1,44 @@
 //! The read API's routes, one module per resource, and the conditional-GET rule they share.
 
 mod products;
+pub mod schemas;
 mod users;
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/products", get(products::list))
-        .route("/api/v1/products/{id}", get(products::detail))
-        .route("/api/v1/users/{id}", get(users::detail))
+/// Every read route, each registered with its OpenAPI operation (`routes!` takes the path and
+/// method from the handler's `#[utoipa::path]`), so none can be served without being in the spec.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(document())
+        .routes(routes!(products::list))
+        .routes(routes!(products::detail))
+        .routes(routes!(users::detail))
+}
+
+fn document() -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi as _;
+
+    #[derive(utoipa::OpenApi)]
+    #[openapi(tags(
+        (name = "products", description = "Live products from the read model, cached, with `ETag` and read-your-writes"),
+        (name = "users", description = "User profiles, for that user or an admin"),
+    ))]
+    struct Tags;
+
+    let mut document = http_api::openapi::base(
+        "Catalog read API",
+        "Products and user profiles as the projector last wrote them. Errors are \
+         `application/problem+json` (RFC 9457). Writes go to the write API (command-api).",
+    );
+    document.merge(Tags::openapi());
+    document
 }
 
 /// `body` at `version` with its `ETag`, or 304 (tag, no body) when `If-None-Match` names it.

@@ -4,6 +4,7 @@
 
 mod freshness;
 mod helpers;
+mod openapi;
 mod operations;
 mod products;
 mod users;
