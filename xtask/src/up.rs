@@ -21,13 +21,13 @@ const SERVICES: [Service; 3] = [
         name: "command-api",
         addr_var: "COMMAND_API_ADDR",
         default_addr: "127.0.0.1:8080",
-        has_openapi: false,
+        has_openapi: true,
     },
     Service {
         name: "query-api",
         addr_var: "QUERY_API_ADDR",
         default_addr: "127.0.0.1:8081",
-        has_openapi: false,
+        has_openapi: true,
     },
     Service {
         name: "projector",
