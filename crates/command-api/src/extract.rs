@@ -3,12 +3,14 @@
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, Visitor};
+use serde::{Deserialize, Deserializer};
 
 use crate::problem::ApiError;
 
 /// `axum::Json`, but every rejection (wrong content type, bad syntax, wrong shape, too large)
-/// becomes an [`ApiError`].
+/// becomes an [`ApiError`], and the body must be a JSON object: serde would otherwise also read
+/// a struct from an array of its fields in order (`["Lamp", null, "19.99"]`).
 pub struct ApiJson<T>(pub T);
 
 impl<S, T> FromRequest<S> for ApiJson<T>
@@ -19,8 +21,35 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::Json(value) = axum::Json::<T>::from_request(req, state).await?;
+        let axum::Json(ObjectBody(value)) = axum::Json::<ObjectBody<T>>::from_request(req, state).await?;
         Ok(ApiJson(value))
+    }
+}
+
+/// `T`, read only from a JSON object.
+struct ObjectBody<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for ObjectBody<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        T::deserialize(MapOnly(deserializer)).map(ObjectBody)
+    }
+}
+
+/// A deserializer that answers every request for a value (a struct, above all) with the inner
+/// deserializer's map, so an array is "invalid type: sequence, expected struct ...". Only the
+/// outermost value goes through it; fields are read by the inner deserializer as usual.
+struct MapOnly<D>(D);
+
+impl<'de, D: Deserializer<'de>> Deserializer<'de> for MapOnly<D> {
+    type Error = D::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        self.0.deserialize_map(visitor)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option unit
+        unit_struct newtype_struct seq tuple tuple_struct map struct enum identifier ignored_any
     }
 }
 

@@ -34,6 +34,11 @@ async fn malformed_wrongly_typed_and_oversized_bodies_are_rejected_without_a_wri
     let json_ct = |b: reqwest::RequestBuilder| b.header("content-type", "application/json");
     assert_rejected_without_write(&app, json_ct(products()).body("{\"name\": \"x\", "), 400).await;
     assert_rejected_without_write(&app, json_ct(products()).body("[1, 2]"), 422).await;
+    // serde reads a struct from an array of its fields too; a body must be an object.
+    assert_rejected_without_write(&app, json_ct(products()).body(r#"["Lamp", null, "19.99"]"#), 422).await;
+    assert_rejected_without_write(&app, json_ct(products()).body("\"Lamp\""), 422).await;
+    let register = app.post("/api/v1/users").header("content-type", "application/json");
+    assert_rejected_without_write(&app, register.body(r#"["arrays", "a@example.com", "long-password"]"#), 422).await;
     assert_rejected_without_write(&app, products().json(&json!({"name": "x", "price": "abc"})), 422).await;
     assert_rejected_without_write(&app, products().json(&json!({"name": "x", "price": 1.234})), 422).await;
     assert_rejected_without_write(&app, products().json(&json!({"name": 7, "price": 1})), 422).await;
@@ -49,6 +54,7 @@ async fn malformed_wrongly_typed_and_oversized_bodies_are_rejected_without_a_wri
     assert_rejected_without_write(&app, patch().json(&json!({"colour": "red"})), 422).await;
     assert_rejected_without_write(&app, patch().json(&json!({"price": 0})), 422).await;
     assert_rejected_without_write(&app, json_ct(patch()).body("nope"), 400).await;
+    assert_rejected_without_write(&app, json_ct(patch()).body(r#"["New name"]"#), 422).await;
 }
 
 #[tokio::test]
