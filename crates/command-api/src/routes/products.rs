@@ -73,19 +73,23 @@ pub struct CreateProduct {
     price: Decimal,
 }
 
-/// Any non-empty subset of the fields; absent or `null` fields keep their value.
+/// Any non-empty subset of the fields; the others keep their value.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+// `minProperties: 1` is set in `routes::router` (utoipa-gen 5.5 renders `min_properties` as
+// `maxProperties`).
 #[schema(example = json!({"price": "24.50"}))]
 pub struct UpdateProduct {
+    /// 1 to 100 characters after trimming.
     #[serde(default)]
-    #[schema(min_length = 1, max_length = 100)]
+    #[schema(nullable = false, min_length = 1, max_length = 100)]
     name: Option<String>,
+    /// At most 500 characters.
     #[serde(default)]
-    #[schema(max_length = 500)]
+    #[schema(nullable = false, max_length = 500)]
     description: Option<String>,
     #[serde(default, with = "rust_decimal::serde::arbitrary_precision_option")]
-    #[schema(value_type = Option<Price>)]
+    #[schema(value_type = Price, required = false)]
     price: Option<Decimal>,
 }
 

@@ -141,6 +141,9 @@ async fn protected_operations_name_the_bearer_scheme_and_document_401_and_403() 
     for path in ["/api/v1/users", "/api/v1/auth/token"] {
         assert!(spec["paths"][path]["post"]["security"].is_null(), "{path} needs no token");
     }
+    let update = &spec["components"]["schemas"]["UpdateProduct"];
+    assert_eq!(update["minProperties"], 1, "an update changes something");
+    assert!(update["maxProperties"].is_null());
     let problem = &spec["components"]["responses"]["Unauthorized"]["content"]["application/problem+json"];
     assert_eq!(problem["schema"]["$ref"], "#/components/schemas/Problem");
 }
