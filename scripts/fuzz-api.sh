@@ -20,6 +20,7 @@ set -euo pipefail
 SCHEMATHESIS_VERSION=4.32.5
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+repo=$PWD
 # shellcheck source=scripts/lib/apis.sh
 source scripts/lib/apis.sh
 
@@ -72,7 +73,9 @@ for api in command-api query-api; do
   fi
   log "fuzzing $api"
   phase_start=$SECONDS
-  if "$VENV/bin/st" --no-color --config-file scripts/fuzz-api/schemathesis.toml run "$base/openapi.json" \
+  # Run from the log directory: schemathesis keeps a cache (.schemathesis/) in its working
+  # directory, which would carry state from one run to the next and litter the work tree.
+  if (cd "$APIS_LOG_DIR" && "$repo/$VENV/bin/st" --no-color --config-file "$repo/scripts/fuzz-api/schemathesis.toml" run "$base/openapi.json" \
     --url "$base" \
     -H "Authorization: Bearer $token" \
     --checks "$checks" \
@@ -81,7 +84,7 @@ for api in command-api query-api; do
     --workers "${FUZZ_WORKERS:-2}" \
     --request-timeout 15 \
     --report junit,har --report-dir "$APIS_LOG_DIR/report-$api" \
-    --warnings off; then
+    --warnings off); then
     log "$api: no failures in $((SECONDS - phase_start))s"
   else
     failures=$((failures + 1))

@@ -3,25 +3,22 @@
 //! (read the stream, insert one event row, commit) sent straight to the same Postgres at
 //! the same concurrency. Results go to stdout and BENCHMARKS.md.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
-use crate::postgres::DbUrl;
-use crate::proc::{step, wait_until};
-use crate::workspace::{root, target_dir};
+use crate::bench_harness::{self, percentile, Service};
+use crate::proc::step;
 use crate::Backends;
 
 const DURATION: Duration = Duration::from_secs(10);
 const CONCURRENCY: [usize; 2] = [1, 16];
 const ADDR: &str = "127.0.0.1:18080";
 const DB_NAME: &str = "catalog_bench_write";
-const SECRET: &str = "bench-secret-bench-secret-bench-secret";
 
 struct Measurement {
     clients: usize,
@@ -32,22 +29,14 @@ struct Measurement {
 }
 
 pub fn run(backends: &Backends) -> Result<()> {
-    let base = DbUrl::parse(&backends.database_url)?;
-    let maintenance = base.with_database("postgres");
-    let bench_url = base.with_database(DB_NAME);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
-        recreate_database(&maintenance).await?;
-        let release = target_dir().join("release");
-        let status = Command::new(release.join("catalogctl"))
-            .args(["--database-url", &bench_url, "migrate"])
-            .stdout(Stdio::null())
-            .status()?;
-        anyhow::ensure!(status.success(), "catalogctl migrate failed");
-        let mut server = ServerGuard(start_server(&release, &bench_url)?);
-        wait_until("command-api to listen", Duration::from_secs(20), || crate::proc::tcp_reachable(ADDR))?;
-        create_admin(&release, &bench_url)?;
-        let token = login().await?;
+        let bench_url = bench_harness::fresh_database(backends, DB_NAME).await?;
+        let mut server = Service::start_listening("command-api", ADDR, |c| {
+            c.env("COMMAND_API_ADDR", ADDR).env("DATABASE_URL", &bench_url).env("DATABASE_MAX_CONNECTIONS", "20")
+        })?;
+        bench_harness::create_admin(&bench_url)?;
+        let token = bench_harness::login(ADDR).await?;
         let pool = PgPoolOptions::new().max_connections(20).connect(&bench_url).await?;
 
         let mut results = Vec::new();
@@ -69,68 +58,6 @@ pub fn run(backends: &Backends) -> Result<()> {
         pool.close().await;
         report(&results)
     })
-}
-
-async fn recreate_database(maintenance_url: &str) -> Result<()> {
-    let pool = PgPoolOptions::new().max_connections(1).connect(maintenance_url).await?;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")).execute(&pool).await?;
-    sqlx::query(&format!("CREATE DATABASE {DB_NAME}")).execute(&pool).await?;
-    pool.close().await;
-    Ok(())
-}
-
-fn start_server(release: &std::path::Path, database_url: &str) -> Result<Child> {
-    Command::new(release.join("command-api"))
-        .env("COMMAND_API_ADDR", ADDR)
-        .env("DATABASE_URL", database_url)
-        .env("DATABASE_MAX_CONNECTIONS", "20")
-        .env("JWT_SECRET", SECRET)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .context("starting command-api")
-}
-
-/// Stops the server however the benchmark ends.
-struct ServerGuard(Child);
-
-impl ServerGuard {
-    fn stop(&mut self) {
-        let _ = crate::proc::send_signal(i64::from(self.0.id()), "TERM");
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for ServerGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn create_admin(release: &std::path::Path, database_url: &str) -> Result<()> {
-    use std::io::Write;
-    let mut child = Command::new(release.join("catalogctl"))
-        .args(["--database-url", database_url, "user", "create", "--username", "bench", "--email", "bench@example.com"])
-        .args(["--role", "admin", "--password-stdin"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()?;
-    child.stdin.take().context("stdin")?.write_all(b"bench-password\n")?;
-    anyhow::ensure!(child.wait()?.success(), "catalogctl user create failed");
-    Ok(())
-}
-
-async fn login() -> Result<String> {
-    let response: serde_json::Value = reqwest::Client::new()
-        .post(format!("http://{ADDR}/api/v1/auth/token"))
-        .json(&serde_json::json!({"username": "bench", "password": "bench-password"}))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    Ok(response["access_token"].as_str().context("no token")?.to_owned())
 }
 
 /// Requests per second of successful creates, and each request's latency in ms.
@@ -221,13 +148,6 @@ async fn append_once(pool: &PgPool) -> Result<(), sqlx::Error> {
     tx.commit().await
 }
 
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
-}
-
 fn report(results: &[Measurement]) -> Result<()> {
     let mut table = String::from(
         "| clients | HTTP creates/s | raw appends/s | ratio | HTTP p50 ms | HTTP p99 ms |\n|---|---|---|---|---|---|\n",
@@ -251,26 +171,5 @@ fn report(results: &[Measurement]) -> Result<()> {
         DURATION.as_secs(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
-    write_section(&section)
-}
-
-/// Replaces (or appends) the `## write` section of BENCHMARKS.md.
-fn write_section(section: &str) -> Result<()> {
-    let path = root().join("BENCHMARKS.md");
-    let existing = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n\n".into());
-    let mut kept = String::new();
-    let mut skipping = false;
-    for line in existing.lines() {
-        if line.starts_with("## ") {
-            skipping = line == "## write";
-        }
-        if !skipping {
-            kept.push_str(line);
-            kept.push('\n');
-        }
-    }
-    let updated = format!("{}\n{section}", kept.trim_end());
-    std::fs::write(&path, updated)?;
-    step(format!("results written to {}", path.display()));
-    Ok(())
+    bench_harness::write_section("write", &section)
 }

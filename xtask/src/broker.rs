@@ -241,7 +241,7 @@ fn log_tail() -> String {
 
 /// The pid from the pid file, if that process is still a running tansu. The
 /// command line check guards against a recycled pid after a reboot or crash.
-fn running_pid() -> Option<u32> {
+pub fn running_pid() -> Option<u32> {
     let pid: u32 = fs::read_to_string(pid_file()).ok()?.trim().parse().ok()?;
     let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let argv0 = cmdline.split(|&b| b == 0).next()?;

@@ -18,8 +18,11 @@
 //!   exit with its code. Tests get
 //!   `DATABASE_URL` (they create their own databases from it) and
 //!   `KAFKA_BROKERS`.
-//! - `bench NAME`: ensure services, build in release mode; the benchmarks
-//!   themselves are still to be written.
+//! - `bench NAME`: ensure services, build the release binaries, run benchmark
+//!   NAME and write its section of BENCHMARKS.md: `write` (product creation
+//!   over HTTP vs the raw append transaction, `bench_write.rs`) or `pipeline`
+//!   (publisher and projector throughput, end-to-end lag, cached reads, each
+//!   against a baseline; `bench_pipeline.rs`). Shared parts: `bench_harness.rs`.
 //!
 //! Environment: `DATABASE_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/catalog`), `KAFKA_BROKERS` (when set,
@@ -29,8 +32,12 @@
 //! The broker is tansu (see `broker.rs`), installed into the gitignored
 //! `.local/` at the workspace root together with its log and pid file.
 
+mod bench_harness;
+mod bench_pipeline;
+mod bench_rebuild;
 mod bench_write;
 mod broker;
+mod faults;
 mod postgres;
 mod proc;
 mod supervise;
@@ -75,11 +82,14 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run a benchmark against release builds (`write`).
+    /// Run a benchmark against release builds (`write`, `pipeline`, `rebuild`).
     Bench {
         /// Which benchmark to run.
         name: String,
     },
+    /// Run the fault suite against release builds: crashes, a database restart, a paused
+    /// broker and a long transaction, each followed by the invariant checks.
+    Faults,
 }
 
 fn main() -> ExitCode {
@@ -99,6 +109,7 @@ fn run(command: Cmd) -> Result<ExitCode> {
         Cmd::Services => services(),
         Cmd::Test { args } => test(&args),
         Cmd::Bench { name } => bench(&name),
+        Cmd::Faults => faults(),
     }
 }
 
@@ -180,11 +191,27 @@ fn bench(name: &str) -> Result<ExitCode> {
     proc::run(cargo().args(["build", "--release", "--workspace", "--bins"]))?;
     match name {
         "write" => bench_write::run(&backends).map(|()| ExitCode::SUCCESS),
+        "pipeline" => bench_pipeline::run(&backends).map(|()| ExitCode::SUCCESS),
+        "rebuild" => bench_rebuild::run(&backends).map(|()| ExitCode::SUCCESS),
         other => {
-            eprintln!("unknown benchmark {other:?}; available: write");
+            eprintln!("unknown benchmark {other:?}; available: write, pipeline, rebuild");
             Ok(ExitCode::from(2))
         }
     }
+}
+
+fn faults() -> Result<ExitCode> {
+    if cfg!(debug_assertions) {
+        step("re-running the fault suite as a release build");
+        let mut cmd = cargo();
+        cmd.args(["run", "--quiet", "--release", "--package", "xtask", "--", "faults"]);
+        let status = proc::status(&mut cmd)?;
+        return Ok(exit_code(proc::exit_code(status)));
+    }
+    let backends = ensure_backends(true)?;
+    step("building release binaries");
+    proc::run(cargo().args(["build", "--release", "--workspace", "--bins"]))?;
+    faults::run(&backends)
 }
 
 /// Whether the extra test arguments pick packages themselves.
