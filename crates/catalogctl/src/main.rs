@@ -95,14 +95,16 @@ pub enum Target {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init_logging(cli.log.log_format);
-    match run(cli).await {
+    let tracing = telemetry::init_tracing("catalogctl", cli.log.log_format);
+    let code = match run(cli).await {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    tracing.shutdown();
+    code
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -37,14 +37,16 @@ pub enum CommandError<E: std::error::Error> {
     Store(AggregateError<E>),
 }
 
-/// Event metadata: who asked, under which request, inside which trace.
+/// Event metadata: who asked, under which request, inside which trace. The `traceparent` names
+/// the current span (the request's, itself a child of the caller's traceparent if one came), so
+/// the publisher and projector continue the same trace.
 pub fn metadata(actor: &str, context: &RequestContext) -> HashMap<String, String> {
     let mut metadata = HashMap::from([("actor".to_owned(), actor.to_owned())]);
     if let Some(id) = &context.request_id {
         metadata.insert("request_id".into(), id.clone());
     }
-    if let Some(traceparent) = &context.traceparent {
-        metadata.insert("traceparent".into(), traceparent.clone());
+    if let Some(traceparent) = service_runtime::telemetry::current_traceparent() {
+        metadata.insert("traceparent".into(), traceparent);
     }
     metadata
 }
@@ -123,12 +125,23 @@ fn conflict_backoff(attempt: u32) -> Duration {
 }
 
 /// A query that records the sequence of the last committed event: the aggregate's new version.
+/// It also counts the committed events by type (`events_appended_total`): cqrs-es dispatches
+/// queries only after the append transaction committed.
 #[derive(Clone, Default)]
 struct CommittedVersion(Arc<Mutex<Option<u64>>>);
 
 #[async_trait]
 impl<A: Aggregate> Query<A> for CommittedVersion {
     async fn dispatch(&self, _aggregate_id: &str, events: &[EventEnvelope<A>]) {
+        use cqrs_es::DomainEvent;
+        for envelope in events {
+            metrics::counter!(
+                "events_appended_total",
+                "aggregate_type" => A::TYPE,
+                "event_type" => envelope.payload.event_type()
+            )
+            .increment(1);
+        }
         if let Some(last) = events.last() {
             *self.0.lock().expect("version lock") = Some(last.sequence as u64);
         }

@@ -98,17 +98,17 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
 
 pub use http_api::etag;
 
-/// Who did what, recorded in every event's metadata.
+/// Which request asked, recorded in every event's metadata. (The trace it belongs to is the
+/// request span's, which the edge layer continued from the caller's `traceparent`.)
 #[derive(Debug, Clone, Default)]
 pub struct RequestContext {
     pub request_id: Option<String>,
-    pub traceparent: Option<String>,
 }
 
 impl RequestContext {
     fn from_headers(headers: &HeaderMap) -> Self {
         let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        Self { request_id: get("x-request-id"), traceparent: get("traceparent") }
+        Self { request_id: get("x-request-id") }
     }
 }
 

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use service_runtime::operations::{OperationsState, ReadinessCheck};
+use service_runtime::telemetry;
 use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::{Config, SwaggerUi};
@@ -83,7 +84,17 @@ pub fn edge_layers(router: Router, cors: CorsLayer) -> Router {
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
             let id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
-            tracing::info_span!("request", method = %request.method(), uri = %request.uri(), request_id = %id)
+            let span = tracing::info_span!(
+                "request",
+                method = %request.method(),
+                uri = %request.uri(),
+                request_id = %id,
+                trace_id = tracing::field::Empty,
+            );
+            // A W3C traceparent from the caller makes this request part of the caller's trace.
+            let traceparent = request.headers().get(telemetry::TRACEPARENT).and_then(|v| v.to_str().ok());
+            telemetry::continue_trace(&span, traceparent);
+            span
         }))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
 }

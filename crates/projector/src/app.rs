@@ -151,6 +151,8 @@ fn consumer(settings: &Settings) -> anyhow::Result<StreamConsumer<RebalanceLog>>
         .set("heartbeat.interval.ms", (settings.session_timeout_ms / 3).max(100).to_string())
         .set("enable.partition.eof", "false")
         .set("fetch.wait.max.ms", settings.fetch_wait_max_ms.to_string())
+        // Feeds the per-partition consumer lag gauge (`RebalanceLog::stats`).
+        .set("statistics.interval.ms", "5000")
         .create_with_context(RebalanceLog::default())?;
     consumer.subscribe(&[&settings.kafka.kafka_topic])?;
     Ok(consumer)

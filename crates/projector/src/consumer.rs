@@ -24,6 +24,7 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use read_model::{apply_events, message, ApplyError, CatalogEvent, Outcome};
+use service_runtime::telemetry;
 use sqlx::PgPool;
 use tokio::sync::watch;
 
@@ -125,6 +126,9 @@ impl Projector {
     async fn process_lane(&self, lane: Vec<OwnedMessage>, shutdown: &watch::Receiver<bool>) -> Result<Outcome, Interrupted> {
         let decoded: Result<Vec<CatalogEvent>, String> = lane.iter().map(decode).collect();
         if let Ok(events) = decoded {
+            // Open until the lane is applied (or dead-lettered), so each span's duration is
+            // its event's time in this projector.
+            let _spans: Vec<tracing::Span> = events.iter().map(event_span).collect();
             match self.apply_with_retry(&events, shutdown).await? {
                 Ok(outcome) => return Ok(outcome),
                 Err(error) => tracing::info!(%error, "a batch failed; applying its events one by one"),
@@ -229,6 +233,23 @@ impl Projector {
     }
 }
 
+/// `project_event`: the projector's span for one event, a child of the span that wrote it
+/// (the `traceparent` in its metadata and Kafka headers), so one trace runs from the HTTP
+/// request to the read model.
+fn event_span(event: &CatalogEvent) -> tracing::Span {
+    let span = tracing::info_span!(
+        parent: None,
+        "project_event",
+        aggregate_type = %event.aggregate_type,
+        aggregate_id = %event.aggregate_id,
+        version = event.sequence,
+        event_type = %event.event_type,
+        trace_id = tracing::field::Empty,
+    );
+    telemetry::continue_trace(&span, event.traceparent());
+    span
+}
+
 fn decode(message: &OwnedMessage) -> Result<CatalogEvent, String> {
     let headers = message.headers();
     message::decode(
@@ -271,7 +292,32 @@ fn to_list(offsets: &BTreeMap<(String, i32), i64>) -> TopicPartitionList {
     list
 }
 
-impl ClientContext for RebalanceLog {}
+impl ClientContext for RebalanceLog {
+    /// librdkafka's statistics (every `statistics.interval.ms`): the consumer lag of each
+    /// partition this process fetches, as `projector_consumer_lag{topic, partition}`. The lag is
+    /// the partition's end offset minus this consumer's position; before it has a position (a
+    /// partition never consumed), everything in the partition is lag.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (topic, stats) in &statistics.topics {
+            for (partition, stats) in &stats.partitions {
+                if *partition < 0 || stats.fetch_state == "none" {
+                    continue;
+                }
+                let lag = match stats.consumer_lag {
+                    lag if lag >= 0 => lag,
+                    _ if stats.hi_offset >= 0 => (stats.hi_offset - stats.lo_offset.max(0)).max(0),
+                    _ => continue,
+                };
+                metrics::gauge!(
+                    "projector_consumer_lag",
+                    "topic" => topic.clone(),
+                    "partition" => partition.to_string()
+                )
+                .set(lag as f64);
+            }
+        }
+    }
+}
 
 impl ConsumerContext for RebalanceLog {
     fn pre_rebalance(&self, consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -284,6 +330,9 @@ impl ConsumerContext for RebalanceLog {
                 partitions.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
             let mut applied = self.applied.lock().expect("offsets lock");
             for key in revoked {
+                // Another member reports this partition's lag from now on.
+                metrics::gauge!("projector_consumer_lag", "topic" => key.0.clone(), "partition" => key.1.to_string())
+                    .set(0.0);
                 applied.remove(&key);
             }
         }

@@ -34,3 +34,13 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
 pub async fn ping(pool: &PgPool) -> Result<(), String> {
     sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(pool).await.map(|_| ()).map_err(|e| e.to_string())
 }
+
+/// `db_pool_connections{state="in_use"|"idle"}` and `db_pool_max_connections`: a pool that
+/// stays at its maximum in use is where requests queue (and then time out with 503).
+pub fn record_pool_gauges(pool: &PgPool) {
+    let size = pool.size();
+    let idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX).min(size);
+    metrics::gauge!("db_pool_connections", "state" => "in_use").set(f64::from(size - idle));
+    metrics::gauge!("db_pool_connections", "state" => "idle").set(f64::from(idle));
+    metrics::gauge!("db_pool_max_connections").set(f64::from(pool.options().get_max_connections()));
+}

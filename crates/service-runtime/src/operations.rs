@@ -22,6 +22,8 @@ type CheckFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 pub struct ReadinessCheck {
     name: &'static str,
     check: Arc<dyn Fn() -> CheckFuture + Send + Sync>,
+    /// Sets the dependency's gauges; run on every `/metrics` scrape, so they are current.
+    observe: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 impl ReadinessCheck {
@@ -30,15 +32,18 @@ impl ReadinessCheck {
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), String>> + Send + 'static,
     {
-        Self { name, check: Arc::new(move || Box::pin(check())) }
+        Self { name, check: Arc::new(move || Box::pin(check())), observe: None }
     }
 
-    /// Readiness of the Postgres pool.
+    /// Readiness of the Postgres pool; its connection gauges come with it.
     pub fn postgres(pool: sqlx::PgPool) -> Self {
-        Self::new("postgres", move || {
+        let observed = pool.clone();
+        let mut check = Self::new("postgres", move || {
             let pool = pool.clone();
             async move { crate::database::ping(&pool).await }
-        })
+        });
+        check.observe = Some(Arc::new(move || crate::database::record_pool_gauges(&observed)));
+        check
     }
 }
 
@@ -109,6 +114,9 @@ pub async fn ready(State(state): State<OperationsState>) -> Response {
 
 /// `GET /metrics`: the Prometheus text format.
 pub async fn render_metrics(State(state): State<OperationsState>) -> Response {
+    for observe in state.checks.iter().filter_map(|c| c.observe.as_ref()) {
+        observe();
+    }
     (
         [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

@@ -40,7 +40,9 @@ async fn prices_are_read_exactly_from_numbers_and_strings() {
 }
 
 #[tokio::test]
-async fn traceparent_is_recorded_in_event_metadata() {
+async fn the_callers_trace_continues_into_the_event_metadata() {
+    // As in main: the OpenTelemetry layer gives the request span its trace context.
+    let _tracing = service_runtime::telemetry::init_tracing("command-api", service_runtime::settings::LogFormat::Pretty);
     let app = spawn_app().await;
     let token = app.admin_token().await;
     let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -54,7 +56,30 @@ async fn traceparent_is_recorded_in_event_metadata() {
         .unwrap();
     let body: Value = response.json().await.unwrap();
     let events = app.events_of(body["id"].as_str().unwrap()).await;
-    assert_eq!(events[0].2["traceparent"], traceparent);
+    let recorded = events[0].2["traceparent"].as_str().expect("a traceparent in the metadata");
+    let parts: Vec<&str> = recorded.split('-').collect();
+    assert_eq!(parts.len(), 4, "{recorded}");
+    assert_eq!(parts[1], "4bf92f3577b34da6a3ce929d0e0e4736", "the caller's trace id");
+    assert_ne!(parts[2], "00f067aa0ba902b7", "a span of command-api's own, child of the caller's");
+    assert_eq!(parts[3], "01");
+}
+
+#[tokio::test]
+async fn a_request_without_traceparent_starts_a_trace_of_its_own() {
+    let _tracing = service_runtime::telemetry::init_tracing("command-api", service_runtime::settings::LogFormat::Pretty);
+    let app = spawn_app().await;
+    let token = app.admin_token().await;
+    let mut trace_ids = Vec::new();
+    for name in ["First", "Second"] {
+        let response =
+            app.post("/api/v1/products").bearer_auth(&token).json(&json!({"name": name, "price": "1.00"})).send().await.unwrap();
+        let body: Value = response.json().await.unwrap();
+        let events = app.events_of(body["id"].as_str().unwrap()).await;
+        let recorded = events[0].2["traceparent"].as_str().expect("a traceparent in the metadata").to_owned();
+        trace_ids.push(recorded.split('-').nth(1).unwrap().to_owned());
+    }
+    assert_ne!(trace_ids[0], trace_ids[1], "each request is a trace of its own");
+    assert_ne!(trace_ids[0], "0".repeat(32));
 }
 
 #[tokio::test]

@@ -17,13 +17,14 @@ use crate::support::{eventually, Pipeline};
 
 const SECRET: &str = "end-to-end-secret-end-to-end-secret!";
 
-struct Apis {
-    command: String,
-    query: String,
+pub struct Apis {
+    pub command: String,
+    pub query: String,
     _stops: Vec<oneshot::Sender<()>>,
 }
 
-async fn start_apis(pipeline: &Pipeline) -> Apis {
+/// command-api and query-api in this process, on the pipeline's database.
+pub async fn start_apis(pipeline: &Pipeline) -> Apis {
     let command_settings = command_api::Settings::try_parse_from([
         "command-api", "--addr", "127.0.0.1:0", "--database-url", &pipeline.database_url, "--jwt-secret", SECRET,
     ])
@@ -49,11 +50,8 @@ async fn start_apis(pipeline: &Pipeline) -> Apis {
     Apis { command, query, _stops: vec![stop_command, stop_query] }
 }
 
-#[tokio::test]
-async fn create_update_and_delete_through_command_api_become_visible_in_query_api() {
-    let pipeline = Pipeline::new().await;
-    let _projector = pipeline.projector("all", &[]);
-    let apis = start_apis(&pipeline).await;
+/// Registers an admin through the domain and logs in through command-api: (user id, token).
+pub async fn admin_token(pipeline: &Pipeline, apis: &Apis) -> (uuid::Uuid, String) {
     let client = Client::new();
     let admin = accounts::register(
         &pipeline.commands(),
@@ -76,6 +74,16 @@ async fn create_update_and_delete_through_command_api_become_visible_in_query_ap
         .await
         .unwrap();
     let token = login["access_token"].as_str().unwrap().to_owned();
+    (admin, token)
+}
+
+#[tokio::test]
+async fn create_update_and_delete_through_command_api_become_visible_in_query_api() {
+    let pipeline = Pipeline::new().await;
+    let _projector = pipeline.projector("all", &[]);
+    let apis = start_apis(&pipeline).await;
+    let client = Client::new();
+    let (admin, token) = admin_token(&pipeline, &apis).await;
 
     // Create, then read your write.
     let created = client

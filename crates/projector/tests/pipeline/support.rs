@@ -44,6 +44,11 @@ impl Pipeline {
 
     /// Starts the projector binary with `role` and extra flags.
     pub fn projector(&self, role: &str, extra: &[&str]) -> ProjectorProcess {
+        self.projector_with_env(role, extra, &[])
+    }
+
+    /// [`Self::projector`] with extra environment variables.
+    pub fn projector_with_env(&self, role: &str, extra: &[&str], env: &[(&str, &str)]) -> ProjectorProcess {
         let port = free_port();
         let mut command = Command::new(env!("CARGO_BIN_EXE_projector"));
         command
@@ -53,6 +58,7 @@ impl Pipeline {
             .args(["--session-timeout-ms", "6000"])
             .args(extra)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .kill_on_drop(true);
         let child = command.spawn().expect("start projector");
@@ -180,6 +186,10 @@ impl ProjectorProcess {
             self.metric("projector_assigned_partitions").await > 0.0
         })
         .await;
+    }
+
+    pub fn metrics_url(&self) -> &str {
+        &self.metrics_url
     }
 
     /// A counter or gauge from the process's `/metrics` (0 if not yet reported).
