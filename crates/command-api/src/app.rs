@@ -58,6 +58,11 @@ pub struct Settings {
     #[arg(long, env = "REQUEST_TIMEOUT_SECONDS", default_value_t = 10)]
     pub request_timeout_seconds: u64,
 
+    /// API requests served at once; beyond it a request is answered 503 with `Retry-After`
+    /// at once instead of queueing.
+    #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = 512)]
+    pub max_concurrent_requests: usize,
+
     /// Origins allowed to call the API from a browser (comma-separated); none by default.
     #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub cors_allowed_origins: Vec<String>,
@@ -146,6 +151,7 @@ pub fn router(state: AppState, settings: &Settings, metrics: PrometheusHandle) -
         checks: vec![ReadinessCheck::postgres(state.pool.clone())],
         state,
         timeout: Duration::from_secs(settings.request_timeout_seconds),
+        max_concurrent_requests: settings.max_concurrent_requests,
         metrics,
         cors,
     })

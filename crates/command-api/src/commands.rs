@@ -116,12 +116,10 @@ impl CommandBus {
     }
 }
 
-/// Jittered exponential backoff: 5 ms, 10 ms, 20 ms ... with up to 50 % added at random, so
-/// writers that collided once do not collide again in lockstep.
+/// Jittered exponential backoff from 5 ms, so writers that collided once do not collide again
+/// in lockstep.
 fn conflict_backoff(attempt: u32) -> Duration {
-    let base = 5u64 << attempt.min(6);
-    let jitter = u64::from(uuid::Uuid::new_v4().as_u128() as u32) % (base / 2 + 1);
-    Duration::from_millis(base + jitter)
+    service_runtime::retry::delay(attempt, Duration::from_millis(5), Duration::from_millis(320))
 }
 
 /// A query that records the sequence of the last committed event: the aggregate's new version.

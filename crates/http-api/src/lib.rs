@@ -7,6 +7,7 @@
 //!   and [`middleware::service`], which assembles an API with its operational routes and docs.
 //! - [`openapi`]: the OpenAPI pieces both APIs share (problem responses, bearer scheme, the
 //!   documented operational routes, `/openapi.json`).
+//! - [`resilience`]: load shedding (concurrency limit) and the database circuit breaker.
 //! - [`principal`]: the extractor that turns a bearer token into the caller's id and role.
 //! - [`etag`]: entity tags are the aggregate version, quoted.
 
@@ -14,6 +15,7 @@ pub mod middleware;
 pub mod openapi;
 pub mod principal;
 pub mod problem;
+pub mod resilience;
 pub mod tokens;
 
 /// The largest request body either API reads.

@@ -33,6 +33,8 @@ pub struct Service<S> {
     pub state: S,
     /// After this a request is answered 503 with `Retry-After` instead of hanging.
     pub timeout: Duration,
+    /// API requests served at once; more are answered 503 with `Retry-After` (load shedding).
+    pub max_concurrent_requests: usize,
     /// What `/ready` asks about.
     pub checks: Vec<ReadinessCheck>,
     pub metrics: PrometheusHandle,
@@ -57,10 +59,10 @@ pub fn spec<S: Clone + Send + Sync + 'static>(api: OpenApiRouter<S>) -> OpenApi 
 /// `/openapi.json` and `/docs`, problem+json for unknown routes (404) and methods (405), and
 /// the [`edge_layers`].
 pub fn service<S: Clone + Send + Sync + 'static>(service: Service<S>) -> Router {
-    let Service { api, state, timeout, checks, metrics, cors } = service;
+    let Service { api, state, timeout, max_concurrent_requests, checks, metrics, cors } = service;
     let (api, operations, spec) = document(api);
-    let api = api
-        .layer(middleware::from_fn(move |request: Request, next: Next| with_timeout(timeout, request, next)))
+    let api = api.layer(middleware::from_fn(move |request: Request, next: Next| with_timeout(timeout, request, next)));
+    let api = crate::resilience::protect(api, max_concurrent_requests, crate::resilience::DatabaseBreaker::default())
         .with_state(state);
     let operations = operations.with_state(OperationsState::new(checks, metrics));
     // No validator badge: Swagger UI would send the document to an outside validator service.

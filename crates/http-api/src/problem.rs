@@ -116,10 +116,20 @@ impl ApiError {
     pub fn from_database(error: sqlx::Error) -> Self {
         match error {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
-                ApiError::Unavailable { reason: "the database is unavailable".into(), retry_after_secs: 2 }
+                Self::database_unavailable()
             }
             other => ApiError::Internal(other.into()),
         }
+    }
+}
+
+/// The reason of [`ApiError::database_unavailable`]; the circuit breaker counts such answers.
+pub const DATABASE_UNAVAILABLE: &str = "the database is unavailable";
+
+impl ApiError {
+    /// Postgres could not be reached (503, retry in 2 s).
+    pub fn database_unavailable() -> Self {
+        ApiError::Unavailable { reason: DATABASE_UNAVAILABLE.into(), retry_after_secs: 2 }
     }
 }
 
@@ -187,6 +197,9 @@ impl IntoResponse for ApiError {
         }
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if matches!(&self, ApiError::Unavailable { reason, .. } if reason == DATABASE_UNAVAILABLE) {
+            response.extensions_mut().insert(crate::resilience::DatabaseOutage);
         }
         response
     }

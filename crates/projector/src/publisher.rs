@@ -207,9 +207,8 @@ async fn wait_for_events(listener: &mut Option<PgListener>, wait: Duration, shut
     }
 }
 
-/// Jittered exponential backoff: 100 ms doubling to 10 s, plus up to 50 %.
+/// The pause after `failures` failures in a row of the broker or Postgres: 100 ms doubling to
+/// 10 s, jittered.
 pub fn backoff(failures: u32) -> Duration {
-    let base = 100u64.saturating_mul(1 << failures.min(7)).min(10_000);
-    let jitter = u64::from(uuid::Uuid::new_v4().as_u128() as u32) % (base / 2 + 1);
-    Duration::from_millis(base + jitter)
+    service_runtime::retry::delay(failures, Duration::from_millis(100), Duration::from_secs(10))
 }

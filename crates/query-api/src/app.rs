@@ -45,6 +45,11 @@ pub struct Settings {
     #[arg(long, env = "REQUEST_TIMEOUT_SECONDS", default_value_t = 10)]
     pub request_timeout_seconds: u64,
 
+    /// API requests served at once; beyond it a request is answered 503 with `Retry-After`
+    /// at once instead of queueing.
+    #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = 512)]
+    pub max_concurrent_requests: usize,
+
     /// Longest a `?min_version=` read waits for the read model to catch up before it is
     /// answered 503 with `Retry-After`. Keep it below the request timeout.
     #[arg(long, env = "MIN_VERSION_WAIT_MS", default_value_t = 5000)]
@@ -148,7 +153,15 @@ pub fn router(state: AppState, settings: &Settings, metrics: PrometheusHandle) -
         [header::AUTHORIZATION, header::IF_NONE_MATCH],
         [header::ETAG, header::RETRY_AFTER],
     );
-    middleware::service(middleware::Service { api: crate::routes::router(), state, timeout, checks, metrics, cors })
+    middleware::service(middleware::Service {
+        api: crate::routes::router(),
+        state,
+        timeout,
+        max_concurrent_requests: settings.max_concurrent_requests,
+        checks,
+        metrics,
+        cors,
+    })
 }
 
 /// The OpenAPI document `/openapi.json` serves, built from the same routers as [`router`].

@@ -6,6 +6,7 @@
 //! - [`telemetry`]: `tracing` subscriber setup (`pretty` or `json`) and the Prometheus recorder.
 //! - `kafka` (feature `kafka`): broker settings, the idempotent producer, topic creation.
 //! - [`operations`]: `/health`, `/ready` and `/metrics`, and the HTTP metrics middleware.
+//! - [`retry`]: jittered exponential retry delays (backon).
 //! - [`shutdown`]: the SIGTERM/SIGINT future every server and loop stops on.
 //!
 //! Nothing here knows about products, users or events: that belongs to `domain` and the services.
@@ -14,6 +15,7 @@ pub mod database;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod operations;
+pub mod retry;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;

@@ -58,9 +58,8 @@ fn document() -> utoipa::openapi::OpenApi {
 
 /// The event store failed: unreachable Postgres is a 503, anything else an internal error.
 pub fn store_failure<E: std::error::Error>(error: AggregateError<E>) -> ApiError {
-    let unavailable = || ApiError::Unavailable { reason: "the event store is unavailable".into(), retry_after_secs: 2 };
     match error {
-        AggregateError::DatabaseConnectionError(_) => unavailable(),
+        AggregateError::DatabaseConnectionError(_) => ApiError::database_unavailable(),
         AggregateError::UnexpectedError(cause) => match cause.downcast::<sqlx::Error>() {
             Ok(sqlx_error) => ApiError::from_database(*sqlx_error),
             Err(other) => ApiError::Internal(anyhow::anyhow!(other)),

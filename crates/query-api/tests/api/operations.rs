@@ -5,7 +5,7 @@ use query_api::{Application, Settings};
 use serde_json::Value;
 use service_runtime::{database, telemetry};
 
-use crate::helpers::{assert_problem, spawn_app, TEST_JWT_SECRET};
+use crate::helpers::{assert_problem, spawn_app, spawn_app_with, TEST_JWT_SECRET};
 
 #[tokio::test]
 async fn health_and_ready_report_ok_with_a_live_database() {
@@ -101,4 +101,59 @@ async fn cache_hits_misses_and_size_are_exported() {
     for name in ["query_cache_hits_total", "query_cache_misses_total", "query_cache_entries"] {
         assert!(metrics.lines().any(|line| line.starts_with(name)), "{name} missing from:\n{metrics}");
     }
+}
+
+/// Beyond `--max-concurrent-requests` a request is refused at once with 503 and `Retry-After`
+/// (not queued); the operational routes stay reachable.
+#[tokio::test]
+async fn requests_beyond_the_concurrency_limit_are_shed_with_503() {
+    let app = spawn_app_with(&["--max-concurrent-requests", "1", "--min-version-wait-ms", "3000"]).await;
+    // Holds the only slot for 3 s: a read of a version the read model never reaches.
+    let waiting = app.get(&format!("/api/v1/products/{}?min_version=1", uuid::Uuid::new_v4())).send();
+    let waiting = tokio::spawn(waiting);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let started = Instant::now();
+    let shed = app.get("/api/v1/products").send().await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(1), "answered at once, not queued");
+    assert_eq!(shed.headers()["retry-after"], "1");
+    let problem = assert_problem(shed, 503).await;
+    assert!(problem["detail"].as_str().unwrap().contains("concurrent requests"), "{problem}");
+    assert_eq!(app.get("/health").send().await.unwrap().status(), 200);
+
+    // Once the slot is free, requests are served again.
+    assert_eq!(waiting.await.unwrap().unwrap().status(), 503);
+    assert_eq!(app.get("/api/v1/products").send().await.unwrap().status(), 200);
+}
+
+/// After requests in a row found Postgres unreachable, the breaker opens: requests are
+/// answered 503 at once without waiting for the pool, and `/metrics` shows it open.
+#[tokio::test]
+async fn an_unreachable_database_opens_the_circuit_breaker() {
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("postgres://postgres@127.0.0.1:{closed_port}/nowhere");
+    let settings = Settings::try_parse_from([
+        "query-api", "--addr", "127.0.0.1:0", "--database-url", &url, "--jwt-secret", TEST_JWT_SECRET,
+    ])
+    .unwrap();
+    let pool = database::pool(&settings.database).unwrap();
+    let app = Application::build(settings, pool, telemetry::init_metrics()).await.unwrap();
+    let base = format!("http://{}", app.local_addr());
+    tokio::spawn(app.run(std::future::pending()));
+    let client = reqwest::Client::new();
+
+    let failures = (0..http_api::resilience::FAILURES_TO_OPEN).map(|_| client.get(format!("{base}/api/v1/products")).send());
+    for response in futures::future::join_all(failures).await {
+        let response = response.unwrap();
+        let problem = assert_problem(response, 503).await;
+        assert_eq!(problem["detail"], "the database is unavailable", "{problem}");
+    }
+    let started = Instant::now();
+    let rejected = client.get(format!("{base}/api/v1/products")).send().await.unwrap();
+    assert!(started.elapsed() < Duration::from_millis(500), "no wait for the pool: {:?}", started.elapsed());
+    assert!(rejected.headers().contains_key("retry-after"));
+    let problem = assert_problem(rejected, 503).await;
+    assert!(problem["detail"].as_str().unwrap().contains("circuit breaker open"), "{problem}");
+    let metrics = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.lines().any(|l| l == "db_circuit_state 2"), "{metrics}");
 }
