@@ -104,6 +104,11 @@ impl Service {
         }
     }
 
+    /// The process id, e.g. to read its memory from /proc.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL, as a crash: no shutdown code of the service runs.
     pub fn kill_hard(&mut self) {
         if !self.stopped {

@@ -22,7 +22,10 @@
 //!   NAME and write its section of BENCHMARKS.md: `write` (product creation
 //!   over HTTP vs the raw append transaction, `bench_write.rs`) or `pipeline`
 //!   (publisher and projector throughput, end-to-end lag, cached reads, each
-//!   against a baseline; `bench_pipeline.rs`). Shared parts: `bench_harness.rs`.
+//!   against a baseline; `bench_pipeline.rs`), `rebuild` (catalogctl rebuild of 1M
+//!   events: rate and peak memory; `bench_rebuild.rs`) or `soak` (10 minutes of mixed load:
+//!   RSS and latency drift; `bench_soak.rs`). Shared parts: `bench_harness.rs`.
+//! - `faults`: the fault suite against release builds (`faults.rs`).
 //!
 //! Environment: `DATABASE_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/catalog`), `KAFKA_BROKERS` (when set,
@@ -35,6 +38,7 @@
 mod bench_harness;
 mod bench_pipeline;
 mod bench_rebuild;
+mod bench_soak;
 mod bench_write;
 mod broker;
 mod faults;
@@ -82,7 +86,7 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run a benchmark against release builds (`write`, `pipeline`, `rebuild`).
+    /// Run a benchmark against release builds (`write`, `pipeline`, `rebuild`, `soak`).
     Bench {
         /// Which benchmark to run.
         name: String,
@@ -193,8 +197,9 @@ fn bench(name: &str) -> Result<ExitCode> {
         "write" => bench_write::run(&backends).map(|()| ExitCode::SUCCESS),
         "pipeline" => bench_pipeline::run(&backends).map(|()| ExitCode::SUCCESS),
         "rebuild" => bench_rebuild::run(&backends).map(|()| ExitCode::SUCCESS),
+        "soak" => bench_soak::run(&backends).map(|()| ExitCode::SUCCESS),
         other => {
-            eprintln!("unknown benchmark {other:?}; available: write, pipeline, rebuild");
+            eprintln!("unknown benchmark {other:?}; available: write, pipeline, rebuild, soak");
             Ok(ExitCode::from(2))
         }
     }

@@ -1,0 +1,237 @@
+//! `cargo xtask bench soak`: the whole system (release command-api, query-api and
+//! `projector --role all`) under a steady mixed load for `SOAK_SECONDS` (default 600 s).
+//!
+//! Load, each request in its own task at a fixed rate: product creations, partial updates of
+//! products created earlier, cached reads of single products and list pages. Every
+//! [`WINDOW`] the benchmark records each service's resident memory (VmRSS from /proc) and the
+//! latency percentiles of the requests sent in that window. Reported: RSS at the end of the
+//! first window and at the end, and p50/p99 of the first and the last window; flat memory and no
+//! p99 drift are what the figures should show. Answers other than 2xx are counted as errors.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Result};
+
+use crate::bench_harness::{create_admin, fresh_database, login, percentile, write_section, Service};
+use crate::proc::step;
+use crate::Backends;
+
+const DB_NAME: &str = "catalog_bench_soak";
+const COMMAND_ADDR: &str = "127.0.0.1:18380";
+const QUERY_ADDR: &str = "127.0.0.1:18381";
+const PROJECTOR_ADDR: &str = "127.0.0.1:18382";
+const WINDOW: Duration = Duration::from_secs(60);
+const DEFAULT_SECONDS: u64 = 600;
+/// Requests per second by kind: writes are a tenth of the traffic, as on a catalog.
+const CREATES_PER_SEC: u64 = 20;
+const UPDATES_PER_SEC: u64 = 20;
+const PRODUCT_READS_PER_SEC: u64 = 300;
+const LIST_READS_PER_SEC: u64 = 60;
+
+#[derive(Default)]
+struct Window {
+    latencies_ms: Vec<f64>,
+    errors: u64,
+}
+
+struct Sample {
+    at_seconds: f64,
+    rss_mib: BTreeMap<&'static str, f64>,
+    requests: usize,
+    errors: u64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+pub fn run(backends: &Backends) -> Result<()> {
+    let seconds = std::env::var("SOAK_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_SECONDS);
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(soak(backends, Duration::from_secs(seconds)))
+}
+
+async fn soak(backends: &Backends, duration: Duration) -> Result<()> {
+    step(format!("soak: fresh database {DB_NAME}, services, {} s of mixed load", duration.as_secs()));
+    let url = fresh_database(backends, DB_NAME).await?;
+    create_admin(&url)?;
+    let topic = format!("bench.soak.{}.events", std::process::id());
+    let mut services: Vec<(&'static str, Service)> = vec![
+        ("command-api", Service::start_listening("command-api", COMMAND_ADDR, |c| c.env("COMMAND_API_ADDR", COMMAND_ADDR).env("DATABASE_URL", &url))?),
+        ("query-api", Service::start_listening("query-api", QUERY_ADDR, |c| c.env("QUERY_API_ADDR", QUERY_ADDR).env("DATABASE_URL", &url))?),
+        (
+            "projector",
+            Service::start_listening("projector", PROJECTOR_ADDR, |c| {
+                c.args(["--role", "all", "--kafka-topic", &topic, "--kafka-dlq-topic", &format!("{topic}.dlq")])
+                    .args(["--group", &format!("bench-soak-{}", std::process::id())])
+                    .env("PROJECTOR_ADDR", PROJECTOR_ADDR)
+                    .env("DATABASE_URL", &url)
+                    .env("KAFKA_BROKERS", &backends.kafka_brokers)
+            })?,
+        ),
+    ];
+    let token = login(COMMAND_ADDR).await?;
+    let client = reqwest::Client::builder().pool_max_idle_per_host(256).timeout(Duration::from_secs(15)).build()?;
+    let products: Arc<Mutex<Vec<String>>> = Arc::default();
+    let window: Arc<Mutex<Window>> = Arc::default();
+
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut generators = Vec::new();
+    for (kind, rate) in [("create", CREATES_PER_SEC), ("update", UPDATES_PER_SEC), ("read", PRODUCT_READS_PER_SEC), ("list", LIST_READS_PER_SEC)] {
+        let (client, token, products, window) = (client.clone(), token.clone(), products.clone(), window.clone());
+        generators.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                tick.tick().await;
+                n += 1;
+                let (client, token, products, window) = (client.clone(), token.clone(), products.clone(), window.clone());
+                tokio::spawn(async move { one_request(kind, n, &client, &token, &products, &window).await });
+            }
+        }));
+    }
+
+    let mut samples = Vec::new();
+    let mut next = started + WINDOW;
+    while next <= deadline + Duration::from_millis(1) {
+        tokio::time::sleep_until(next.into()).await;
+        for (name, service) in services.iter_mut() {
+            service.ensure_running().map_err(|e| anyhow::anyhow!("{name}: {e:#}"))?;
+        }
+        let mut done = std::mem::take(&mut *window.lock().expect("window"));
+        done.latencies_ms.sort_by(f64::total_cmp);
+        let rss_mib = services.iter().map(|(name, service)| (*name, rss_mib(service.pid()))).collect();
+        let sample = Sample {
+            at_seconds: started.elapsed().as_secs_f64(),
+            rss_mib,
+            requests: done.latencies_ms.len(),
+            errors: done.errors,
+            p50_ms: percentile(&done.latencies_ms, 0.5),
+            p99_ms: percentile(&done.latencies_ms, 0.99),
+        };
+        step(format!(
+            "{:>4.0} s: {} requests, {} errors, p50 {:.1} ms, p99 {:.1} ms, RSS {:?}",
+            sample.at_seconds, sample.requests, sample.errors, sample.p50_ms, sample.p99_ms, sample.rss_mib
+        ));
+        samples.push(sample);
+        next += WINDOW;
+    }
+    for generator in generators {
+        let _ = generator.await;
+    }
+    for (_, service) in services.iter_mut() {
+        service.stop();
+    }
+    ensure!(samples.len() >= 2, "the soak needs at least two windows of {WINDOW:?}");
+    write_section("soak", &report(&samples, duration))
+}
+
+async fn one_request(kind: &str, n: u64, client: &reqwest::Client, token: &str, products: &Mutex<Vec<String>>, window: &Mutex<Window>) {
+    let pick = || {
+        let products = products.lock().expect("products");
+        (!products.is_empty()).then(|| products[(n as usize * 7919) % products.len()].clone())
+    };
+    let sent = Instant::now();
+    let result = match kind {
+        "create" => client
+            .post(format!("http://{COMMAND_ADDR}/api/v1/products"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({"name": format!("Soak {n}"), "price": "10.00"}))
+            .send()
+            .await,
+        "update" => {
+            let Some(id) = pick() else { return };
+            client
+                .patch(format!("http://{COMMAND_ADDR}/api/v1/products/{id}"))
+                .bearer_auth(token)
+                .json(&serde_json::json!({"price": format!("{}.{:02}", 10 + n % 90, n % 100)}))
+                .send()
+                .await
+        }
+        "read" => {
+            let Some(id) = pick() else { return };
+            client.get(format!("http://{QUERY_ADDR}/api/v1/products/{id}")).send().await
+        }
+        _ => client.get(format!("http://{QUERY_ADDR}/api/v1/products?limit=20&offset={}", n % 200)).send().await,
+    };
+    let elapsed_ms = sent.elapsed().as_secs_f64() * 1000.0;
+    let ok = match result {
+        Ok(response) if response.status().is_success() => {
+            if kind == "create" {
+                if let Ok(body) = response.json::<serde_json::Value>().await {
+                    if let Some(id) = body["id"].as_str() {
+                        products.lock().expect("products").push(id.to_owned());
+                    }
+                }
+            }
+            true
+        }
+        // A read of a product created a moment ago may precede its projection.
+        Ok(response) => kind == "read" && response.status() == 404,
+        Err(_) => false,
+    };
+    let mut window = window.lock().expect("window");
+    window.latencies_ms.push(elapsed_ms);
+    if !ok {
+        window.errors += 1;
+    }
+}
+
+/// Resident memory of process `pid` in MiB (VmRSS), NaN if it cannot be read.
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+fn report(samples: &[Sample], duration: Duration) -> String {
+    let (first, last) = (&samples[0], &samples[samples.len() - 1]);
+    let total: usize = samples.iter().map(|s| s.requests).sum();
+    let errors: u64 = samples.iter().map(|s| s.errors).sum();
+    let mut text = format!(
+        "## soak\n\n`cargo xtask bench soak`, release builds, {} s (`SOAK_SECONDS`), command-api, query-api and \
+         `projector --role all` on one database and topic, on the same 2 cores as the load generator. Steady load, \
+         each request in its own task: {CREATES_PER_SEC} creations/s and {UPDATES_PER_SEC} partial updates/s \
+         (command-api), {PRODUCT_READS_PER_SEC} product reads/s and {LIST_READS_PER_SEC} list pages/s (query-api). \
+         {total} requests, {errors} answers other than 2xx (a 404 for a product read before its creation is \
+         projected is not counted). Windows of {} s; the first is the baseline of the last.\n\n",
+        duration.as_secs(),
+        WINDOW.as_secs()
+    );
+    text.push_str("| service | RSS after the first window MiB | RSS at the end MiB | end / first |\n|---|---|---|---|\n");
+    for (name, start) in &first.rss_mib {
+        let end = last.rss_mib.get(name).copied().unwrap_or(f64::NAN);
+        text.push_str(&format!("| {name} | {start:.1} | {end:.1} | {:.2} |\n", end / start));
+    }
+    text.push_str(&format!(
+        "\n| latency, all requests | first window | last window | last / first |\n|---|---|---|---|\n\
+         | p50 ms | {:.2} | {:.2} | {:.2} |\n| p99 ms | {:.2} | {:.2} | {:.2} |\n",
+        first.p50_ms,
+        last.p50_ms,
+        last.p50_ms / first.p50_ms,
+        first.p99_ms,
+        last.p99_ms,
+        last.p99_ms / first.p99_ms
+    ));
+    text.push_str("\nEvery window:\n\n| at s | requests | errors | p50 ms | p99 ms | command-api MiB | query-api MiB | projector MiB |\n|---|---|---|---|---|---|---|---|\n");
+    for s in samples {
+        let rss = |name: &str| s.rss_mib.get(name).copied().unwrap_or(f64::NAN);
+        text.push_str(&format!(
+            "| {:.0} | {} | {} | {:.2} | {:.2} | {:.1} | {:.1} | {:.1} |\n",
+            s.at_seconds,
+            s.requests,
+            s.errors,
+            s.p50_ms,
+            s.p99_ms,
+            rss("command-api"),
+            rss("query-api"),
+            rss("projector")
+        ));
+    }
+    text
+}
