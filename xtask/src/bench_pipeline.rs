@@ -71,8 +71,8 @@ const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Projector tuning, passed explicitly so the report can state it. The publisher is measured
 /// at its default batch size and at a larger one: a round has a fixed cost (reading the batch,
 /// linger.ms and the acknowledgements, the checkpoint commit) that larger batches amortise.
-const DEFAULT_PUBLISH_BATCH_SIZE: u32 = 1000;
-const PUBLISH_BATCH_SIZES: [u32; 2] = [DEFAULT_PUBLISH_BATCH_SIZE, 5000];
+const DEFAULT_PUBLISH_BATCH_SIZE: u32 = 5000;
+const PUBLISH_BATCH_SIZES: [u32; 2] = [DEFAULT_PUBLISH_BATCH_SIZE, 1000];
 const PROJECT_BATCH_SIZE: u32 = 500;
 const PROJECT_LANES: u32 = 4;
 const FETCH_WAIT_MAX_MS: u32 = 20;

@@ -2,11 +2,13 @@
 //!
 //! - **Load shedding**: at most `max_concurrent_requests` API requests run at once (tower's
 //!   concurrency limit); one more is answered 503 with `Retry-After` at once, never queued.
-//! - **Circuit breaker** (failsafe) in front of Postgres: after [`FAILURES_TO_OPEN`] requests in
-//!   a row failed because the database was unreachable, requests are answered 503 with
-//!   `Retry-After` without touching the pool (instead of each waiting for its acquire
-//!   timeout), for a jittered, growing pause; then requests are let through again and the
-//!   first success closes it.
+//! - **Circuit breaker** (failsafe) in front of Postgres: when, over the last [`WINDOW`] and at
+//!   least [`MIN_REQUESTS`] requests, fewer than half succeeded because the database was
+//!   unreachable, requests are answered 503 with `Retry-After` without touching the pool
+//!   (instead of each waiting for its acquire timeout), for a jittered, growing pause; then
+//!   requests are let through again and the first success closes it. A success rate rather
+//!   than a run of failures, so that a busy but working database (a few pool timeouts among
+//!   many successes) does not trip it.
 //!
 //! Both apply to the API routes only: `/health`, `/ready` and `/metrics` stay reachable.
 
@@ -17,15 +19,19 @@ use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{BoxError, Router};
-use failsafe::failure_policy::{consecutive_failures, ConsecutiveFailures};
+use failsafe::failure_policy::{success_rate_over_time_window, SuccessRateOverTimeWindow};
 use failsafe::{backoff, Instrument, StateMachine};
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::ServiceBuilder;
 
 use crate::problem::ApiError;
 
-/// Requests in a row that found the database unreachable before the breaker opens.
-pub const FAILURES_TO_OPEN: u32 = 5;
+/// The breaker opens when less than this share of recent requests succeeded...
+const REQUIRED_SUCCESS_RATE: f64 = 0.5;
+/// ...over at least this many requests...
+pub const MIN_REQUESTS: u32 = 10;
+/// ...in a moving window this long (and not before the process has run this long).
+pub const WINDOW: Duration = Duration::from_secs(5);
 /// The first pause of an open breaker, doubling up to [`MAX_OPEN`]; each pause is jittered
 /// between half and all of it (failsafe counts whole seconds, so 2 s is the least that is
 /// never zero).
@@ -36,7 +42,7 @@ const MAX_OPEN: Duration = Duration::from_secs(30);
 #[derive(Clone, Copy, Debug)]
 pub struct DatabaseOutage;
 
-type Breaker = StateMachine<ConsecutiveFailures<backoff::EqualJittered>, BreakerMetrics>;
+type Breaker = StateMachine<SuccessRateOverTimeWindow<backoff::EqualJittered>, BreakerMetrics>;
 
 /// The database circuit breaker one API process shares across its requests.
 #[derive(Clone)]
@@ -44,7 +50,8 @@ pub struct DatabaseBreaker(Breaker);
 
 impl Default for DatabaseBreaker {
     fn default() -> Self {
-        let policy = consecutive_failures(FAILURES_TO_OPEN, backoff::equal_jittered(FIRST_OPEN, MAX_OPEN));
+        let pauses = backoff::equal_jittered(FIRST_OPEN, MAX_OPEN);
+        let policy = success_rate_over_time_window(REQUIRED_SUCCESS_RATE, MIN_REQUESTS, WINDOW, pauses);
         Self(failsafe::Config::new().failure_policy(policy).instrument(BreakerMetrics).build())
     }
 }

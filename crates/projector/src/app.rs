@@ -51,7 +51,7 @@ pub struct Settings {
     pub fetch_wait_max_ms: u32,
 
     /// Events the publisher reads and produces per round.
-    #[arg(long, env = "PUBLISH_BATCH_SIZE", default_value_t = 1000)]
+    #[arg(long, env = "PUBLISH_BATCH_SIZE", default_value_t = 5000)]
     pub publish_batch_size: i64,
 
     /// Messages the project loop applies per round at most.

@@ -126,10 +126,11 @@ async fn requests_beyond_the_concurrency_limit_are_shed_with_503() {
     assert_eq!(app.get("/api/v1/products").send().await.unwrap().status(), 200);
 }
 
-/// After requests in a row found Postgres unreachable, the breaker opens: requests are
-/// answered 503 at once without waiting for the pool, and `/metrics` shows it open.
+/// When most requests of the breaker's window found Postgres unreachable, the breaker opens:
+/// requests are answered 503 at once without waiting for the pool, and `/metrics` shows it.
 #[tokio::test]
 async fn an_unreachable_database_opens_the_circuit_breaker() {
+    use http_api::resilience::{MIN_REQUESTS, WINDOW};
     let closed_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let url = format!("postgres://postgres@127.0.0.1:{closed_port}/nowhere");
     let settings = Settings::try_parse_from([
@@ -142,12 +143,21 @@ async fn an_unreachable_database_opens_the_circuit_breaker() {
     tokio::spawn(app.run(std::future::pending()));
     let client = reqwest::Client::new();
 
-    let failures = (0..http_api::resilience::FAILURES_TO_OPEN).map(|_| client.get(format!("{base}/api/v1/products")).send());
-    for response in futures::future::join_all(failures).await {
-        let response = response.unwrap();
-        let problem = assert_problem(response, 503).await;
-        assert_eq!(problem["detail"], "the database is unavailable", "{problem}");
+    // Rounds of concurrent requests, each failing after the pool's acquire timeout, until the
+    // breaker has seen a full window of them.
+    let started = Instant::now();
+    let mut open = false;
+    while !open {
+        assert!(started.elapsed() < WINDOW * 3, "the breaker never opened");
+        let failures = (0..MIN_REQUESTS).map(|_| client.get(format!("{base}/api/v1/products")).send());
+        for response in futures::future::join_all(failures).await {
+            let problem = assert_problem(response.unwrap(), 503).await;
+            let detail = problem["detail"].as_str().unwrap();
+            assert!(detail.starts_with("the database is unavailable"), "{problem}");
+            open |= detail.contains("circuit breaker open");
+        }
     }
+    assert!(started.elapsed() >= WINDOW, "not before a full window of failures");
     let started = Instant::now();
     let rejected = client.get(format!("{base}/api/v1/products")).send().await.unwrap();
     assert!(started.elapsed() < Duration::from_millis(500), "no wait for the pool: {:?}", started.elapsed());
