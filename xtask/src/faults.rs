@@ -40,7 +40,8 @@ enum Outcome {
     Skip(String),
 }
 
-pub fn run(backends: &Backends) -> Result<ExitCode> {
+/// Runs every scenario whose name contains `only` (all when None).
+pub fn run(backends: &Backends, only: Option<&str>) -> Result<ExitCode> {
     let scenarios: [(&str, Scenario); 6] = [
         ("kill -9 command-api under load", crash_command_api),
         ("kill -9 publisher between produce and checkpoint", crash_publisher),
@@ -52,6 +53,9 @@ pub fn run(backends: &Backends) -> Result<ExitCode> {
     let mut failed = 0;
     let mut lines = Vec::new();
     for (name, scenario) in scenarios {
+        if only.is_some_and(|only| !name.contains(only)) {
+            continue;
+        }
         step(format!("scenario: {name}"));
         let started = Instant::now();
         let line = match scenario(backends) {
@@ -99,12 +103,17 @@ impl System {
         let group = format!("faults-{}", self.id);
         let brokers = backends.kafka_brokers.clone();
         let timeout = REQUEST_TIMEOUT.as_secs().to_string();
+        // Each service's log (its stdout, at info) goes to a file of its own, kept for a failure.
+        let log_dir = crate::workspace::root().join(".local/faults");
+        std::fs::create_dir_all(&log_dir)?;
+        let log_path = log_dir.join(format!("{}-{which}.log", self.id));
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
         let mut service = match which {
             "command-api" => Service::start("command-api", |c| {
-                c.env("COMMAND_API_ADDR", COMMAND_ADDR).env("DATABASE_URL", &url).env("REQUEST_TIMEOUT_SECONDS", &timeout)
+                c.stdout(log).env("RUST_LOG", "info").env("COMMAND_API_ADDR", COMMAND_ADDR).env("DATABASE_URL", &url).env("REQUEST_TIMEOUT_SECONDS", &timeout)
             })?,
             "query-api" => Service::start("query-api", |c| {
-                c.env("QUERY_API_ADDR", QUERY_ADDR).env("DATABASE_URL", &url).env("REQUEST_TIMEOUT_SECONDS", &timeout)
+                c.stdout(log).env("RUST_LOG", "info").env("QUERY_API_ADDR", QUERY_ADDR).env("DATABASE_URL", &url).env("REQUEST_TIMEOUT_SECONDS", &timeout)
             })?,
             "publisher" | "projector" | "pipeline" => {
                 let (role, addr) = match which {
@@ -113,7 +122,9 @@ impl System {
                     _ => ("all", PROJECTOR_ADDR),
                 };
                 Service::start("projector", |c| {
-                    c.args(["--role", role, "--addr", addr, "--group", &group])
+                    c.stdout(log)
+                        .env("RUST_LOG", "info")
+                        .args(["--role", role, "--addr", addr, "--group", &group])
                         .args(["--kafka-topic", &topic, "--kafka-dlq-topic", &format!("{topic}.dlq")])
                         .args(["--session-timeout-ms", "6000", "--kafka-message-timeout-ms", "5000"])
                         .env("DATABASE_URL", &url)
@@ -406,7 +417,9 @@ fn long_transaction(backends: &Backends) -> Result<Outcome> {
         .await?;
         let stalled = *stalled.lock().unwrap();
         let status = Command::new(release_binary("catalogctl"))
-            .args(["--database-url", &system.url, "--kafka-topic", &format!("faults.{}.events", system.id), "status", "--json"])
+            .args(["--database-url", &system.url, "--kafka-topic", &format!("faults.{}.events", system.id)])
+            .args(["--kafka-dlq-topic", &format!("faults.{}.events.dlq", system.id), "--group", &format!("faults-{}", system.id)])
+            .args(["status", "--json"])
             .env("KAFKA_BROKERS", &backends.kafka_brokers)
             .env("RUST_LOG", "warn")
             .output()?;

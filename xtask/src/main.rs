@@ -93,7 +93,10 @@ enum Cmd {
     },
     /// Run the fault suite against release builds: crashes, a database restart, a paused
     /// broker and a long transaction, each followed by the invariant checks.
-    Faults,
+    Faults {
+        /// Only the scenarios whose name contains this (e.g. `broker`).
+        only: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -113,7 +116,7 @@ fn run(command: Cmd) -> Result<ExitCode> {
         Cmd::Services => services(),
         Cmd::Test { args } => test(&args),
         Cmd::Bench { name } => bench(&name),
-        Cmd::Faults => faults(),
+        Cmd::Faults { only } => faults(only.as_deref()),
     }
 }
 
@@ -205,18 +208,18 @@ fn bench(name: &str) -> Result<ExitCode> {
     }
 }
 
-fn faults() -> Result<ExitCode> {
+fn faults(only: Option<&str>) -> Result<ExitCode> {
     if cfg!(debug_assertions) {
         step("re-running the fault suite as a release build");
         let mut cmd = cargo();
-        cmd.args(["run", "--quiet", "--release", "--package", "xtask", "--", "faults"]);
+        cmd.args(["run", "--quiet", "--release", "--package", "xtask", "--", "faults"]).args(only);
         let status = proc::status(&mut cmd)?;
         return Ok(exit_code(proc::exit_code(status)));
     }
     let backends = ensure_backends(true)?;
     step("building release binaries");
     proc::run(cargo().args(["build", "--release", "--workspace", "--bins"]))?;
-    faults::run(&backends)
+    faults::run(&backends, only)
 }
 
 /// Whether the extra test arguments pick packages themselves.

@@ -115,7 +115,18 @@ impl ApiError {
     /// Database errors: a pool that cannot reach Postgres is a 503; anything else is internal.
     pub fn from_database(error: sqlx::Error) -> Self {
         match error {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::Io(_)
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Tls(_) => Self::database_unavailable(),
+            // The server is shutting down or restarting (57P01-57P03), a connection failed
+            // (class 08), or it has no connection slot free (53300): all pass with time.
+            sqlx::Error::Database(ref db)
+                if db.code().is_some_and(|code| {
+                    ["57P01", "57P02", "57P03", "53300"].contains(&&*code) || code.starts_with("08")
+                }) =>
+            {
                 Self::database_unavailable()
             }
             other => ApiError::Internal(other.into()),

@@ -84,9 +84,9 @@ pub async fn run(
     metrics: PrometheusHandle,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let producer = settings.kafka.producer("catalog-projector")?;
+    let producer = kafka::RenewableProducer::new(&settings.kafka, "catalog-projector")?;
     let mut checks = vec![ReadinessCheck::postgres(pool.clone())];
-    let probe = producer.clone();
+    let probe = settings.kafka.producer("catalog-projector-probe")?;
     checks.push(ReadinessCheck::new("kafka", move || {
         let probe = probe.clone();
         async move { kafka::ping(&probe, Duration::from_secs(2)).await }

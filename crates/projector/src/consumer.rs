@@ -21,9 +21,10 @@ use futures::future::join_all;
 use futures::FutureExt;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use read_model::{apply_events, message, ApplyError, CatalogEvent, Outcome};
+use service_runtime::kafka::RenewableProducer;
 use service_runtime::telemetry;
 use sqlx::PgPool;
 use tokio::sync::watch;
@@ -41,7 +42,7 @@ pub struct ConsumerTuning {
 pub struct Projector {
     pool: PgPool,
     consumer: StreamConsumer<RebalanceLog>,
-    dead_letters: FutureProducer,
+    dead_letters: RenewableProducer,
     dlq_topic: String,
     tuning: ConsumerTuning,
 }
@@ -53,7 +54,7 @@ impl Projector {
     pub fn new(
         pool: PgPool,
         consumer: StreamConsumer<RebalanceLog>,
-        dead_letters: FutureProducer,
+        dead_letters: RenewableProducer,
         dlq_topic: String,
         tuning: ConsumerTuning,
     ) -> Self {
@@ -215,10 +216,11 @@ impl Projector {
             if let Some(payload) = message.payload() {
                 record = record.payload(payload);
             }
-            match self.dead_letters.send(record, Duration::from_secs(10)).await {
+            match self.dead_letters.get().send(record, Duration::from_secs(10)).await {
                 Ok(_) => break,
                 Err((error, _)) => {
                     failures += 1;
+                    self.dead_letters.recover(&anyhow::Error::new(error.clone()));
                     tracing::warn!(%error, "cannot write dead letter; retrying");
                     if *shutdown.borrow() {
                         return Err(Interrupted);

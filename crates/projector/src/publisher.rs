@@ -14,6 +14,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use read_model::event_store::{self, CommitPosition};
 use read_model::{message, CatalogEvent};
+use service_runtime::kafka::RenewableProducer;
 use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
@@ -27,7 +28,7 @@ const EVENTS_APPENDED_CHANNEL: &str = "catalog_events_appended";
 
 pub struct Publisher {
     pool: PgPool,
-    producer: FutureProducer,
+    producer: RenewableProducer,
     topic: String,
     batch_size: i64,
 }
@@ -39,7 +40,7 @@ struct Leadership {
 }
 
 impl Publisher {
-    pub fn new(pool: PgPool, producer: FutureProducer, topic: String, batch_size: i64) -> Self {
+    pub fn new(pool: PgPool, producer: RenewableProducer, topic: String, batch_size: i64) -> Self {
         Self { pool, producer, topic, batch_size }
     }
 
@@ -75,6 +76,7 @@ impl Publisher {
                     failures += 1;
                     metrics::counter!("publisher_failures_total").increment(1);
                     tracing::warn!(error = format!("{error:#}"), failures, "publish round failed; retrying");
+                    self.producer.recover(&error);
                     // The connection may be broken; a new one re-takes the lock.
                     leadership = None;
                     let _ = tokio::time::timeout(backoff(failures), shutdown.changed()).await;
@@ -122,7 +124,8 @@ impl Publisher {
             return Ok(0);
         };
         let last = *last;
-        let deliveries = join_all(batch.iter().map(|(_, event)| self.produce(event))).await;
+        let producer = self.producer.get();
+        let deliveries = join_all(batch.iter().map(|(_, event)| produce(&producer, &self.topic, event))).await;
         for delivery in deliveries {
             delivery?;
         }
@@ -141,15 +144,14 @@ impl Publisher {
         .execute(&mut lead.connection)
         .await?;
         lead.checkpoint = last;
+        // Also while busy: the gauges must fall as a backlog drains, not only once it is gone.
+        record_lag(&mut lead.connection, lead.checkpoint).await?;
         metrics::counter!("publisher_events_published_total").increment(batch.len() as u64);
         metrics::histogram!("publisher_batch_duration_seconds").record(started.elapsed().as_secs_f64());
         tracing::debug!(events = batch.len(), checkpoint = ?last, "published");
         Ok(batch.len())
     }
 
-    async fn produce(&self, event: &CatalogEvent) -> anyhow::Result<()> {
-        produce(&self.producer, &self.topic, event).await
-    }
 }
 
 /// Produces `event` to `topic` (key, CloudEvents headers, JSON value) and waits for the
@@ -167,13 +169,13 @@ pub async fn produce(producer: &FutureProducer, topic: &str, event: &CatalogEven
     producer
         .send(record, QUEUE_TIMEOUT)
         .await
-        .map_err(|(error, _)| anyhow::anyhow!("broker refused event {}: {error}", event.global_position))?;
+        .map_err(|(error, _)| anyhow::Error::new(error).context(format!("broker refused event {}", event.global_position)))?;
     Ok(())
 }
 
-/// Committed events not yet published, and the age of the oldest, as gauges. Measured when
-/// there is nothing the publisher may take: a long-open transaction holding the horizon back
-/// shows here as a growing lag while the publisher itself is idle.
+/// Committed events not yet published, and the age of the oldest, as gauges. Measured after
+/// every round, including one that found nothing it may take: a long-open transaction holding
+/// the horizon back shows here as a growing lag while the publisher itself is idle.
 async fn record_lag(connection: &mut PgConnection, checkpoint: CommitPosition) -> Result<(), sqlx::Error> {
     let (events, oldest_seconds): (i64, Option<f64>) = sqlx::query_as(
         "SELECT count(*), extract(epoch FROM now() - min(recorded_at))::float8

@@ -1,12 +1,13 @@
 //! Kafka client settings shared by the projector and catalogctl, and topic creation.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Args;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::error::RDKafkaErrorCode;
-use rdkafka::producer::FutureProducer;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::ClientConfig;
 
 pub const DEFAULT_TOPIC: &str = "catalog.events";
@@ -87,4 +88,63 @@ pub async fn ping(producer: &FutureProducer, timeout: Duration) -> Result<(), St
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("broker unreachable: {e}"))
+}
+
+/// An idempotent producer that is replaced when it can no longer deliver. After messages time
+/// out (the broker was unreachable longer than `KAFKA_MESSAGE_TIMEOUT_MS`), librdkafka's
+/// idempotent producer bumps its epoch, and a broker may then fence it for good (seen with
+/// tansu: every later send fails with `ProducerFenced`); librdkafka also has a fatal state from
+/// which a producer never returns. A new producer gets a new producer id; what the old one may
+/// have delivered is delivered again, which the projector's version rule skips.
+#[derive(Clone)]
+pub struct RenewableProducer {
+    settings: KafkaSettings,
+    client_id: String,
+    current: Arc<Mutex<FutureProducer>>,
+}
+
+impl RenewableProducer {
+    pub fn new(settings: &KafkaSettings, client_id: &str) -> anyhow::Result<Self> {
+        let producer = settings.producer(client_id)?;
+        Ok(Self { settings: settings.clone(), client_id: client_id.to_owned(), current: Arc::new(Mutex::new(producer)) })
+    }
+
+    /// The producer to send with now (a cheap handle).
+    pub fn get(&self) -> FutureProducer {
+        self.current.lock().expect("producer lock").clone()
+    }
+
+    /// After a failed send: replaces the producer if `error` (anywhere in its chain) says it
+    /// is fenced or timed out, or librdkafka reports it in its fatal state. The old one is
+    /// dropped off the async runtime (dropping flushes, which may block).
+    pub fn recover(&self, error: &anyhow::Error) {
+        let kafka_error = error.chain().find_map(|e| e.downcast_ref::<KafkaError>());
+        let code = kafka_error.and_then(KafkaError::rdkafka_error_code);
+        let broken_by_error = matches!(
+            code,
+            Some(
+                RDKafkaErrorCode::ProducerFenced
+                    | RDKafkaErrorCode::InvalidProducerEpoch
+                    | RDKafkaErrorCode::InvalidProducerIdMapping
+                    | RDKafkaErrorCode::OutOfOrderSequenceNumber
+                    | RDKafkaErrorCode::UnknownProducerId
+                    | RDKafkaErrorCode::MessageTimedOut
+                    | RDKafkaErrorCode::Fatal
+            )
+        );
+        let mut current = self.current.lock().expect("producer lock");
+        let fatal = current.client().fatal_error();
+        if !broken_by_error && fatal.is_none() {
+            return;
+        }
+        match self.settings.producer(&self.client_id) {
+            Ok(fresh) => {
+                tracing::warn!(?code, ?fatal, "replacing the Kafka producer");
+                metrics::counter!("kafka_producer_renewals_total").increment(1);
+                let old = std::mem::replace(&mut *current, fresh);
+                std::thread::spawn(move || drop(old));
+            }
+            Err(error) => tracing::warn!(error = format!("{error:#}"), "cannot create a new Kafka producer"),
+        }
+    }
 }
