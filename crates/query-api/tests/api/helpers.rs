@@ -49,6 +49,21 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(&[]).await
 }
 
+/// A server whose Postgres is unreachable (a closed port): its base URL.
+pub async fn spawn_app_without_database() -> String {
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("postgres://postgres@127.0.0.1:{closed_port}/nowhere");
+    let settings = Settings::try_parse_from([
+        "query-api", "--addr", "127.0.0.1:0", "--database-url", &url, "--jwt-secret", TEST_JWT_SECRET,
+    ])
+    .unwrap();
+    let pool = database::pool(&settings.database).unwrap();
+    let app = Application::build(settings, pool, telemetry::init_metrics()).await.unwrap();
+    let base = format!("http://{}", app.local_addr());
+    tokio::spawn(app.run(std::future::pending()));
+    base
+}
+
 impl TestApp {
     pub fn get(&self, path: &str) -> RequestBuilder {
         self.client.get(format!("{}{path}", self.base))

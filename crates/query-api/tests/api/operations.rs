@@ -1,11 +1,10 @@
 use std::time::{Duration, Instant};
 
 use clap::{CommandFactory, Parser};
-use query_api::{Application, Settings};
+use query_api::Settings;
 use serde_json::Value;
-use service_runtime::{database, telemetry};
 
-use crate::helpers::{assert_problem, spawn_app, spawn_app_with, TEST_JWT_SECRET};
+use crate::helpers::{assert_problem, spawn_app, spawn_app_with, spawn_app_without_database};
 
 #[tokio::test]
 async fn health_and_ready_report_ok_with_a_live_database() {
@@ -32,16 +31,7 @@ async fn responses_carry_a_request_id() {
 /// reads answer 503 with `Retry-After`: never 500, never a hang.
 #[tokio::test]
 async fn an_unreachable_database_is_503_with_retry_after() {
-    let closed_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let url = format!("postgres://postgres@127.0.0.1:{closed_port}/nowhere");
-    let settings = Settings::try_parse_from([
-        "query-api", "--addr", "127.0.0.1:0", "--database-url", &url, "--jwt-secret", TEST_JWT_SECRET,
-    ])
-    .unwrap();
-    let pool = database::pool(&settings.database).unwrap();
-    let app = Application::build(settings, pool, telemetry::init_metrics()).await.unwrap();
-    let base = format!("http://{}", app.local_addr());
-    tokio::spawn(app.run(std::future::pending()));
+    let base = spawn_app_without_database().await;
     let client = reqwest::Client::new();
 
     let ready = client.get(format!("{base}/ready")).send().await.unwrap();
@@ -131,16 +121,7 @@ async fn requests_beyond_the_concurrency_limit_are_shed_with_503() {
 #[tokio::test]
 async fn an_unreachable_database_opens_the_circuit_breaker() {
     use http_api::resilience::{MIN_REQUESTS, WINDOW};
-    let closed_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let url = format!("postgres://postgres@127.0.0.1:{closed_port}/nowhere");
-    let settings = Settings::try_parse_from([
-        "query-api", "--addr", "127.0.0.1:0", "--database-url", &url, "--jwt-secret", TEST_JWT_SECRET,
-    ])
-    .unwrap();
-    let pool = database::pool(&settings.database).unwrap();
-    let app = Application::build(settings, pool, telemetry::init_metrics()).await.unwrap();
-    let base = format!("http://{}", app.local_addr());
-    tokio::spawn(app.run(std::future::pending()));
+    let base = spawn_app_without_database().await;
     let client = reqwest::Client::new();
 
     // Rounds of concurrent requests, each failing after the pool's acquire timeout, until the
