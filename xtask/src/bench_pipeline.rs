@@ -524,8 +524,12 @@ async fn lag_at_rate(client: &reqwest::Client, token: &str, rate: u32, duration:
             Err(error) => failures.push(format!("{error:#}")),
         }
     }
-    if let Some(example) = failures.first() {
-        eprintln!("warning: {} of {count} commands failed, e.g.: {example}", failures.len());
+    if !failures.is_empty() {
+        let mut kinds: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+        for failure in &failures {
+            *kinds.entry(failure.as_str()).or_default() += 1;
+        }
+        eprintln!("warning: {} of {count} commands failed: {kinds:?}", failures.len());
     }
     lags.sort_unstable_by(f64::total_cmp);
     Ok(Lag {
@@ -549,7 +553,10 @@ async fn create_product(client: &reqwest::Client, token: &str) -> Result<(String
         .await?;
     let at_201 = Instant::now();
     let status = response.status();
-    anyhow::ensure!(status == 201, "create returned {status}");
+    if status != 201 {
+        let detail = response.json::<serde_json::Value>().await.ok().and_then(|b| b["detail"].as_str().map(str::to_owned));
+        anyhow::bail!("create returned {status}: {}", detail.unwrap_or_default());
+    }
     let body: serde_json::Value = response.json().await?;
     let id = body["id"].as_str().context("the 201 has no id")?.to_owned();
     Ok((id, at_201))
