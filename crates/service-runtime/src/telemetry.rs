@@ -70,12 +70,10 @@ pub fn init_tracing(service: &'static str, format: LogFormat) -> Tracing {
 }
 
 fn tracer_provider(service: &'static str) -> SdkTracerProvider {
-    let resource = Resource::builder().with_service_name(service).build();
-    // `Resource::builder` reads OTEL_SERVICE_NAME after our default, so the variable wins.
-    let resource = match std::env::var("OTEL_SERVICE_NAME") {
-        Ok(name) if !name.is_empty() => Resource::builder().with_service_name(name).build(),
-        _ => resource,
-    };
+    // `with_service_name` overrides what the SDK's detectors read from OTEL_SERVICE_NAME, so
+    // the variable is applied here, over the binary's name.
+    let name = std::env::var("OTEL_SERVICE_NAME").ok().filter(|n| !n.is_empty()).unwrap_or_else(|| service.to_owned());
+    let resource = Resource::builder().with_service_name(name).build();
     let builder = SdkTracerProvider::builder().with_resource(resource);
     let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok().filter(|e| !e.is_empty());
     let Some(endpoint) = endpoint else {
