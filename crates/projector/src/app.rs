@@ -86,10 +86,11 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let producer = kafka::RenewableProducer::new(&settings.kafka, "catalog-projector")?;
     let mut checks = vec![ReadinessCheck::postgres(pool.clone())];
-    let probe = settings.kafka.producer("catalog-projector-probe")?;
+    // `/ready` asks the broker through the producer in use (not a second client of its own).
+    let probe = producer.clone();
     checks.push(ReadinessCheck::new("kafka", move || {
-        let probe = probe.clone();
-        async move { kafka::ping(&probe, Duration::from_secs(2)).await }
+        let current = probe.get();
+        async move { kafka::ping(&current, Duration::from_secs(2)).await }
     }));
 
     let (stop, stopped) = watch::channel(false);
