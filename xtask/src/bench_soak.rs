@@ -32,9 +32,12 @@ const UPDATES_PER_SEC: u64 = 38;
 const PRODUCT_READS_PER_SEC: u64 = 300;
 const LIST_READS_PER_SEC: u64 = 60;
 
+const KINDS: [&str; 4] = ["create", "update", "read", "list"];
+
 #[derive(Default)]
 struct Window {
-    latencies_ms: Vec<f64>,
+    /// Latencies by request kind.
+    latencies_ms: BTreeMap<&'static str, Vec<f64>>,
     errors: u64,
 }
 
@@ -45,6 +48,9 @@ struct Sample {
     errors: u64,
     p50_ms: f64,
     p99_ms: f64,
+    /// p99 by request kind: the p99 of all requests says little by itself, because the
+    /// slowest percent of a mix that is one tenth writes is mostly writes.
+    p99_by_kind_ms: BTreeMap<&'static str, f64>,
 }
 
 pub fn run(backends: &Backends) -> Result<()> {
@@ -79,7 +85,7 @@ async fn soak(backends: &Backends, duration: Duration) -> Result<()> {
     let started = Instant::now();
     let deadline = started + duration;
     let mut generators = Vec::new();
-    for (kind, rate) in [("create", CREATES_PER_SEC), ("update", UPDATES_PER_SEC), ("read", PRODUCT_READS_PER_SEC), ("list", LIST_READS_PER_SEC)] {
+    for (kind, rate) in KINDS.into_iter().zip([CREATES_PER_SEC, UPDATES_PER_SEC, PRODUCT_READS_PER_SEC, LIST_READS_PER_SEC]) {
         let (client, token, products, window) = (client.clone(), token.clone(), products.clone(), window.clone());
         generators.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
@@ -102,19 +108,29 @@ async fn soak(backends: &Backends, duration: Duration) -> Result<()> {
             service.ensure_running().map_err(|e| anyhow::anyhow!("{name}: {e:#}"))?;
         }
         let mut done = std::mem::take(&mut *window.lock().expect("window"));
-        done.latencies_ms.sort_by(f64::total_cmp);
+        let mut all: Vec<f64> = done.latencies_ms.values().flatten().copied().collect();
+        all.sort_by(f64::total_cmp);
+        let p99_by_kind_ms = done
+            .latencies_ms
+            .iter_mut()
+            .map(|(kind, latencies)| {
+                latencies.sort_by(f64::total_cmp);
+                (*kind, percentile(latencies, 0.99))
+            })
+            .collect();
         let rss_mib = services.iter().map(|(name, service)| (*name, rss_mib(service.pid()))).collect();
         let sample = Sample {
             at_seconds: started.elapsed().as_secs_f64(),
             rss_mib,
-            requests: done.latencies_ms.len(),
+            requests: all.len(),
             errors: done.errors,
-            p50_ms: percentile(&done.latencies_ms, 0.5),
-            p99_ms: percentile(&done.latencies_ms, 0.99),
+            p50_ms: percentile(&all, 0.5),
+            p99_ms: percentile(&all, 0.99),
+            p99_by_kind_ms,
         };
         step(format!(
-            "{:>4.0} s: {} requests, {} errors, p50 {:.1} ms, p99 {:.1} ms, RSS {:?}",
-            sample.at_seconds, sample.requests, sample.errors, sample.p50_ms, sample.p99_ms, sample.rss_mib
+            "{:>4.0} s: {} requests, {} errors, p50 {:.1} ms, p99 {:.1} ms, p99 by kind {:.1?}, RSS {:.1?}",
+            sample.at_seconds, sample.requests, sample.errors, sample.p50_ms, sample.p99_ms, sample.p99_by_kind_ms, sample.rss_mib
         ));
         samples.push(sample);
         next += WINDOW;
@@ -129,7 +145,7 @@ async fn soak(backends: &Backends, duration: Duration) -> Result<()> {
     write_section("soak", &report(&samples, duration))
 }
 
-async fn one_request(kind: &str, n: u64, client: &reqwest::Client, token: &str, products: &Mutex<Vec<String>>, window: &Mutex<Window>) {
+async fn one_request(kind: &'static str, n: u64, client: &reqwest::Client, token: &str, products: &Mutex<Vec<String>>, window: &Mutex<Window>) {
     let pick = || {
         let products = products.lock().expect("products");
         (!products.is_empty()).then(|| products[(n as usize * 7919) % products.len()].clone())
@@ -174,7 +190,7 @@ async fn one_request(kind: &str, n: u64, client: &reqwest::Client, token: &str, 
         Err(_) => false,
     };
     let mut window = window.lock().expect("window");
-    window.latencies_ms.push(elapsed_ms);
+    window.latencies_ms.entry(kind).or_default().push(elapsed_ms);
     if !ok {
         window.errors += 1;
     }
@@ -220,16 +236,27 @@ fn report(samples: &[Sample], duration: Duration) -> String {
         last.p99_ms,
         last.p99_ms / first.p99_ms
     ));
-    text.push_str("\nEvery window:\n\n| at s | requests | errors | p50 ms | p99 ms | command-api MiB | query-api MiB | projector MiB |\n|---|---|---|---|---|---|---|---|\n");
+    for kind in KINDS {
+        let p99 = |sample: &Sample| sample.p99_by_kind_ms.get(kind).copied().unwrap_or(f64::NAN);
+        let (start, end) = (p99(first), p99(last));
+        text.push_str(&format!("| p99 ms, {kind} | {start:.2} | {end:.2} | {:.2} |\n", end / start));
+    }
+    text.push_str(
+        "\nEvery window (p99 by kind: create / update / read / list):\n\n| at s | requests | errors | p50 ms | p99 ms \
+         | p99 by kind ms | command-api MiB | query-api MiB | projector MiB |\n|---|---|---|---|---|---|---|---|---|\n",
+    );
     for s in samples {
         let rss = |name: &str| s.rss_mib.get(name).copied().unwrap_or(f64::NAN);
+        let by_kind: Vec<String> =
+            KINDS.iter().map(|kind| format!("{:.1}", s.p99_by_kind_ms.get(kind).copied().unwrap_or(f64::NAN))).collect();
         text.push_str(&format!(
-            "| {:.0} | {} | {} | {:.2} | {:.2} | {:.1} | {:.1} | {:.1} |\n",
+            "| {:.0} | {} | {} | {:.2} | {:.2} | {} | {:.1} | {:.1} | {:.1} |\n",
             s.at_seconds,
             s.requests,
             s.errors,
             s.p50_ms,
             s.p99_ms,
+            by_kind.join(" / "),
             rss("command-api"),
             rss("query-api"),
             rss("projector")

@@ -66,6 +66,11 @@ pub struct Settings {
     /// Origins allowed to call the API from a browser (comma-separated); none by default.
     #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub cors_allowed_origins: Vec<String>,
+
+    /// Store an aggregate snapshot every this many events, so a command replays at most that
+    /// many events instead of the aggregate's whole history; 0 turns snapshots off.
+    #[arg(long, env = "SNAPSHOT_EVERY", default_value_t = crate::commands::DEFAULT_SNAPSHOT_EVERY)]
+    pub snapshot_every: usize,
 }
 
 impl Settings {
@@ -105,7 +110,7 @@ impl Application {
         });
         let state = AppState {
             pool: pool.clone(),
-            commands: CommandBus::new(pool.clone()),
+            commands: CommandBus::new(pool.clone()).with_snapshot_every(settings.snapshot_every),
             hasher: PasswordHasher::owasp_minimum(),
             tokens,
             login_limiter: login_limiter.clone(),

@@ -5,14 +5,20 @@
 //! answer with the aggregate's new version (`ETag`) and the framework itself returns nothing.
 //! Optimistic-lock conflicts are retried a bounded number of times when the client did not pin
 //! a version; with `If-Match` a conflict means the precondition no longer holds.
+//!
+//! Aggregates are loaded from a snapshot plus the events after it (postgres-es snapshots,
+//! written in the same transaction as the events that complete them), so a long-lived product
+//! costs the same to change as a new one. Snapshots are a cache of the fold: one that no
+//! longer deserialises (the aggregate's fields changed) is ignored and replaced, and the
+//! events stay the only source of truth (see the snapshots migration and [`SnapshotSafeStore`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cqrs_es::persist::PersistedEventStore;
-use cqrs_es::{Aggregate, AggregateError, CqrsFramework, EventEnvelope, Query};
+use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
+use cqrs_es::{Aggregate, AggregateContext, AggregateError, CqrsFramework, EventEnvelope, EventStore, Query};
 use postgres_es::PostgresEventRepository;
 use sqlx::PgPool;
 
@@ -21,9 +27,14 @@ use crate::extract::RequestContext;
 /// Attempts for a command that keeps losing the optimistic-lock race, before answering 409.
 const MAX_ATTEMPTS: u32 = 5;
 
+/// Events between two snapshots of an aggregate: a load replays at most this many.
+pub const DEFAULT_SNAPSHOT_EVERY: usize = 20;
+
 #[derive(Clone)]
 pub struct CommandBus {
     pool: PgPool,
+    /// 0: no snapshots, every load replays the whole stream.
+    snapshot_every: usize,
 }
 
 /// Why a command did not commit.
@@ -53,7 +64,12 @@ pub fn metadata(actor: &str, context: &RequestContext) -> HashMap<String, String
 
 impl CommandBus {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self { pool, snapshot_every: DEFAULT_SNAPSHOT_EVERY }
+    }
+
+    /// Snapshot every `events` events (0: never).
+    pub fn with_snapshot_every(self, events: usize) -> Self {
+        Self { snapshot_every: events, ..self }
     }
 
     /// Handles `make_command()` on aggregate `id` and returns the aggregate's version after the
@@ -67,7 +83,7 @@ impl CommandBus {
         retry_conflicts: bool,
     ) -> Result<Option<u64>, CommandError<A::Error>>
     where
-        A: Aggregate<Services = ()> + 'static,
+        A: Aggregate<Services = ()> + Clone + 'static,
     {
         let mut attempt = 1;
         loop {
@@ -84,16 +100,19 @@ impl CommandBus {
     /// Aggregate `id` as its stored events (upcast) fold it; `Default` if it has none.
     pub async fn load<A>(&self, id: &str) -> Result<A, AggregateError<A::Error>>
     where
-        A: Aggregate<Services = ()> + 'static,
+        A: Aggregate<Services = ()> + Clone + 'static,
     {
-        use cqrs_es::{AggregateContext, EventStore};
         let mut context = self.store::<A>().load_aggregate(id).await?;
         Ok(std::mem::take(context.aggregate()))
     }
 
-    fn store<A: Aggregate>(&self) -> PersistedEventStore<PostgresEventRepository, A> {
-        PersistedEventStore::new_event_store(PostgresEventRepository::new(self.pool.clone()))
-            .with_upcasters(domain::upcasting::upcasters())
+    fn store<A: Aggregate + Clone>(&self) -> SnapshotSafeStore<A> {
+        let repository = PostgresEventRepository::new(self.pool.clone());
+        let store = match self.snapshot_every {
+            0 => PersistedEventStore::new_event_store(repository),
+            every => PersistedEventStore::new_snapshot_store(repository, every),
+        };
+        SnapshotSafeStore(store.with_upcasters(domain::upcasting::upcasters()))
     }
 
     async fn execute_once<A>(
@@ -103,7 +122,7 @@ impl CommandBus {
         metadata: HashMap<String, String>,
     ) -> Result<Option<u64>, CommandError<A::Error>>
     where
-        A: Aggregate<Services = ()> + 'static,
+        A: Aggregate<Services = ()> + Clone + 'static,
     {
         let observed = CommittedVersion::default();
         let framework = CqrsFramework::new(self.store::<A>(), vec![Box::new(observed.clone())], ());
@@ -113,6 +132,51 @@ impl CommandBus {
             Err(AggregateError::AggregateConflict) => Err(CommandError::Conflict),
             Err(other) => Err(CommandError::Store(other)),
         }
+    }
+}
+
+/// The postgres-es store, except that a command's events reach a snapshot once, not twice.
+///
+/// In cqrs-es 0.5 an aggregate applies each event it emits (`EventSink::write`) to the
+/// instance the store loaded, and the snapshot store then applies the command's events to that
+/// same instance again to compute the snapshot, so every snapshot would count them twice (a
+/// product's version would jump). Here the framework handles the command on a copy, and the
+/// store commits with the aggregate exactly as it was loaded.
+struct SnapshotSafeStore<A: Aggregate>(PersistedEventStore<PostgresEventRepository, A>);
+
+struct LoadedContext<A: Aggregate> {
+    /// As loaded; what the store snapshots from.
+    loaded: EventStoreAggregateContext<A>,
+    /// What the command runs on (and its events are applied to).
+    working: A,
+}
+
+impl<A: Aggregate> AggregateContext<A> for LoadedContext<A> {
+    fn aggregate(&mut self) -> &mut A {
+        &mut self.working
+    }
+}
+
+impl<A: Aggregate + Clone> EventStore<A> for SnapshotSafeStore<A> {
+    type AC = LoadedContext<A>;
+
+    async fn load_events(&self, aggregate_id: &str) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
+        self.0.load_events(aggregate_id).await
+    }
+
+    async fn load_aggregate(&self, aggregate_id: &str) -> Result<LoadedContext<A>, AggregateError<A::Error>> {
+        let mut loaded = self.0.load_aggregate(aggregate_id).await?;
+        let working = loaded.aggregate().clone();
+        Ok(LoadedContext { loaded, working })
+    }
+
+    async fn commit(
+        &self,
+        events: Vec<A::Event>,
+        context: LoadedContext<A>,
+        metadata: HashMap<String, String>,
+    ) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
+        self.0.commit(events, context.loaded, metadata).await
     }
 }
 

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
@@ -123,10 +124,19 @@ pub fn current_traceparent() -> Option<String> {
 const LATENCY_BUCKETS: &[f64] =
     &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
+/// How often recorded histogram samples are folded into their buckets.
+const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Installs the global Prometheus recorder and returns the handle `/metrics` renders.
 /// Later calls in the same process (tests building several apps) get the same handle, so every
 /// app's `/metrics` shows what the global recorder counted; a detached recorder is returned
 /// only if something else installed the global one.
+///
+/// The recorder keeps every histogram sample until *upkeep* folds it into the buckets, and
+/// `install_recorder` (unlike the exporter's own HTTP listener) runs upkeep only when
+/// `/metrics` is scraped. Unscraped, memory would grow with every request (the soak benchmark
+/// showed it), so a small thread runs it on an interval; a thread rather than a task because
+/// the handle outlives any one Tokio runtime in tests.
 pub fn init_metrics() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     let builder = || {
@@ -135,6 +145,17 @@ pub fn init_metrics() -> PrometheusHandle {
             .expect("bucket list is not empty")
     };
     HANDLE
-        .get_or_init(|| builder().install_recorder().unwrap_or_else(|_| builder().build_recorder().handle()))
+        .get_or_init(|| {
+            let handle = builder().install_recorder().unwrap_or_else(|_| builder().build_recorder().handle());
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || loop {
+                    std::thread::sleep(METRICS_UPKEEP_INTERVAL);
+                    upkeep.run_upkeep();
+                })
+                .expect("spawning the metrics upkeep thread");
+            handle
+        })
         .clone()
 }

@@ -8,5 +8,6 @@ mod openapi;
 mod operations;
 mod products;
 mod rejections;
+mod snapshots;
 mod tokens;
 mod users;
