@@ -1,14 +1,24 @@
 //! `cargo xtask bench soak`: the whole system (release command-api, query-api and
 //! `projector --role all`) under a steady mixed load for `SOAK_SECONDS` (default 600 s).
 //!
-//! Load, each request in its own task at a fixed rate: product creations, partial updates of
-//! products created earlier, cached reads of single products and list pages. Every
-//! [`WINDOW`] the benchmark records each service's resident memory (VmRSS from /proc) and the
-//! latency percentiles of the requests sent in that window. Reported: RSS at the end of the
-//! first window and at the end, and p50/p99 of the first and the last window; flat memory and no
-//! p99 drift are what the figures should show. Answers other than 2xx are counted as errors.
+//! A steady state, so that a drift is the services' and not a bigger data set's: the catalog is
+//! seeded with [`SEED_PRODUCTS`] products, and then every product created is matched by the
+//! deletion of the oldest one, so the live catalog (and with it the read models, the cache and
+//! a list page's count) keeps its size while the event store grows by every change, as it does
+//! in production. Load, each request in its own task at a fixed rate: creations, deletions,
+//! partial updates, cached reads of single products and list pages. Every [`WINDOW`] the
+//! benchmark records each service's resident memory (VmRSS from /proc) and the latency
+//! percentiles of the requests sent in that window, of all and of each kind. Reported: RSS at
+//! the end of the first window and at the end, and the percentiles of the first and the last
+//! window; flat memory and no p99 drift are what the figures should show. Answers other than
+//! 2xx are counted as errors.
+//!
+//! The Postgres this runs against may have autovacuum switched off (the development machine's
+//! does), and then the read models' dead rows pile up and latency drifts for reasons no
+//! production server shares. The soak therefore runs `VACUUM (ANALYZE)` on its database once a
+//! window, mid-window, as autovacuum with its default one-minute naptime would.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,15 +34,24 @@ const QUERY_ADDR: &str = "127.0.0.1:18381";
 const PROJECTOR_ADDR: &str = "127.0.0.1:18382";
 const WINDOW: Duration = Duration::from_secs(60);
 const DEFAULT_SECONDS: u64 = 600;
+/// Live products throughout the soak.
+const SEED_PRODUCTS: usize = 1_000;
+/// Products at the old end of the catalog that updates and reads leave alone: the next ones to
+/// be deleted, so no request races a deletion (one leaves this range every half second).
+const RETIRING: usize = 50;
+/// Products at the new end that reads and updates leave alone: created in the last 10 s, so
+/// possibly not projected yet. Every other read must find its product.
+const FRESH: usize = 20;
 /// Requests per second by kind: writes are a tenth of the traffic, as on a catalog, and most
-/// of them update existing products, so the data grows slowly (1,200 products in 10 minutes)
-/// and a drift would be the services', not a larger table's (a list page counts every product).
+/// of them update existing products.
 const CREATES_PER_SEC: u64 = 2;
-const UPDATES_PER_SEC: u64 = 38;
+const DELETES_PER_SEC: u64 = CREATES_PER_SEC;
+const UPDATES_PER_SEC: u64 = 36;
 const PRODUCT_READS_PER_SEC: u64 = 300;
 const LIST_READS_PER_SEC: u64 = 60;
 
-const KINDS: [&str; 4] = ["create", "update", "read", "list"];
+const KINDS: [&str; 5] = ["create", "delete", "update", "read", "list"];
+const RATES: [u64; 5] = [CREATES_PER_SEC, DELETES_PER_SEC, UPDATES_PER_SEC, PRODUCT_READS_PER_SEC, LIST_READS_PER_SEC];
 
 #[derive(Default)]
 struct Window {
@@ -79,13 +98,15 @@ async fn soak(backends: &Backends, duration: Duration) -> Result<()> {
     ];
     let token = login(COMMAND_ADDR).await?;
     let client = reqwest::Client::builder().pool_max_idle_per_host(256).timeout(Duration::from_secs(15)).build()?;
-    let products: Arc<Mutex<Vec<String>>> = Arc::default();
+    step(format!("soak: seeding {SEED_PRODUCTS} products"));
+    let products: Arc<Mutex<VecDeque<String>>> = Arc::new(Mutex::new(seed(&client, &token).await?));
     let window: Arc<Mutex<Window>> = Arc::default();
 
     let started = Instant::now();
     let deadline = started + duration;
+    let vacuum = tokio::spawn(vacuum_every_window(url.clone(), started));
     let mut generators = Vec::new();
-    for (kind, rate) in KINDS.into_iter().zip([CREATES_PER_SEC, UPDATES_PER_SEC, PRODUCT_READS_PER_SEC, LIST_READS_PER_SEC]) {
+    for (kind, rate) in KINDS.into_iter().zip(RATES) {
         let (client, token, products, window) = (client.clone(), token.clone(), products.clone(), window.clone());
         generators.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
@@ -138,6 +159,7 @@ async fn soak(backends: &Backends, duration: Duration) -> Result<()> {
     for generator in generators {
         let _ = generator.await;
     }
+    vacuum.abort();
     for (_, service) in services.iter_mut() {
         service.stop();
     }
@@ -145,19 +167,83 @@ async fn soak(backends: &Backends, duration: Duration) -> Result<()> {
     write_section("soak", &report(&samples, duration))
 }
 
-async fn one_request(kind: &'static str, n: u64, client: &reqwest::Client, token: &str, products: &Mutex<Vec<String>>, window: &Mutex<Window>) {
+/// What autovacuum would do on a default server: vacuum and analyze each table about once a
+/// minute. Runs until aborted; a failure is reported and retried next time.
+async fn vacuum_every_window(database_url: String, started: Instant) {
+    let pool = match sqlx::postgres::PgPoolOptions::new().max_connections(1).connect_lazy(&database_url) {
+        Ok(pool) => pool,
+        Err(error) => return step(format!("soak: no VACUUM, bad database URL: {error}")),
+    };
+    let mut tick = tokio::time::interval_at((started + WINDOW / 2).into(), WINDOW);
+    loop {
+        tick.tick().await;
+        if let Err(error) = sqlx::raw_sql("VACUUM (ANALYZE)").execute(&pool).await {
+            step(format!("soak: VACUUM failed: {error}"));
+        }
+    }
+}
+
+/// Creates the seed catalog, 16 requests at a time, and waits until query-api serves all of it;
+/// the ids, oldest first.
+async fn seed(client: &reqwest::Client, token: &str) -> Result<VecDeque<String>> {
+    use futures::StreamExt;
+    let created: Vec<Result<String>> = futures::stream::iter(0..SEED_PRODUCTS)
+        .map(|n| async move {
+            let response = create(client, token, &format!("Seed {n}")).send().await?.error_for_status()?;
+            let body: serde_json::Value = response.json().await?;
+            body["id"].as_str().map(str::to_owned).ok_or_else(|| anyhow::anyhow!("no id in {body}"))
+        })
+        .buffered(16)
+        .collect()
+        .await;
+    let ids: VecDeque<String> = created.into_iter().collect::<Result<_>>()?;
+    // The load starts once the seed is readable, so every read until the end must find its product.
+    let waits: Vec<Result<()>> = futures::stream::iter(ids.iter())
+        .map(|id| async move {
+            let url = format!("http://{QUERY_ADDR}/api/v1/products/{id}");
+            for _ in 0..600 {
+                if client.get(&url).send().await?.status().is_success() {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            anyhow::bail!("product {id} was not projected within a minute")
+        })
+        .buffered(16)
+        .collect()
+        .await;
+    waits.into_iter().collect::<Result<()>>()?;
+    Ok(ids)
+}
+
+fn create(client: &reqwest::Client, token: &str, name: &str) -> reqwest::RequestBuilder {
+    client
+        .post(format!("http://{COMMAND_ADDR}/api/v1/products"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"name": name, "price": "10.00"}))
+}
+
+async fn one_request(
+    kind: &'static str,
+    n: u64,
+    client: &reqwest::Client,
+    token: &str,
+    products: &Mutex<VecDeque<String>>,
+    window: &Mutex<Window>,
+) {
+    // Any product but the next ones to be deleted and the newest.
     let pick = || {
         let products = products.lock().expect("products");
-        (!products.is_empty()).then(|| products[(n as usize * 7919) % products.len()].clone())
+        let choices = products.len().saturating_sub(RETIRING + FRESH);
+        (choices > 0).then(|| products[RETIRING + (n as usize * 7919) % choices].clone())
     };
     let sent = Instant::now();
     let result = match kind {
-        "create" => client
-            .post(format!("http://{COMMAND_ADDR}/api/v1/products"))
-            .bearer_auth(token)
-            .json(&serde_json::json!({"name": format!("Soak {n}"), "price": "10.00"}))
-            .send()
-            .await,
+        "create" => create(client, token, &format!("Soak {n}")).send().await,
+        "delete" => {
+            let Some(id) = products.lock().expect("products").pop_front() else { return };
+            client.delete(format!("http://{COMMAND_ADDR}/api/v1/products/{id}")).bearer_auth(token).send().await
+        }
         "update" => {
             let Some(id) = pick() else { return };
             client
@@ -179,14 +265,13 @@ async fn one_request(kind: &'static str, n: u64, client: &reqwest::Client, token
             if kind == "create" {
                 if let Ok(body) = response.json::<serde_json::Value>().await {
                     if let Some(id) = body["id"].as_str() {
-                        products.lock().expect("products").push(id.to_owned());
+                        products.lock().expect("products").push_back(id.to_owned());
                     }
                 }
             }
             true
         }
-        // A read of a product created a moment ago may precede its projection.
-        Ok(response) => kind == "read" && response.status() == 404,
+        Ok(_) => false,
         Err(_) => false,
     };
     let mut window = window.lock().expect("window");
@@ -213,11 +298,11 @@ fn report(samples: &[Sample], duration: Duration) -> String {
     let errors: u64 = samples.iter().map(|s| s.errors).sum();
     let mut text = format!(
         "## soak\n\n`cargo xtask bench soak`, release builds, {} s (`SOAK_SECONDS`), command-api, query-api and \
-         `projector --role all` on one database and topic, on the same 2 cores as the load generator. Steady load, \
-         each request in its own task: {CREATES_PER_SEC} creations/s and {UPDATES_PER_SEC} partial updates/s \
-         (command-api), {PRODUCT_READS_PER_SEC} product reads/s and {LIST_READS_PER_SEC} list pages/s (query-api). \
-         {total} requests, {errors} answers other than 2xx (a 404 for a product read before its creation is \
-         projected is not counted). Windows of {} s; the first is the baseline of the last.\n\n",
+         `projector --role all` on one database and topic, on the same 2 cores as the load generator. A catalog of \
+         {SEED_PRODUCTS} live products throughout (seeded first; each creation is matched by the deletion of the oldest \
+         product), under a steady load, each request in its own task: {CREATES_PER_SEC} creations/s, \
+         {DELETES_PER_SEC} deletions/s and {UPDATES_PER_SEC} partial updates/s (command-api), {PRODUCT_READS_PER_SEC} product reads/s and {LIST_READS_PER_SEC} list pages/s (query-api). \
+         {total} requests, {errors} answers other than 2xx. Windows of {} s; the first is the baseline of the last.\n\n",
         duration.as_secs(),
         WINDOW.as_secs()
     );
@@ -242,7 +327,7 @@ fn report(samples: &[Sample], duration: Duration) -> String {
         text.push_str(&format!("| p99 ms, {kind} | {start:.2} | {end:.2} | {:.2} |\n", end / start));
     }
     text.push_str(
-        "\nEvery window (p99 by kind: create / update / read / list):\n\n| at s | requests | errors | p50 ms | p99 ms \
+        "\nEvery window (p99 by kind: create / delete / update / read / list):\n\n| at s | requests | errors | p50 ms | p99 ms \
          | p99 by kind ms | command-api MiB | query-api MiB | projector MiB |\n|---|---|---|---|---|---|---|---|---|\n",
     );
     for s in samples {
