@@ -63,6 +63,8 @@ struct Window {
 struct Sample {
     at_seconds: f64,
     rss_mib: BTreeMap<&'static str, f64>,
+    /// CPU seconds used since the start, by process group (see [`CPU_GROUPS`]).
+    cpu_seconds: BTreeMap<&'static str, f64>,
     requests: usize,
     errors: u64,
     p50_ms: f64,
@@ -102,6 +104,7 @@ async fn soak(backends: &Backends, duration: Duration) -> Result<()> {
     let products: Arc<Mutex<VecDeque<String>>> = Arc::new(Mutex::new(seed(&client, &token).await?));
     let window: Arc<Mutex<Window>> = Arc::default();
 
+    let cpu_at_start = cpu_seconds_by_group(&services);
     let started = Instant::now();
     let deadline = started + duration;
     let vacuum = tokio::spawn(vacuum_every_window(url.clone(), started));
@@ -140,9 +143,11 @@ async fn soak(backends: &Backends, duration: Duration) -> Result<()> {
             })
             .collect();
         let rss_mib = services.iter().map(|(name, service)| (*name, rss_mib(service.pid()))).collect();
+        let cpu_seconds = cpu_seconds_by_group(&services);
         let sample = Sample {
             at_seconds: started.elapsed().as_secs_f64(),
             rss_mib,
+            cpu_seconds,
             requests: all.len(),
             errors: done.errors,
             p50_ms: percentile(&all, 0.5),
@@ -164,7 +169,7 @@ async fn soak(backends: &Backends, duration: Duration) -> Result<()> {
         service.stop();
     }
     ensure!(samples.len() >= 2, "the soak needs at least two windows of {WINDOW:?}");
-    write_section("soak", &report(&samples, duration))
+    write_section("soak", &report(&samples, duration, &cpu_at_start))
 }
 
 /// What autovacuum would do on a default server: vacuum and analyze each table about once a
@@ -281,6 +286,39 @@ async fn one_request(
     }
 }
 
+/// The processes whose CPU time the soak reports: the three services, the Postgres server (all
+/// its processes) and the broker (found by name; all load the same two cores) and the load
+/// generator itself. A drift in latency with flat CPU per window in a service points elsewhere.
+const CPU_GROUPS: [&str; 6] = ["command-api", "query-api", "projector", "postgres", "broker", "load generator"];
+
+fn cpu_seconds_by_group(services: &[(&'static str, Service)]) -> BTreeMap<&'static str, f64> {
+    let mut groups: BTreeMap<&'static str, f64> = services.iter().map(|(name, service)| (*name, cpu_seconds(service.pid()))).collect();
+    groups.insert("load generator", cpu_seconds(std::process::id()));
+    let (mut postgres, mut broker) = (0.0, 0.0);
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        match std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default().trim() {
+            "postgres" => postgres += cpu_seconds(pid),
+            "tansu" | "kafka" | "java" => broker += cpu_seconds(pid),
+            _ => {}
+        }
+    }
+    groups.insert("postgres", postgres);
+    groups.insert("broker", broker);
+    groups
+}
+
+/// User + system CPU seconds process `pid` has used (`/proc/<pid>/stat`, at the usual 100
+/// ticks per second), 0 if it cannot be read.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name (which may hold spaces): state is the first,
+    // utime and stime the 12th and 13th.
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 /// Resident memory of process `pid` in MiB (VmRSS), NaN if it cannot be read.
 fn rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -292,7 +330,7 @@ fn rss_mib(pid: u32) -> f64 {
         .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
-fn report(samples: &[Sample], duration: Duration) -> String {
+fn report(samples: &[Sample], duration: Duration, cpu_at_start: &BTreeMap<&'static str, f64>) -> String {
     let (first, last) = (&samples[0], &samples[samples.len() - 1]);
     let total: usize = samples.iter().map(|s| s.requests).sum();
     let errors: u64 = samples.iter().map(|s| s.errors).sum();
@@ -346,6 +384,25 @@ fn report(samples: &[Sample], duration: Duration) -> String {
             rss("query-api"),
             rss("projector")
         ));
+    }
+    text.push_str(&format!(
+        "\nCPU seconds used in each window of {} s (2 cores: {} available):\n\n| at s | {} |\n|---|{}\n",
+        WINDOW.as_secs(),
+        WINDOW.as_secs() * 2,
+        CPU_GROUPS.join(" | "),
+        "---|".repeat(CPU_GROUPS.len())
+    ));
+    let mut previous = cpu_at_start;
+    for s in samples {
+        let used: Vec<String> = CPU_GROUPS
+            .iter()
+            .map(|group| {
+                let used = s.cpu_seconds.get(group).copied().unwrap_or(f64::NAN) - previous.get(group).copied().unwrap_or(f64::NAN);
+                format!("{used:.1}")
+            })
+            .collect();
+        text.push_str(&format!("| {:.0} | {} |\n", s.at_seconds, used.join(" | ")));
+        previous = &s.cpu_seconds;
     }
     text
 }

@@ -97,7 +97,8 @@ impl CommandBus {
         }
     }
 
-    /// Aggregate `id` as its stored events (upcast) fold it; `Default` if it has none.
+    /// Aggregate `id` as its stored events (upcast) fold it, read from its snapshot and the
+    /// events after it; `Default` if it has none.
     pub async fn load<A>(&self, id: &str) -> Result<A, AggregateError<A::Error>>
     where
         A: Aggregate<Services = ()> + Clone + 'static,
