@@ -20,7 +20,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
 use crate::bench_harness::{fresh_database, release_binary, write_section};
-use crate::proc::step;
+use crate::proc::{self, step};
 use crate::Backends;
 
 const DB_NAME: &str = "catalog_bench_rebuild";
@@ -166,18 +166,10 @@ fn rebuild(database_url: &str) -> Result<(f64, f64)> {
         .stdout(Stdio::inherit())
         .spawn()
         .context("starting catalogctl rebuild")?;
-    let status_file = format!("/proc/{}/status", child.id());
     let mut peak_kib = 0u64;
     loop {
-        if let Ok(status) = std::fs::read_to_string(&status_file) {
-            if let Some(kib) = status
-                .lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-            {
-                peak_kib = peak_kib.max(kib);
-            }
+        if let Some(kib) = proc::status_kib(child.id(), "VmHWM") {
+            peak_kib = peak_kib.max(kib);
         }
         if let Some(status) = child.try_wait()? {
             anyhow::ensure!(status.success(), "catalogctl rebuild failed: {status}");

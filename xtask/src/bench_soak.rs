@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Result};
 
 use crate::bench_harness::{create_admin, fresh_database, login, percentile, write_section, Service};
-use crate::proc::step;
+use crate::proc::{self, step};
 use crate::Backends;
 
 const DB_NAME: &str = "catalog_bench_soak";
@@ -308,26 +308,17 @@ fn cpu_seconds_by_group(services: &[(&'static str, Service)]) -> BTreeMap<&'stat
     groups
 }
 
-/// User + system CPU seconds process `pid` has used (`/proc/<pid>/stat`, at the usual 100
-/// ticks per second), 0 if it cannot be read.
+/// User + system CPU seconds process `pid` has used (at the usual 100 ticks per second), 0 if
+/// it cannot be read.
 fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the parenthesised command name (which may hold spaces): state is the first,
-    // utime and stime the 12th and 13th.
-    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let fields = proc::stat_fields(pid).unwrap_or_default();
     let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
     (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Resident memory of process `pid` in MiB (VmRSS), NaN if it cannot be read.
 fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-            line.split_whitespace().nth(1)?.parse::<f64>().ok()
-        })
-        .map_or(f64::NAN, |kib| kib / 1024.0)
+    proc::status_kib(pid, "VmRSS").map_or(f64::NAN, |kib| kib as f64 / 1024.0)
 }
 
 fn report(samples: &[Sample], duration: Duration, cpu_at_start: &BTreeMap<&'static str, f64>) -> String {

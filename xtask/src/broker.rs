@@ -250,12 +250,6 @@ pub fn running_pid() -> Option<u32> {
 
 /// Alive and not a zombie (a zombie keeps its /proc entry until reaped).
 fn is_alive(pid: u32) -> bool {
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // Format: "pid (comm) state …"; comm may contain spaces, so split after ')'.
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    let state = proc::stat_fields(pid).and_then(|fields| fields.first().and_then(|f| f.chars().next()));
     !matches!(state, Some('Z' | 'X') | None)
 }

@@ -91,6 +91,21 @@ pub fn send_signal(pid: i64, signal: &str) -> bool {
     succeeds(Command::new("kill").args(["-s", signal, "--", &pid.to_string()]))
 }
 
+/// A `kB` field of `/proc/<pid>/status` ("VmRSS", "VmHWM", ...), if the process and field exist.
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.strip_prefix(field).is_some_and(|rest| rest.starts_with(':')))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The fields of `/proc/<pid>/stat` after the parenthesised command name (which may hold
+/// spaces): `[0]` is the state, `[11]` and `[12]` utime and stime in clock ticks.
+pub fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
 /// Whether `addr` ("host:port") accepts a TCP connection right now.
 pub fn tcp_reachable(addr: &str) -> bool {
     let Ok(addrs) = addr.to_socket_addrs() else {
@@ -129,4 +144,21 @@ fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     path.metadata()
         .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_fields_of_this_process_are_read() {
+        let me = std::process::id();
+        assert!(status_kib(me, "VmRSS").is_some_and(|kib| kib > 0));
+        assert!(status_kib(me, "VmRS").is_none(), "a prefix of a field name is not the field");
+        let fields = stat_fields(me).expect("own stat");
+        // The process's main thread may be waiting on the test thread: running or sleeping.
+        assert!(matches!(fields[0].as_str(), "R" | "S"), "state of a live process: {fields:?}");
+        assert!(fields[11].parse::<u64>().is_ok() && fields[12].parse::<u64>().is_ok(), "utime and stime: {fields:?}");
+        assert!(stat_fields(u32::MAX).is_none());
+    }
 }
