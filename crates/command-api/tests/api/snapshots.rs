@@ -5,7 +5,7 @@ use command_api::commands::CommandBus;
 use domain::Product;
 use serde_json::json;
 
-use crate::helpers::spawn_app_with;
+use crate::helpers::{spawn_app_with, TestApp};
 
 /// The stored snapshots of `id`: (last_sequence, current_snapshot).
 async fn snapshots_of(pool: &sqlx::PgPool, id: &str) -> Vec<(i64, i64)> {
@@ -16,7 +16,7 @@ async fn snapshots_of(pool: &sqlx::PgPool, id: &str) -> Vec<(i64, i64)> {
         .unwrap()
 }
 
-async fn change_price(app: &crate::helpers::TestApp, token: &str, id: &str, cents: u32) -> String {
+async fn change_price(app: &TestApp, token: &str, id: &str, cents: u32) -> String {
     let response = app
         .patch(&format!("/api/v1/products/{id}"))
         .bearer_auth(token)
@@ -28,30 +28,41 @@ async fn change_price(app: &crate::helpers::TestApp, token: &str, id: &str, cent
     response.headers()["etag"].to_str().unwrap().to_owned()
 }
 
-#[tokio::test]
-async fn a_product_loaded_from_its_snapshot_equals_the_fold_of_all_its_events() {
-    let app = spawn_app_with(&["--snapshot-every", "3"]).await;
+/// A server snapshotting every `every` events, an admin token, and a product whose price was
+/// then changed `changes` times (to 1.01, 1.02, ...).
+async fn product_with_price_changes(every: usize, changes: u32) -> (TestApp, String, String) {
+    let app = spawn_app_with(&["--snapshot-every", &every.to_string()]).await;
     let token = app.admin_token().await;
     let id = app.a_product(&token).await;
-    for cents in 1..=7 {
+    for cents in 1..=changes {
         change_price(&app, &token, &id, cents).await;
     }
+    (app, token, id)
+}
+
+/// Product `id` loaded through snapshots taken every `every` events, after checking that it
+/// equals the fold of all its events.
+async fn load_checked_against_replay(app: &TestApp, id: &str, every: usize) -> Product {
+    let from_snapshot = CommandBus::new(app.pool.clone()).with_snapshot_every(every).load::<Product>(id).await.unwrap();
+    let replayed = CommandBus::new(app.pool.clone()).with_snapshot_every(0).load::<Product>(id).await.unwrap();
+    assert_eq!(from_snapshot, replayed);
+    from_snapshot
+}
+
+#[tokio::test]
+async fn a_product_loaded_from_its_snapshot_equals_the_fold_of_all_its_events() {
+    let (app, _, id) = product_with_price_changes(3, 7).await;
     // Eight events: snapshots were taken at 3 and 6, and only the latest is kept.
     assert_eq!(snapshots_of(&app.pool, &id).await, vec![(6, 2)]);
 
-    let from_snapshot = CommandBus::new(app.pool.clone()).with_snapshot_every(3).load::<Product>(&id).await.unwrap();
-    let replayed = CommandBus::new(app.pool.clone()).with_snapshot_every(0).load::<Product>(&id).await.unwrap();
-    assert_eq!(from_snapshot, replayed);
+    let replayed = load_checked_against_replay(&app, &id, 3).await;
     assert_eq!(replayed.version, 8);
     assert_eq!(replayed.price.to_string(), "1.07");
 }
 
 #[tokio::test]
 async fn a_snapshot_that_no_longer_deserialises_is_ignored_and_replaced() {
-    let app = spawn_app_with(&["--snapshot-every", "2"]).await;
-    let token = app.admin_token().await;
-    let id = app.a_product(&token).await;
-    change_price(&app, &token, &id, 1).await;
+    let (app, token, id) = product_with_price_changes(2, 1).await;
     assert_eq!(snapshots_of(&app.pool, &id).await, vec![(2, 1)]);
     // As after a change to the aggregate's fields: the stored form no longer reads.
     sqlx::query("UPDATE snapshots SET payload = '\"not a product\"' WHERE aggregate_id = $1")
@@ -65,9 +76,7 @@ async fn a_snapshot_that_no_longer_deserialises_is_ignored_and_replaced() {
     assert_eq!(change_price(&app, &token, &id, 2).await, "\"3\"");
     assert_eq!(change_price(&app, &token, &id, 3).await, "\"4\"");
     assert_eq!(snapshots_of(&app.pool, &id).await, vec![(4, 1)]);
-    let from_snapshot = CommandBus::new(app.pool.clone()).with_snapshot_every(2).load::<Product>(&id).await.unwrap();
-    let replayed = CommandBus::new(app.pool.clone()).with_snapshot_every(0).load::<Product>(&id).await.unwrap();
-    assert_eq!(from_snapshot, replayed);
+    let replayed = load_checked_against_replay(&app, &id, 2).await;
     assert_eq!(replayed.price.to_string(), "1.03");
     assert_eq!(app.events_of(&id).await.len(), 4);
 }
@@ -81,11 +90,7 @@ async fn an_append_whose_snapshot_vanished_since_the_load_stores_nothing() {
     use domain::ProductEvent;
     use postgres_es::PostgresEventRepository;
 
-    let app = spawn_app_with(&["--snapshot-every", "2"]).await;
-    let token = app.admin_token().await;
-    let id = app.a_product(&token).await;
-    change_price(&app, &token, &id, 1).await;
-    change_price(&app, &token, &id, 2).await;
+    let (app, _, id) = product_with_price_changes(2, 2).await;
     assert_eq!(snapshots_of(&app.pool, &id).await, vec![(2, 1)]);
 
     let store: PersistedEventStore<PostgresEventRepository, Product> =
