@@ -15,7 +15,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
-use read_model::message::DLQ_REASON;
+use projector::message::DLQ_REASON;
 use serde::Serialize;
 use service_runtime::kafka::KafkaSettings;
 

@@ -5,7 +5,8 @@ use std::io::Write;
 use anyhow::bail;
 use clap::Args;
 use futures::future::try_join_all;
-use read_model::event_store::{self, EventFilter};
+use event_store::reads;
+use event_store::EventFilter;
 use service_runtime::kafka::KafkaSettings;
 use sqlx::PgPool;
 
@@ -57,7 +58,7 @@ pub async fn print(pool: &PgPool, args: EventsArgs) -> anyhow::Result<()> {
     let mut after = 0;
     let mut printed = 0;
     while printed < args.limit {
-        let page = event_store::by_position(pool, &filter, after, PAGE.min(args.limit - printed)).await?;
+        let page = reads::by_position(pool, &filter, after, PAGE.min(args.limit - printed)).await?;
         let Some(last) = page.last() else { break };
         after = last.global_position;
         for event in &page {
@@ -84,7 +85,7 @@ pub async fn replay(pool: &PgPool, kafka: &KafkaSettings, args: ReplayArgs) -> a
     let mut after = 0;
     let mut replayed = 0u64;
     loop {
-        let page = event_store::by_position(pool, &filter, after, PAGE).await?;
+        let page = reads::by_position(pool, &filter, after, PAGE).await?;
         let Some(last) = page.last() else { break };
         after = last.global_position;
         try_join_all(page.iter().map(|event| projector::publisher::produce(&producer, &topic, event))).await?;

@@ -5,7 +5,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
-use read_model::event_store;
+use event_store::reads;
 use serde::Serialize;
 use service_runtime::kafka::KafkaSettings;
 use sqlx::PgPool;
@@ -71,7 +71,7 @@ pub async fn print(pool: &PgPool, kafka: &KafkaSettings, group: &str, json: bool
     .await?;
     let consumer_lag = consumer_lag(kafka, group).await?;
     let status = Status {
-        event_store_head_position: event_store::head_position(pool).await?,
+        event_store_head_position: reads::head_position(pool).await?,
         publishers,
         consumer_group: group.to_owned(),
         consumer_lag_total: consumer_lag.iter().map(|p| p.lag).sum(),

@@ -3,12 +3,10 @@
 use std::io::Read;
 
 use clap::Subcommand;
-use command_api::accounts;
+use command_api::accounts::{self, RegistrationError};
 use command_api::auth::PasswordHasher;
-use command_api::commands::{self, CommandBus};
-use command_api::extract::RequestContext;
-use command_api::problem::ApiError;
 use domain::Role;
+use event_store::{CommandBus, EventMetadata};
 use sqlx::PgPool;
 
 #[derive(Subcommand)]
@@ -41,7 +39,7 @@ pub async fn run(pool: &PgPool, command: UserCommand) -> anyhow::Result<()> {
         &email,
         password,
         &roles,
-        commands::metadata("catalogctl", &RequestContext::default()),
+        EventMetadata::new("catalogctl"),
     )
     .await
     .map_err(|e| anyhow::anyhow!("{e}: {}", describe(&e)))?;
@@ -50,9 +48,9 @@ pub async fn run(pool: &PgPool, command: UserCommand) -> anyhow::Result<()> {
 }
 
 /// Field-level details for validation errors, so the operator sees what to fix.
-fn describe(error: &ApiError) -> String {
+fn describe(error: &RegistrationError) -> String {
     match error {
-        ApiError::Invalid(v) => v.0.iter().map(|f| format!("{}: {}", f.field, f.message)).collect::<Vec<_>>().join("; "),
+        RegistrationError::Invalid(v) => v.0.iter().map(|f| format!("{}: {}", f.field, f.message)).collect::<Vec<_>>().join("; "),
         _ => String::new(),
     }
 }

@@ -4,12 +4,25 @@ use std::net::IpAddr;
 
 use domain::user::{check_password_policy, user_id_for, Email, Username};
 use domain::{Role, User, UserCommand, UserError, Violations};
+use event_store::{CommandBus, CommandError, EventMetadata};
+use http_api::problem::ApiError;
+use http_api::tokens::TokenKeys;
 use uuid::Uuid;
 
-use crate::auth::{LoginLimiter, PasswordHasher, TokenKeys};
-use crate::commands::{CommandBus, CommandError};
-use crate::problem::ApiError;
-use crate::routes::store_failure;
+use crate::auth::{LoginLimiter, PasswordHasher};
+use crate::failures::store_failure;
+
+/// Why a registration did not happen. Not an HTTP type: `catalogctl user create` reports it
+/// too (the API's answer for each is in [`crate::failures`]).
+#[derive(Debug, thiserror::Error)]
+pub enum RegistrationError {
+    #[error("{0}")]
+    Invalid(Violations),
+    #[error("cannot hash the password: {0:#}")]
+    Hashing(anyhow::Error),
+    #[error("{0}")]
+    Command(CommandError<UserError>),
+}
 
 /// Registers a user and grants `extra_roles`. Every field is validated before anything is
 /// written, and all problems are reported together.
@@ -20,23 +33,25 @@ pub async fn register(
     email: &str,
     password: String,
     extra_roles: &[Role],
-    metadata: std::collections::HashMap<String, String>,
-) -> Result<Uuid, ApiError> {
+    metadata: EventMetadata,
+) -> Result<Uuid, RegistrationError> {
     let mut violations = Violations::default();
     let parsed_username = violations.check(Username::parse(username));
     violations.check(Email::parse(email));
     violations.check(check_password_policy(&password));
-    violations.into_result().map_err(ApiError::Invalid)?;
+    violations.into_result().map_err(RegistrationError::Invalid)?;
     let id = user_id_for(&parsed_username.expect("validated above"));
-    let password_hash = hasher.hash(password).await?;
+    let password_hash = hasher.hash(password).await.map_err(RegistrationError::Hashing)?;
     let register =
         || UserCommand::Register { username: username.into(), email: email.into(), password_hash: password_hash.clone() };
     // No retry on conflict: a conflict here means someone registered the same name concurrently.
-    bus.execute::<User>(&id.to_string(), register, metadata.clone(), false).await.map_err(user_failure)?;
+    bus.execute::<User>(&id.to_string(), register, metadata.clone(), false)
+        .await
+        .map_err(RegistrationError::Command)?;
     for role in extra_roles {
         bus.execute::<User>(&id.to_string(), || UserCommand::GrantRole { role: *role }, metadata.clone(), true)
             .await
-            .map_err(user_failure)?;
+            .map_err(RegistrationError::Command)?;
     }
     Ok(id)
 }
@@ -65,17 +80,5 @@ pub async fn login(
             Ok(keys.issue(user.id.expect("registered"), role)?)
         }
         _ => Err(ApiError::Unauthorized),
-    }
-}
-
-fn user_failure(error: CommandError<UserError>) -> ApiError {
-    match error {
-        CommandError::Rejected(UserError::Invalid(violations)) => ApiError::Invalid(violations),
-        CommandError::Rejected(UserError::UsernameTaken) | CommandError::Conflict => {
-            ApiError::Conflict("username is already taken".into())
-        }
-        CommandError::Rejected(UserError::NotFound) => ApiError::NotFound("user"),
-        CommandError::Rejected(UserError::Deactivated) => ApiError::Conflict("user is deactivated".into()),
-        CommandError::Store(e) => store_failure(e),
     }
 }

@@ -7,19 +7,19 @@ use std::time::Duration;
 use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::http::{header, HeaderName, Method};
 use axum::Router;
-use http_api::middleware;
 use clap::Parser;
+use event_store::CommandBus;
+use http_api::middleware;
+use http_api::tokens::TokenKeys;
+use http_api::BODY_LIMIT_BYTES;
+use http_api::HttpSettings;
 use metrics_exporter_prometheus::PrometheusHandle;
 use service_runtime::operations::ReadinessCheck;
 use service_runtime::settings::{DatabaseSettings, LogSettings};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
-use crate::auth::{LoginLimiter, LoginLimits, PasswordHasher, TokenKeys};
-use crate::commands::CommandBus;
-
-/// Requests larger than this are refused with 413 before they are parsed.
-pub use http_api::BODY_LIMIT_BYTES;
+use crate::auth::{LoginLimiter, LoginLimits, PasswordHasher};
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "command-api", about = "Catalog's write REST API", version)]
@@ -34,13 +34,8 @@ pub struct Settings {
     #[command(flatten)]
     pub log: LogSettings,
 
-    /// HMAC secret that signs bearer tokens (at least 32 bytes). Required in production.
-    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
-
-    /// `production` refuses to start without a real JWT_SECRET.
-    #[arg(long, env = "CATALOG_ENV", default_value = "development")]
-    pub environment: String,
+    #[command(flatten)]
+    pub http: HttpSettings,
 
     /// Bearer token lifetime in seconds (capped at 3600).
     #[arg(long, env = "TOKEN_TTL_SECONDS", default_value_t = 900)]
@@ -54,29 +49,10 @@ pub struct Settings {
     #[arg(long, env = "LOGIN_ATTEMPTS_PER_CLIENT", default_value_t = NonZeroU32::new(60).unwrap())]
     pub login_attempts_per_client: NonZeroU32,
 
-    /// Longest time one request may take before it is answered 503.
-    #[arg(long, env = "REQUEST_TIMEOUT_SECONDS", default_value_t = 10)]
-    pub request_timeout_seconds: u64,
-
-    /// API requests served at once; beyond it a request is answered 503 with `Retry-After`
-    /// at once instead of queueing.
-    #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = 512)]
-    pub max_concurrent_requests: usize,
-
-    /// Origins allowed to call the API from a browser (comma-separated); none by default.
-    #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
-    pub cors_allowed_origins: Vec<String>,
-
     /// Store an aggregate snapshot every this many events, so a command replays at most that
     /// many events instead of the aggregate's whole history; 0 turns snapshots off.
-    #[arg(long, env = "SNAPSHOT_EVERY", default_value_t = crate::commands::DEFAULT_SNAPSHOT_EVERY)]
+    #[arg(long, env = "SNAPSHOT_EVERY", default_value_t = event_store::DEFAULT_SNAPSHOT_EVERY)]
     pub snapshot_every: usize,
-}
-
-impl Settings {
-    fn jwt_secret(&self) -> anyhow::Result<Vec<u8>> {
-        http_api::tokens::resolve_secret(self.jwt_secret.as_deref(), &self.environment)
-    }
 }
 
 /// Everything a handler may need, cheap to clone.
@@ -103,7 +79,7 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings, pool: PgPool, metrics: PrometheusHandle) -> anyhow::Result<Self> {
-        let tokens = TokenKeys::new(&settings.jwt_secret()?, Duration::from_secs(settings.token_ttl_seconds));
+        let tokens = TokenKeys::new(&settings.http.jwt_secret()?, Duration::from_secs(settings.token_ttl_seconds));
         let login_limiter = LoginLimiter::new(LoginLimits {
             per_username_per_minute: settings.login_attempts_per_username,
             per_client_per_minute: settings.login_attempts_per_client,
@@ -146,7 +122,7 @@ impl Application {
 /// middleware stack.
 pub fn router(state: AppState, settings: &Settings, metrics: PrometheusHandle) -> Router {
     let cors = middleware::cors(
-        &settings.cors_allowed_origins,
+        &settings.http.cors_allowed_origins,
         [Method::GET, Method::POST, Method::PATCH, Method::DELETE],
         [header::AUTHORIZATION, header::CONTENT_TYPE, header::IF_MATCH, HeaderName::from_static("idempotency-key")],
         [header::ETAG, header::LOCATION],
@@ -155,8 +131,8 @@ pub fn router(state: AppState, settings: &Settings, metrics: PrometheusHandle) -
         api: crate::routes::router().layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES)),
         checks: vec![ReadinessCheck::postgres(state.pool.clone())],
         state,
-        timeout: Duration::from_secs(settings.request_timeout_seconds),
-        max_concurrent_requests: settings.max_concurrent_requests,
+        timeout: settings.http.request_timeout(),
+        max_concurrent_requests: settings.http.max_concurrent_requests,
         metrics,
         cors,
     })

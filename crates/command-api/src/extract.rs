@@ -3,10 +3,11 @@
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
+use event_store::EventMetadata;
 use serde::de::{DeserializeOwned, Visitor};
 use serde::{Deserialize, Deserializer};
 
-use crate::problem::ApiError;
+use http_api::problem::ApiError;
 
 /// `axum::Json`, but every rejection (wrong content type, bad syntax, wrong shape, too large)
 /// becomes an [`ApiError`], and the body must be a JSON object: serde would otherwise also read
@@ -96,7 +97,6 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
     }
 }
 
-pub use http_api::etag;
 
 /// Which request asked, recorded in every event's metadata. (The trace it belongs to is the
 /// request span's, which the edge layer continued from the caller's `traceparent`.)
@@ -109,6 +109,17 @@ impl RequestContext {
     fn from_headers(headers: &HeaderMap) -> Self {
         let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         Self { request_id: get("x-request-id") }
+    }
+
+    /// The metadata stored with the events of a command `actor` made in this request. The
+    /// `traceparent` names the current span (the request's, itself a child of the caller's
+    /// traceparent if one came), so the publisher and projector continue the same trace.
+    pub fn metadata(&self, actor: impl Into<String>) -> EventMetadata {
+        EventMetadata {
+            actor: actor.into(),
+            request_id: self.request_id.clone(),
+            traceparent: service_runtime::telemetry::current_traceparent(),
+        }
     }
 }
 

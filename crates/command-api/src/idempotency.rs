@@ -13,7 +13,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
-use crate::problem::ApiError;
+use http_api::problem::ApiError;
 
 /// A claim older than this with no response is taken to be from a crashed request.
 const ABANDONED_AFTER_SECS: i32 = 60;

@@ -6,20 +6,21 @@
 //! - [`app`]: settings, shared state, router and middleware; `Application::build` / `run`.
 //! - [`routes`]: one module per resource (`users`, `tokens`, `products`).
 //! - [`accounts`]: registration and login, also used by `catalogctl user create`.
-//! - [`auth`]: argon2id passwords, HS256 tokens, login rate limits, the `Principal` extractor.
-//! - [`commands`]: runs commands through `cqrs_es` over `postgres_es` and reports the new version.
+//! - [`auth`]: argon2id passwords and login rate limits (tokens and `Principal` are `http_api`'s).
+//! - [`failures`]: the one mapping from a command that did not commit to a problem response.
 //! - [`idempotency`]: `Idempotency-Key` claims and stored responses.
-//! - [`extract`]: extractors that turn bad input into problem responses (`If-Match`, JSON, keys).
-//! - `problem`: re-exported from `http-api`: the one error type and its problem+json rendering.
+//! - [`extract`]: extractors that turn bad input into problem responses (`If-Match`, JSON, keys)
+//!   and the request's event metadata.
+//!
+//! Appending itself (cqrs-es over postgres-es, snapshots, conflicts) is the `event_store`
+//! crate's; the problem+json error type is `http_api`'s.
 
 pub mod accounts;
 pub mod app;
 pub mod auth;
-pub mod commands;
 pub mod extract;
+pub mod failures;
 pub mod idempotency;
 pub mod routes;
-
-pub use http_api::problem;
 
 pub use app::{AppState, Application, Settings};

@@ -5,13 +5,11 @@
 //! - [`user`]: the user aggregate (register, change email or password, roles, deactivate), the
 //!   password policy and the username-derived aggregate id that keeps usernames unique.
 //! - [`validation`]: field-level violations shared by both aggregates.
-//! - [`upcasting`]: readers of older event versions, so stored history always loads into today's shape.
 //!
 //! This crate never does IO: no HTTP, no SQL, no clock reads inside rules. Services supply
 //! ids and password hashes in the commands; the aggregates decide what happens.
 
 pub mod product;
-pub mod upcasting;
 pub mod user;
 pub mod validation;
 

@@ -9,6 +9,8 @@
 //!   documented operational routes, `/openapi.json`).
 //! - [`resilience`]: load shedding (concurrency limit) and the database circuit breaker.
 //! - [`principal`]: the extractor that turns a bearer token into the caller's id and role.
+//! - [`settings`]: [`HttpSettings`], the flags both APIs take (token secret, environment,
+//!   time limit, concurrency limit, CORS origins).
 //! - [`etag`]: entity tags are the aggregate version, quoted.
 
 pub mod middleware;
@@ -16,7 +18,10 @@ pub mod openapi;
 pub mod principal;
 pub mod problem;
 pub mod resilience;
+pub mod settings;
 pub mod tokens;
+
+pub use settings::HttpSettings;
 
 /// The largest request body either API reads.
 pub const BODY_LIMIT_BYTES: usize = 64 * 1024;

@@ -8,12 +8,13 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use service_runtime::kafka::{self, KafkaSettings};
 use service_runtime::operations::{self, ReadinessCheck};
+use service_runtime::retry::outage_backoff;
 use service_runtime::settings::{DatabaseSettings, LogSettings};
 use sqlx::PgPool;
 use tokio::sync::watch;
 
 use crate::consumer::{ConsumerTuning, Projector, RebalanceLog};
-use crate::publisher::{backoff, Publisher};
+use crate::publisher::Publisher;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Role {
@@ -170,7 +171,7 @@ async fn ensure_topics(kafka: KafkaSettings, mut stopped: watch::Receiver<bool>)
                 tracing::warn!(error = format!("{error:#}"), "cannot create topics yet; retrying");
                 tokio::select! {
                     _ = stopped.changed() => return false,
-                    () = tokio::time::sleep(backoff(failures)) => {}
+                    () = tokio::time::sleep(outage_backoff(failures)) => {}
                 }
             }
         }

@@ -22,14 +22,16 @@ use futures::FutureExt;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::FutureRecord;
+use event_store::CatalogEvent;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use read_model::{apply_events, message, ApplyError, CatalogEvent, Outcome};
+use read_model::{apply_events, ApplyError, Outcome};
 use service_runtime::kafka::RenewableProducer;
+use service_runtime::retry::outage_backoff;
 use service_runtime::telemetry;
 use sqlx::PgPool;
 use tokio::sync::watch;
 
-use crate::publisher::backoff;
+use crate::message;
 
 /// Limits of one consume round.
 #[derive(Debug, Clone)]
@@ -158,7 +160,7 @@ impl Projector {
                 return Ok(Outcome::default());
             }
             tracing::warn!(%reason, attempt, offset = message.offset(), partition = message.partition(), "event failed; retrying");
-            tokio::time::sleep(backoff(attempt)).await;
+            tokio::time::sleep(outage_backoff(attempt)).await;
         }
     }
 
@@ -178,7 +180,7 @@ impl Projector {
                     if *shutdown.borrow() {
                         return Err(Interrupted);
                     }
-                    tokio::time::sleep(backoff(failures)).await;
+                    tokio::time::sleep(outage_backoff(failures)).await;
                 }
                 other => return Ok(other),
             }
@@ -225,7 +227,7 @@ impl Projector {
                     if *shutdown.borrow() {
                         return Err(Interrupted);
                     }
-                    tokio::time::sleep(backoff(failures)).await;
+                    tokio::time::sleep(outage_backoff(failures)).await;
                 }
             }
         }

@@ -4,13 +4,16 @@
 //! - [`app`]: settings (`--role publish|project|all`) and `run`, which starts the loops and
 //!   the operational endpoints (`/health`, `/ready` checking Postgres and Kafka, `/metrics`).
 //! - [`publisher`]: event store → `catalog.events`, commit-safe order, checkpoint after ack.
+//! - [`message`]: the Kafka wire format of an event (CloudEvents binary mode), client-agnostic.
 //! - [`consumer`]: `catalog.events` → read models in group `catalog-projector`, offsets
 //!   committed after the read-model transaction, poison events to `catalog.events.dlq`.
 //!
-//! How events fold into rows is not here: that is `read_model`, shared with catalogctl.
+//! How events fold into rows is not here: that is `read_model`, shared with catalogctl; reading
+//! the event store is `event_store`'s.
 
 pub mod app;
 pub mod consumer;
+pub mod message;
 pub mod publisher;
 
 pub use app::{run, Role, Settings};

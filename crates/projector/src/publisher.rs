@@ -2,7 +2,7 @@
 //!
 //! One publisher per topic and database is active at a time (a session advisory lock held on
 //! the connection it reads with); others wait as hot standbys. Each round reads a batch after
-//! the checkpoint (see `read_model::event_store` for why that order never skips a late commit),
+//! the checkpoint (see `event_store::reads` for why that order never skips a late commit),
 //! produces it, waits for the broker to acknowledge every message, and only then moves the
 //! checkpoint. A crash between the two re-publishes the batch; the projector's version rule
 //! makes that harmless.
@@ -10,14 +10,17 @@
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
+use event_store::reads::{self, CommitPosition};
+use event_store::CatalogEvent;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use read_model::event_store::{self, CommitPosition};
-use read_model::{message, CatalogEvent};
 use service_runtime::kafka::RenewableProducer;
+use service_runtime::retry::outage_backoff;
 use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
+
+use crate::message;
 
 /// Waited at most between rounds when no notification arrives (e.g. a transaction held the
 /// horizon back, or a notification was lost with a connection).
@@ -79,7 +82,7 @@ impl Publisher {
                     self.producer.recover(&error);
                     // The connection may be broken; a new one re-takes the lock.
                     leadership = None;
-                    let _ = tokio::time::timeout(backoff(failures), shutdown.changed()).await;
+                    let _ = tokio::time::timeout(outage_backoff(failures), shutdown.changed()).await;
                 }
             }
         }
@@ -118,7 +121,7 @@ impl Publisher {
     /// Returns how many events were published.
     async fn publish_batch(&self, lead: &mut Leadership) -> anyhow::Result<usize> {
         let started = Instant::now();
-        let batch = event_store::committed_after(&mut lead.connection, lead.checkpoint, self.batch_size).await?;
+        let batch = reads::committed_after(&mut lead.connection, lead.checkpoint, self.batch_size).await?;
         let Some((last, _)) = batch.last() else {
             record_lag(&mut lead.connection, lead.checkpoint).await?;
             return Ok(0);
@@ -207,10 +210,4 @@ async fn wait_for_events(listener: &mut Option<PgListener>, wait: Duration, shut
         () = tokio::time::sleep(wait) => {}
         _ = shutdown.changed() => {}
     }
-}
-
-/// The pause after `failures` failures in a row of the broker or Postgres: 100 ms doubling to
-/// 10 s, jittered.
-pub fn backoff(failures: u32) -> Duration {
-    service_runtime::retry::delay(failures, Duration::from_millis(100), Duration::from_secs(10))
 }

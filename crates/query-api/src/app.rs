@@ -10,6 +10,7 @@ use axum::Router;
 use http_api::middleware;
 use clap::Parser;
 use http_api::tokens::{self, TokenKeys};
+use http_api::HttpSettings;
 use metrics_exporter_prometheus::PrometheusHandle;
 use service_runtime::operations::ReadinessCheck;
 use service_runtime::settings::{DatabaseSettings, LogSettings};
@@ -21,6 +22,9 @@ use crate::cache::{CacheSettings, ProductCache};
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "query-api", about = "Catalog's read REST API", version)]
+#[command(mut_arg("jwt_secret", |arg| arg.help(
+    "HMAC secret that verifies bearer tokens (at least 32 bytes; the one command-api signs with). Required in production"
+)))]
 pub struct Settings {
     /// Address to listen on.
     #[arg(long, env = "QUERY_API_ADDR", default_value = "127.0.0.1:8081")]
@@ -32,23 +36,10 @@ pub struct Settings {
     #[command(flatten)]
     pub log: LogSettings,
 
-    /// HMAC secret that verifies bearer tokens (at least 32 bytes; the one command-api signs
-    /// with). Required in production.
-    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
-
-    /// `production` refuses to start without a real JWT_SECRET.
-    #[arg(long, env = "CATALOG_ENV", default_value = "development")]
-    pub environment: String,
-
-    /// Longest time one request may take before it is answered 503.
-    #[arg(long, env = "REQUEST_TIMEOUT_SECONDS", default_value_t = 10)]
-    pub request_timeout_seconds: u64,
-
-    /// API requests served at once; beyond it a request is answered 503 with `Retry-After`
-    /// at once instead of queueing.
-    #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = 512)]
-    pub max_concurrent_requests: usize,
+    // Token secret (with this API's own help text above: it verifies, command-api signs),
+    // environment, time limit, concurrency limit and CORS origins.
+    #[command(flatten)]
+    pub http: HttpSettings,
 
     /// Longest a `?min_version=` read waits for the read model to catch up before it is
     /// answered 503 with `Retry-After`. Keep it below the request timeout.
@@ -63,10 +54,6 @@ pub struct Settings {
     #[arg(long, env = "PRODUCT_CACHE_TTL_SECONDS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub product_cache_ttl_seconds: u64,
-
-    /// Origins allowed to call the API from a browser (comma-separated); none by default.
-    #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
-    pub cors_allowed_origins: Vec<String>,
 }
 
 /// Everything a handler may need, cheap to clone.
@@ -95,9 +82,9 @@ impl Application {
     /// Binds the address and starts listening for read model changes (if Postgres is
     /// reachable; otherwise `run` keeps trying, and products are served uncached meanwhile).
     pub async fn build(settings: Settings, pool: PgPool, metrics: PrometheusHandle) -> anyhow::Result<Self> {
-        let secret = tokens::resolve_secret(settings.jwt_secret.as_deref(), &settings.environment)?;
+        let secret = settings.http.jwt_secret()?;
         let min_version_wait = Duration::from_millis(settings.min_version_wait_ms);
-        if min_version_wait >= Duration::from_secs(settings.request_timeout_seconds) {
+        if min_version_wait >= settings.http.request_timeout() {
             tracing::warn!("MIN_VERSION_WAIT_MS is not below REQUEST_TIMEOUT_SECONDS: long waits end as timeouts");
         }
         let products = ProductCache::new(
@@ -137,7 +124,7 @@ impl Application {
 /// The whole HTTP surface: API routes, operational endpoints, `/openapi.json`, `/docs` and the
 /// middleware stack.
 pub fn router(state: AppState, settings: &Settings, metrics: PrometheusHandle) -> Router {
-    let timeout = Duration::from_secs(settings.request_timeout_seconds);
+    let timeout = settings.http.request_timeout();
     let products = state.products.clone();
     let checks = vec![
         ReadinessCheck::postgres(state.pool.clone()),
@@ -148,7 +135,7 @@ pub fn router(state: AppState, settings: &Settings, metrics: PrometheusHandle) -
         }),
     ];
     let cors = middleware::cors(
-        &settings.cors_allowed_origins,
+        &settings.http.cors_allowed_origins,
         [Method::GET, Method::HEAD],
         [header::AUTHORIZATION, header::IF_NONE_MATCH],
         [header::ETAG, header::RETRY_AFTER],
@@ -157,7 +144,7 @@ pub fn router(state: AppState, settings: &Settings, metrics: PrometheusHandle) -
         api: crate::routes::router(),
         state,
         timeout,
-        max_concurrent_requests: settings.max_concurrent_requests,
+        max_concurrent_requests: settings.http.max_concurrent_requests,
         checks,
         metrics,
         cors,

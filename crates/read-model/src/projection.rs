@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::products::Products;
 use crate::users::Users;
-use crate::{event_store, CatalogEvent};
+use event_store::{reads, CatalogEvent};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -142,7 +142,7 @@ async fn apply_to<M: ReadModel>(connection: &mut PgConnection, events: &[Catalog
         let mut current = views.remove(&id);
         if event.sequence > version + 1 {
             let missing =
-                event_store::aggregate_history(&mut *connection, M::AGGREGATE_TYPE, &event.aggregate_id, version, event.sequence - 1)
+                reads::aggregate_history(&mut *connection, M::AGGREGATE_TYPE, &event.aggregate_id, version, event.sequence - 1)
                     .await?;
             if missing.len() as i64 != event.sequence - 1 - version {
                 return Err(ApplyError::Malformed(format!(

@@ -17,7 +17,7 @@
 use futures::TryStreamExt;
 use sqlx::{Connection, PgConnection, PgPool};
 
-use crate::event_store::{self, StoredRow};
+use event_store::reads;
 use crate::projection::{apply_events, ApplyError, ReadModel, APPLY_LOCK};
 
 /// Rows written to the shadow table per statement.
@@ -56,11 +56,10 @@ pub async fn rebuild<M: ReadModel>(pool: &PgPool, progress: impl Fn(u64)) -> Res
     let snapshot: String =
         sqlx::query_scalar("SELECT pg_current_snapshot()::text").fetch_one(&mut *snapshot_tx).await?;
     {
-        let mut rows = event_store::aggregate_stream(&mut snapshot_tx, M::AGGREGATE_TYPE);
+        let mut events = reads::aggregate_type_stream(&mut snapshot_tx, M::AGGREGATE_TYPE);
         let mut current: Option<(String, M::View)> = None;
         let mut batch: Vec<M::View> = Vec::with_capacity(WRITE_BATCH);
-        while let Some(row) = rows.try_next().await? {
-            let event = StoredRow::into_event(row).1;
+        while let Some(event) = events.try_next().await? {
             let state = match current.take() {
                 Some((id, view)) if id == event.aggregate_id => Some(view),
                 Some((_, finished)) => {
@@ -103,7 +102,7 @@ async fn swap<M: ReadModel>(connection: &mut PgConnection, shadow: &str, snapsho
     let mut tx = connection.begin().await?;
     // Waits for in-flight applies to commit, and holds new ones off until the swap commits.
     sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(APPLY_LOCK).execute(&mut *tx).await?;
-    let missed = event_store::invisible_in_snapshot(&mut *tx, M::AGGREGATE_TYPE, snapshot).await?;
+    let missed = reads::invisible_in_snapshot(&mut *tx, M::AGGREGATE_TYPE, snapshot).await?;
 
     let triggers: Vec<String> = sqlx::query_scalar(
         "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgrelid = $1::regclass AND NOT tgisinternal",

@@ -10,7 +10,7 @@ use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use crate::projection::{ApplyError, ReadModel};
-use crate::CatalogEvent;
+use event_store::CatalogEvent;
 
 /// A user's profile as query-api serves it.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]

@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use sqlx::{Connection, PgPool};
 use uuid::Uuid;
 
-use crate::event_store::{self, StoredRow};
+use event_store::reads;
 use crate::projection::{ApplyError, ReadModel};
 
 /// Aggregates compared per round trip for their rows.
@@ -41,11 +41,10 @@ pub async fn verify<M: ReadModel>(pool: &PgPool, settle: Duration) -> Result<Vec
     let mut snapshot = reader.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *snapshot).await?;
     {
-        let mut rows = event_store::aggregate_stream(&mut snapshot, M::AGGREGATE_TYPE);
+        let mut events = reads::aggregate_type_stream(&mut snapshot, M::AGGREGATE_TYPE);
         let mut current: Option<(String, M::View)> = None;
         let mut folded: Vec<(String, M::View)> = Vec::with_capacity(CHUNK);
-        while let Some(row) = rows.try_next().await? {
-            let event = StoredRow::into_event(row).1;
+        while let Some(event) = events.try_next().await? {
             let state = match current.take() {
                 Some((id, view)) if id == event.aggregate_id => Some(view),
                 Some(finished) => {
@@ -114,7 +113,7 @@ async fn differing<M: ReadModel>(pool: &PgPool, folded: &[(String, M::View)]) ->
 
 /// Folds `id`'s events as they are now and compares them with its row as it is now.
 async fn compare_now<M: ReadModel>(pool: &PgPool, id: &str) -> Result<Vec<Difference>, ApplyError> {
-    let events = event_store::aggregate_history(pool, M::AGGREGATE_TYPE, id, 0, i64::MAX).await?;
+    let events = reads::aggregate_history(pool, M::AGGREGATE_TYPE, id, 0, i64::MAX).await?;
     let mut expected = None;
     for event in &events {
         expected = Some(M::apply(expected, event)?);

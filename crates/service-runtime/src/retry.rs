@@ -19,6 +19,12 @@ pub fn delay(attempt: u32, first: Duration, max: Duration) -> Duration {
         .unwrap_or(max)
 }
 
+/// The pause after `failures` failures in a row of a dependency that is down (the broker,
+/// Postgres): 100 ms doubling to 10 s, jittered.
+pub fn outage_backoff(failures: u32) -> Duration {
+    delay(failures, Duration::from_millis(100), Duration::from_secs(10))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,9 +3,25 @@
 //!
 //! Each test gets a database of its own (created, migrated, and dropped when the fixture is
 //! dropped) and topic and group names no other test uses, so tests run in parallel.
+//!
+//! # Modules
+//! - [`http`]: an API server in the test's process ([`http::TestServer`], [`serve!`],
+//!   [`test_app!`]) and [`http::assert_problem`].
+//! - [`openapi`]: an API's OpenAPI document checked against the routes its server answers.
+//! - [`eventually`](mod@eventually): waiting until a condition holds.
 
-use std::future::Future;
-use std::time::{Duration, Instant};
+pub mod eventually;
+pub mod http;
+pub mod openapi;
+
+pub use eventually::eventually;
+
+/// What the macros of [`http`] use, for crates that do not depend on it themselves.
+#[doc(hidden)]
+pub mod __private {
+    pub use clap::Parser;
+    pub use service_runtime::{database, telemetry};
+}
 
 use sqlx::{Connection, PgConnection, PgPool};
 use uuid::Uuid;
@@ -71,21 +87,5 @@ impl Drop for TestDatabase {
             });
         })
         .join();
-    }
-}
-
-/// Waits until `check` returns true, or fails the test naming `what` after `within`.
-pub async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out after {within:?} waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

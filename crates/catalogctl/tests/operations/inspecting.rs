@@ -3,7 +3,7 @@ use std::time::Duration;
 use projector::publisher::produce;
 use rdkafka::producer::FutureProducer;
 use rdkafka::ClientConfig;
-use read_model::event_store;
+use event_store::reads;
 
 use crate::support::{eventually, stderr, stdout, System};
 
@@ -59,7 +59,7 @@ async fn dead_letters_can_be_listed_and_retried() {
     system.start_projector().await;
     system.create_product("Lamp").await;
     system.wait_until_projected().await;
-    let mut poison = event_store::by_position(&system.pool, &Default::default(), 0, 1).await.unwrap().remove(0);
+    let mut poison = reads::by_position(&system.pool, &Default::default(), 0, 1).await.unwrap().remove(0);
     poison.aggregate_id = uuid::Uuid::new_v4().to_string();
     poison.event_id = uuid::Uuid::new_v4();
     poison.payload = serde_json::json!({"ProductUpdated": {"price": "not a price"}});

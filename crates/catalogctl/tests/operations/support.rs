@@ -6,30 +6,30 @@ use std::process::Output;
 use std::time::Duration;
 
 use clap::Parser;
-use command_api::commands::{metadata, CommandBus};
-use command_api::extract::RequestContext;
+use event_store::{CommandBus, EventMetadata};
 use domain::{Product, ProductCommand};
 use rust_decimal::Decimal;
 use service_runtime::telemetry;
 use sqlx::PgPool;
 pub use test_support::eventually;
-use test_support::{kafka_brokers, TestDatabase};
+use test_support::http::{server_args, TestServer};
+use test_support::{kafka_brokers, serve, TestDatabase};
 use tokio::sync::oneshot;
 use uuid::Uuid;
-
-pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret!";
 
 pub struct System {
     pub db: TestDatabase,
     pub pool: PgPool,
     stops: Vec<oneshot::Sender<()>>,
+    /// Told to stop when dropped.
+    servers: Vec<TestServer>,
 }
 
 impl System {
     /// A migrated database, no services yet.
     pub async fn new() -> Self {
         let db = TestDatabase::new().await;
-        Self { pool: db.pool.clone(), db, stops: Vec::new() }
+        Self { pool: db.pool.clone(), db, stops: Vec::new(), servers: Vec::new() }
     }
 
     /// Starts the projector (publish and project) in this process.
@@ -64,24 +64,10 @@ impl System {
 
     /// Starts query-api in this process; returns its base URL.
     pub async fn start_query_api(&mut self) -> String {
-        let settings = query_api::Settings::try_parse_from([
-            "query-api",
-            "--addr",
-            "127.0.0.1:0",
-            "--database-url",
-            &self.db.url,
-            "--jwt-secret",
-            JWT_SECRET,
-        ])
-        .unwrap();
-        let pool = service_runtime::database::pool(&settings.database).unwrap();
-        let app = query_api::Application::build(settings, pool, telemetry::init_metrics()).await.unwrap();
-        let base = format!("http://{}", app.local_addr());
-        let (stop, stopped) = oneshot::channel();
-        tokio::spawn(app.run(async move {
-            let _ = stopped.await;
-        }));
-        self.stops.push(stop);
+        let args = server_args("query-api", &self.db.url, &[]);
+        let server = serve!(query_api, args).await;
+        let base = server.base.clone();
+        self.servers.push(server);
         base
     }
 
@@ -111,7 +97,7 @@ impl System {
             .execute::<Product>(
                 &id.to_string(),
                 || ProductCommand::Create { id, name: name.into(), description: None, price },
-                metadata("test", &RequestContext::default()),
+                EventMetadata::new("test"),
                 true,
             )
             .await
@@ -124,7 +110,7 @@ impl System {
             .execute::<Product>(
                 &id.to_string(),
                 || ProductCommand::Update { expected_version: None, name: Some(name.into()), description: None, price: None },
-                metadata("test", &RequestContext::default()),
+                EventMetadata::new("test"),
                 true,
             )
             .await
@@ -189,6 +175,7 @@ impl Drop for System {
         for stop in self.stops.drain(..) {
             let _ = stop.send(());
         }
+        self.servers.clear();
     }
 }
 

@@ -1,10 +1,8 @@
-//! Authentication and authorisation: password hashing, bearer tokens, login rate limits, and
-//! the [`Principal`] extractor that handlers use to learn who is calling.
+//! What the write side adds to authentication: password hashing and login rate limits. Bearer
+//! tokens and the `Principal` extractor are shared with query-api, in `http_api`.
 
 mod passwords;
 mod rate_limit;
 
 pub use passwords::PasswordHasher;
 pub use rate_limit::{LoginLimiter, LoginLimits};
-pub use http_api::principal::Principal;
-pub use http_api::tokens::{Claims, TokenKeys};

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use crate::problem::ApiError;
+use http_api::problem::ApiError;
 
 #[derive(Debug, Clone, Copy)]
 pub struct LoginLimits {

@@ -4,12 +4,10 @@ mod products;
 mod tokens;
 mod users;
 
-use cqrs_es::AggregateError;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::app::AppState;
-use crate::problem::ApiError;
 
 pub use products::Price;
 
@@ -54,16 +52,4 @@ fn document() -> utoipa::openapi::OpenApi {
     );
     document.merge(Tags::openapi());
     document
-}
-
-/// The event store failed: unreachable Postgres is a 503, anything else an internal error.
-pub fn store_failure<E: std::error::Error>(error: AggregateError<E>) -> ApiError {
-    match error {
-        AggregateError::DatabaseConnectionError(_) => ApiError::database_unavailable(),
-        AggregateError::UnexpectedError(cause) => match cause.downcast::<sqlx::Error>() {
-            Ok(sqlx_error) => ApiError::from_database(*sqlx_error),
-            Err(other) => ApiError::Internal(anyhow::anyhow!(other)),
-        },
-        other => ApiError::Internal(anyhow::anyhow!(other.to_string())),
-    }
 }

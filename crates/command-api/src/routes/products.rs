@@ -2,7 +2,10 @@ use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use domain::{Product, ProductCommand, ProductError, Role};
+use domain::{Product, ProductCommand, Role};
+use http_api::etag;
+use http_api::principal::Principal;
+use http_api::problem::ApiError;
 use rust_decimal::Decimal;
 use http_api::openapi::{
     BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, PreconditionFailed, ServiceUnavailable, Unauthorized,
@@ -15,12 +18,9 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::auth::Principal;
-use crate::commands::{metadata, CommandError};
-use crate::extract::{etag, ApiJson, IdempotencyKey, IfMatch, RequestContext};
+use crate::extract::{ApiJson, IdempotencyKey, IfMatch, RequestContext};
+use crate::failures::product_failure;
 use crate::idempotency;
-use crate::problem::ApiError;
-use crate::routes::store_failure;
 
 /// Namespace for product ids derived from an idempotency key (see [`create`]).
 const IDEMPOTENT_PRODUCT_NAMESPACE: Uuid = Uuid::from_u128(0x0b6c_51d4_8e2f_4b7a_a1c3_95de_2f60_7a18);
@@ -157,7 +157,7 @@ pub async fn create(
         };
         let version = state
             .commands
-            .execute::<Product>(&id.to_string(), command, metadata(&principal.user_id.to_string(), &context), false)
+            .execute::<Product>(&id.to_string(), command, context.metadata(principal.user_id.to_string()), false)
             .await
             .map_err(|e| product_failure(e, false))?
             .unwrap_or(1);
@@ -277,7 +277,7 @@ async fn change_existing(
     let pinned = expected_version.is_some();
     state
         .commands
-        .execute::<Product>(&id.to_string(), command, metadata(&principal.user_id.to_string(), context), !pinned)
+        .execute::<Product>(&id.to_string(), command, context.metadata(principal.user_id.to_string()), !pinned)
         .await
         .map_err(|e| product_failure(e, pinned))
 }
@@ -285,19 +285,4 @@ async fn change_existing(
 /// A path segment that is not a UUID cannot name a product: 404, like any unknown id.
 fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::NotFound("product"))
-}
-
-fn product_failure(error: CommandError<ProductError>, version_pinned: bool) -> ApiError {
-    match error {
-        CommandError::Rejected(ProductError::Invalid(violations)) => ApiError::Invalid(violations),
-        CommandError::Rejected(ProductError::AlreadyExists(_)) => ApiError::Conflict("product already exists".into()),
-        CommandError::Rejected(ProductError::NotFound | ProductError::Deleted) => ApiError::NotFound("product"),
-        CommandError::Rejected(ProductError::VersionMismatch { .. }) => ApiError::PreconditionFailed,
-        // With If-Match, losing the race means the version the client saw is gone.
-        CommandError::Conflict if version_pinned => ApiError::PreconditionFailed,
-        CommandError::Conflict => {
-            ApiError::Conflict("the product kept changing concurrently; retry the request".into())
-        }
-        CommandError::Store(e) => store_failure(e),
-    }
 }

@@ -5,13 +5,13 @@ use axum::Json;
 use http_api::openapi::{
     BadRequest, PayloadTooLarge, ServiceUnavailable, TooManyRequests, Unauthorized, UnprocessableEntity, UnsupportedMediaType,
 };
+use http_api::problem::ApiError;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::accounts;
 use crate::app::AppState;
 use crate::extract::{ApiJson, ClientAddr};
-use crate::problem::ApiError;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -2,6 +2,7 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use http_api::problem::ApiError;
 use http_api::openapi::{BadRequest, Conflict, PayloadTooLarge, ServiceUnavailable, UnprocessableEntity, UnsupportedMediaType};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -9,10 +10,8 @@ use uuid::Uuid;
 
 use crate::accounts;
 use crate::app::AppState;
-use crate::commands::metadata;
 use crate::extract::{ApiJson, IdempotencyKey, RequestContext};
 use crate::idempotency;
-use crate::problem::ApiError;
 
 /// A new account. Every field is checked and all problems are reported together (422).
 #[derive(Deserialize, Serialize, ToSchema)]
@@ -81,7 +80,7 @@ pub async fn register(
             &email,
             password,
             &[],
-            metadata("anonymous", &context),
+            context.metadata("anonymous"),
         )
         .await?;
         Ok((

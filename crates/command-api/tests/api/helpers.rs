@@ -1,79 +1,20 @@
-use std::time::Duration;
-
 use command_api::accounts;
 use command_api::auth::PasswordHasher;
-use command_api::commands::{metadata, CommandBus};
-use command_api::extract::RequestContext;
-use command_api::{Application, Settings};
-use clap::Parser;
+use event_store::{CommandBus, EventMetadata};
 use domain::Role;
-use reqwest::{Client, RequestBuilder, Response};
+use reqwest::Response;
 use serde_json::{json, Value};
-use service_runtime::{database, telemetry};
-use sqlx::PgPool;
-use test_support::TestDatabase;
-use tokio::sync::oneshot;
+pub use test_support::http::{assert_problem, TEST_JWT_SECRET};
 
-pub const TEST_JWT_SECRET: &str = "test-secret-test-secret-test-secret!";
 pub const ADMIN_PASSWORD: &str = "admin-password-123";
 
-pub struct TestApp {
-    pub base: String,
-    pub pool: PgPool,
-    pub client: Client,
-    /// Dropped (with the database) after the server has been told to stop.
-    _database: TestDatabase,
-    shutdown: Option<oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-}
-
-/// Extra settings for one test, as command-line flags.
-pub async fn spawn_app_with(extra_args: &[&str]) -> TestApp {
-    let database = TestDatabase::new().await;
-    let database_url = database.url.clone();
-
-    let mut args = vec![
-        "command-api",
-        "--addr",
-        "127.0.0.1:0",
-        "--database-url",
-        &database_url,
-        "--jwt-secret",
-        TEST_JWT_SECRET,
-    ];
-    args.extend_from_slice(extra_args);
-    let settings = Settings::try_parse_from(args).expect("valid test settings");
-    let pool = database::pool(&settings.database).unwrap();
-    let app = Application::build(settings, pool.clone(), telemetry::init_metrics()).await.expect("build app");
-    let base = format!("http://{}", app.local_addr());
-    let (tx, rx) = oneshot::channel();
-    let server = tokio::spawn(app.run(async move {
-        let _ = rx.await;
-    }));
-    TestApp { base, pool, client: Client::new(), _database: database, shutdown: Some(tx), server: Some(server) }
-}
-
-pub async fn spawn_app() -> TestApp {
-    spawn_app_with(&[]).await
+test_support::test_app! {
+    /// A server on a database of its own, with the write API's fixtures; its requests, pool
+    /// and `stop` are [`TestServer`](test_support::http::TestServer)'s.
+    TestApp: command_api as "command-api"
 }
 
 impl TestApp {
-    pub fn post(&self, path: &str) -> RequestBuilder {
-        self.client.post(format!("{}{path}", self.base))
-    }
-
-    pub fn patch(&self, path: &str) -> RequestBuilder {
-        self.client.patch(format!("{}{path}", self.base))
-    }
-
-    pub fn delete(&self, path: &str) -> RequestBuilder {
-        self.client.delete(format!("{}{path}", self.base))
-    }
-
-    pub fn get(&self, path: &str) -> RequestBuilder {
-        self.client.get(format!("{}{path}", self.base))
-    }
-
     /// Creates a user directly (as `catalogctl user create` does) with the given extra roles.
     pub async fn create_user(&self, username: &str, password: &str, roles: &[Role]) -> uuid::Uuid {
         accounts::register(
@@ -83,7 +24,7 @@ impl TestApp {
             &format!("{username}@example.com"),
             password.into(),
             roles,
-            metadata("test", &RequestContext::default()),
+            EventMetadata::new("test"),
         )
         .await
         .expect("create user")
@@ -134,37 +75,6 @@ impl TestApp {
         .map(|(t, p, m)| (t, p.0, m.0))
         .collect()
     }
-
-    /// Stops the server gracefully and waits for it to finish.
-    pub async fn stop(&mut self) -> anyhow::Result<()> {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        match self.server.take() {
-            Some(server) => tokio::time::timeout(Duration::from_secs(10), server).await??,
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-    }
-}
-
-/// Asserts an RFC 9457 problem response with `status`, and returns its body.
-pub async fn assert_problem(response: Response, status: u16) -> Value {
-    assert_eq!(response.status(), status, "unexpected status");
-    let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
-    assert_eq!(content_type, "application/problem+json");
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["status"], status);
-    assert!(body["type"].as_str().unwrap().starts_with("/problems/"));
-    assert!(body["title"].is_string() && body["detail"].is_string());
-    body
 }
 
 /// The `field` of each validation error in a problem body.

@@ -1,9 +1,6 @@
-use clap::Parser;
-use command_api::{Application, Settings};
 use serde_json::{json, Value};
-use service_runtime::{database, telemetry};
 
-use crate::helpers::{assert_problem, spawn_app, TEST_JWT_SECRET};
+use crate::helpers::{assert_problem, spawn_app, spawn_app_without_database};
 
 #[tokio::test]
 async fn health_and_ready_report_ok_with_a_live_database() {
@@ -30,33 +27,23 @@ async fn responses_carry_a_request_id_and_metrics_count_them() {
 /// writes answer 503 with `Retry-After`: never 500, never a hang.
 #[tokio::test]
 async fn an_unreachable_database_is_503_with_retry_after() {
-    let closed_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let url = format!("postgres://postgres@127.0.0.1:{closed_port}/nowhere");
-    let settings = Settings::try_parse_from([
-        "command-api", "--addr", "127.0.0.1:0", "--database-url", &url, "--jwt-secret", TEST_JWT_SECRET,
-    ])
-    .unwrap();
-    let pool = database::pool(&settings.database).unwrap();
-    let app = Application::build(settings, pool, telemetry::init_metrics()).await.unwrap();
-    let base = format!("http://{}", app.local_addr());
-    tokio::spawn(app.run(std::future::pending()));
-    let client = reqwest::Client::new();
+    let server = spawn_app_without_database().await;
 
-    let ready = client.get(format!("{base}/ready")).send().await.unwrap();
+    let ready = server.get("/ready").send().await.unwrap();
     assert_eq!(ready.status(), 503);
     let body: Value = ready.json().await.unwrap();
     assert_eq!(body["dependencies"]["postgres"]["status"], "down");
 
-    let register = client
-        .post(format!("{base}/api/v1/users"))
+    let register = server
+        .post("/api/v1/users")
         .json(&json!({"username": "ivan", "email": "i@example.com", "password": "ivan-password"}))
         .send()
         .await
         .unwrap();
     assert!(register.headers().contains_key("retry-after"));
     assert_problem(register, 503).await;
-    let login = client
-        .post(format!("{base}/api/v1/auth/token"))
+    let login = server
+        .post("/api/v1/auth/token")
         .json(&json!({"username": "ivan", "password": "ivan-password"}))
         .send()
         .await

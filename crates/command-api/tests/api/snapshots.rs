@@ -1,7 +1,7 @@
 //! Aggregate snapshots: a product loaded from its snapshot plus the events after it is the
 //! product its whole history folds to, and a snapshot that no longer reads is replaced.
 
-use command_api::commands::CommandBus;
+use event_store::CommandBus;
 use domain::Product;
 use serde_json::json;
 

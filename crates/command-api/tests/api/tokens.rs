@@ -63,12 +63,12 @@ async fn repeated_logins_from_one_client_are_rate_limited() {
 
 #[tokio::test]
 async fn a_deactivated_user_cannot_log_in() {
-    use command_api::commands::{metadata, CommandBus};
+    use event_store::{CommandBus, EventMetadata};
     use domain::{User, UserCommand};
     let app = spawn_app().await;
     let id = app.create_user("frank", ADMIN_PASSWORD, &[]).await;
     CommandBus::new(app.pool.clone())
-        .execute::<User>(&id.to_string(), || UserCommand::Deactivate, metadata("test", &Default::default()), true)
+        .execute::<User>(&id.to_string(), || UserCommand::Deactivate, EventMetadata::new("test"), true)
         .await
         .unwrap();
     assert_problem(app.login("frank", ADMIN_PASSWORD).await, 401).await;

@@ -3,51 +3,29 @@
 
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use command_api::accounts;
 use command_api::auth::PasswordHasher;
-use command_api::commands::metadata;
-use command_api::extract::RequestContext;
+use event_store::EventMetadata;
 use reqwest::Client;
 use serde_json::{json, Value};
-use service_runtime::{database, telemetry};
-use tokio::sync::oneshot;
+use test_support::http::{server_args, TestServer};
+use test_support::serve;
 
 use crate::support::{eventually, Pipeline};
 
-const SECRET: &str = "end-to-end-secret-end-to-end-secret!";
-
 pub struct Apis {
+    /// Base URLs.
     pub command: String,
     pub query: String,
-    _stops: Vec<oneshot::Sender<()>>,
+    /// Told to stop when dropped.
+    _servers: [TestServer; 2],
 }
 
 /// command-api and query-api in this process, on the pipeline's database.
 pub async fn start_apis(pipeline: &Pipeline) -> Apis {
-    let command_settings = command_api::Settings::try_parse_from([
-        "command-api", "--addr", "127.0.0.1:0", "--database-url", &pipeline.database_url, "--jwt-secret", SECRET,
-    ])
-    .unwrap();
-    let pool = database::pool(&command_settings.database).unwrap();
-    let command_app = command_api::Application::build(command_settings, pool, telemetry::init_metrics()).await.unwrap();
-    let query_settings = query_api::Settings::try_parse_from([
-        "query-api", "--addr", "127.0.0.1:0", "--database-url", &pipeline.database_url, "--jwt-secret", SECRET,
-    ])
-    .unwrap();
-    let pool = database::pool(&query_settings.database).unwrap();
-    let query_app = query_api::Application::build(query_settings, pool, telemetry::init_metrics()).await.unwrap();
-    let command = format!("http://{}", command_app.local_addr());
-    let query = format!("http://{}", query_app.local_addr());
-    let (stop_command, command_stopped) = oneshot::channel::<()>();
-    let (stop_query, query_stopped) = oneshot::channel::<()>();
-    tokio::spawn(command_app.run(async move {
-        let _ = command_stopped.await;
-    }));
-    tokio::spawn(query_app.run(async move {
-        let _ = query_stopped.await;
-    }));
-    Apis { command, query, _stops: vec![stop_command, stop_query] }
+    let command = serve!(command_api, server_args("command-api", &pipeline.database_url, &[])).await;
+    let query = serve!(query_api, server_args("query-api", &pipeline.database_url, &[])).await;
+    Apis { command: command.base.clone(), query: query.base.clone(), _servers: [command, query] }
 }
 
 /// Registers an admin through the domain and logs in through command-api: (user id, token).
@@ -60,7 +38,7 @@ pub async fn admin_token(pipeline: &Pipeline, apis: &Apis) -> (uuid::Uuid, Strin
         "admin@example.com",
         "admin-password-123".into(),
         &[domain::Role::Admin],
-        metadata("test", &RequestContext::default()),
+        EventMetadata::new("test"),
     )
     .await
     .unwrap();

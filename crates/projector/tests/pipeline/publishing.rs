@@ -3,8 +3,7 @@ use std::time::Duration;
 
 use command_api::accounts;
 use command_api::auth::PasswordHasher;
-use command_api::commands::metadata;
-use command_api::extract::RequestContext;
+use event_store::EventMetadata;
 use rdkafka::message::{Headers, Message};
 use uuid::Uuid;
 
@@ -21,7 +20,7 @@ async fn every_event_reaches_kafka_with_cloudevents_headers_and_without_credenti
         "ann@example.com",
         "a-long-password".into(),
         &[domain::Role::Admin],
-        metadata("test", &RequestContext::default()),
+        EventMetadata::new("test"),
     )
     .await
     .unwrap();

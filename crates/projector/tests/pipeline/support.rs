@@ -4,13 +4,12 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use command_api::commands::{metadata, CommandBus};
-use command_api::extract::RequestContext;
+use event_store::{CommandBus, EventMetadata};
 use domain::{Product, ProductCommand};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::FutureProducer;
 use rdkafka::ClientConfig;
-use read_model::CatalogEvent;
+use event_store::CatalogEvent;
 use rust_decimal::Decimal;
 use sqlx::PgPool;
 pub use test_support::eventually;
@@ -77,7 +76,7 @@ impl Pipeline {
             .execute::<Product>(
                 &id.to_string(),
                 || ProductCommand::Create { id, name: name.into(), description: None, price },
-                metadata("test", &RequestContext::default()),
+                EventMetadata::new("test"),
                 true,
             )
             .await
@@ -90,7 +89,7 @@ impl Pipeline {
             .execute::<Product>(
                 &id.to_string(),
                 || ProductCommand::Update { expected_version: None, name: Some(name.into()), description: None, price: None },
-                metadata("test", &RequestContext::default()),
+                EventMetadata::new("test"),
                 true,
             )
             .await
@@ -114,7 +113,7 @@ impl Pipeline {
     /// (Not the publisher's horizon-bounded read: another test's open transaction would hide
     /// this test's latest events from that.)
     pub async fn stored_events(&self) -> Vec<CatalogEvent> {
-        read_model::event_store::by_position(&self.pool, &Default::default(), 0, 100_000).await.unwrap()
+        event_store::reads::by_position(&self.pool, &Default::default(), 0, 100_000).await.unwrap()
     }
 
     /// Asserts that every product's row equals the domain's fold of its events.

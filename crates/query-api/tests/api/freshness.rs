@@ -17,7 +17,7 @@ async fn version_of(app: &TestApp, path: &str) -> (u16, Value) {
 /// Writes `events` with the triggers off, so nothing is announced: the change is invisible
 /// to the cache (what a missed notification would look like). Products these tests cache are
 /// created this way too, so that no announcement still on its way can invalidate the entry.
-async fn apply_silently(app: &TestApp, events: &[read_model::CatalogEvent]) {
+async fn apply_silently(app: &TestApp, events: &[event_store::CatalogEvent]) {
     let mut transaction = app.pool.begin().await.unwrap();
     sqlx::query("SET LOCAL session_replication_role = replica").execute(&mut *transaction).await.unwrap();
     read_model::apply_events(&mut transaction, events).await.unwrap();
@@ -34,7 +34,7 @@ async fn an_update_shows_on_the_next_read_of_a_cached_product() {
 
     let written = Instant::now();
     app.apply(&[product_updated(id, 2, json!({"name": "Desk lamp", "price": "5.00"}))]).await;
-    let body = eventually(Duration::from_secs(1), "the update is served", || async {
+    let body = eventually("the update is served", Duration::from_secs(1), || async {
         let (_, body) = version_of(&app, &path).await;
         (body["version"] == 2).then_some(body)
     })
@@ -43,8 +43,8 @@ async fn an_update_shows_on_the_next_read_of_a_cached_product() {
     assert!(written.elapsed() < Duration::from_secs(1));
 
     app.apply(&[product_deleted(id, 3)]).await;
-    eventually(Duration::from_secs(1), "the delete is served", || async {
-        (version_of(&app, &path).await.0 == 404).then_some(())
+    eventually("the delete is served", Duration::from_secs(1), || async {
+        version_of(&app, &path).await.0 == 404
     })
     .await;
 }
@@ -61,7 +61,7 @@ async fn reads_are_served_from_the_cache_until_a_change_is_announced() {
     assert_eq!(version_of(&app, &path).await.1["name"], "Lamp", "the cached copy is served");
 
     app.apply(&[product_updated(id, 3, json!({"price": "7.00"}))]).await;
-    let body = eventually(Duration::from_secs(1), "the announced change is served", || async {
+    let body = eventually("the announced change is served", Duration::from_secs(1), || async {
         let (_, body) = version_of(&app, &path).await;
         (body["version"] == 3).then_some(body)
     })
@@ -215,9 +215,9 @@ async fn a_lost_listener_drops_the_cache_and_comes_back() {
     .unwrap();
     assert_eq!(killed, 1, "one listener connection");
     // Announcements may have been missed while it was gone: nothing cached before is trusted.
-    eventually(Duration::from_secs(2), "the cache is dropped", || async { (name(&app).await == "Missed").then_some(()) }).await;
-    eventually(Duration::from_secs(5), "listening again", || async {
-        (app.get("/ready").send().await.unwrap().status() == 200).then_some(())
+    eventually("the cache is dropped", Duration::from_secs(2), || async { name(&app).await == "Missed" }).await;
+    eventually("listening again", Duration::from_secs(5), || async {
+        app.get("/ready").send().await.unwrap().status() == 200
     })
     .await;
 
@@ -226,5 +226,5 @@ async fn a_lost_listener_drops_the_cache_and_comes_back() {
     apply_silently(&app, &[product_updated(id, 3, json!({"name": "Silent"}))]).await;
     assert_eq!(name(&app).await, "Missed", "cached again");
     app.apply(&[product_updated(id, 4, json!({"price": "1.00"}))]).await;
-    eventually(Duration::from_secs(1), "announcements arrive again", || async { (name(&app).await == "Silent").then_some(()) }).await;
+    eventually("announcements arrive again", Duration::from_secs(1), || async { name(&app).await == "Silent" }).await;
 }

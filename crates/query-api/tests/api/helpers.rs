@@ -1,74 +1,21 @@
-use std::future::Future;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use clap::Parser;
 use domain::Role;
 use http_api::tokens::TokenKeys;
-use query_api::{Application, Settings};
-use read_model::CatalogEvent;
-use reqwest::{Client, RequestBuilder, Response};
+use event_store::CatalogEvent;
 use serde_json::{json, Value};
-use service_runtime::{database, telemetry};
-use sqlx::PgPool;
-use test_support::TestDatabase;
-use tokio::sync::oneshot;
+pub use test_support::eventually;
+pub use test_support::http::{assert_problem, TEST_JWT_SECRET};
 use uuid::Uuid;
 
-pub const TEST_JWT_SECRET: &str = "test-secret-test-secret-test-secret!";
-
-pub struct TestApp {
-    pub base: String,
-    pub pool: PgPool,
-    pub client: Client,
-    /// Dropped (with the database) after the server has been told to stop.
-    _database: TestDatabase,
-    shutdown: Option<oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-}
-
-/// A server on its own database, with extra settings as command-line flags.
-pub async fn spawn_app_with(extra_args: &[&str]) -> TestApp {
-    let database = TestDatabase::new().await;
-    let database_url = database.url.clone();
-
-    let mut args = vec!["query-api", "--addr", "127.0.0.1:0", "--database-url", &database_url, "--jwt-secret", TEST_JWT_SECRET];
-    args.extend_from_slice(extra_args);
-    let settings = Settings::try_parse_from(args).expect("valid test settings");
-    let pool = database::pool(&settings.database).unwrap();
-    let app = Application::build(settings, pool.clone(), telemetry::init_metrics()).await.expect("build app");
-    let base = format!("http://{}", app.local_addr());
-    let (tx, rx) = oneshot::channel();
-    let server = tokio::spawn(app.run(async move {
-        let _ = rx.await;
-    }));
-    TestApp { base, pool, client: Client::new(), _database: database, shutdown: Some(tx), server: Some(server) }
-}
-
-pub async fn spawn_app() -> TestApp {
-    spawn_app_with(&[]).await
-}
-
-/// A server whose Postgres is unreachable (a closed port): its base URL.
-pub async fn spawn_app_without_database() -> String {
-    let closed_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let url = format!("postgres://postgres@127.0.0.1:{closed_port}/nowhere");
-    let settings = Settings::try_parse_from([
-        "query-api", "--addr", "127.0.0.1:0", "--database-url", &url, "--jwt-secret", TEST_JWT_SECRET,
-    ])
-    .unwrap();
-    let pool = database::pool(&settings.database).unwrap();
-    let app = Application::build(settings, pool, telemetry::init_metrics()).await.unwrap();
-    let base = format!("http://{}", app.local_addr());
-    tokio::spawn(app.run(std::future::pending()));
-    base
+test_support::test_app! {
+    /// A server on a database of its own, with the read API's fixtures; its requests, pool
+    /// and `stop` are [`TestServer`](test_support::http::TestServer)'s.
+    TestApp: query_api as "query-api"
 }
 
 impl TestApp {
-    pub fn get(&self, path: &str) -> RequestBuilder {
-        self.client.get(format!("{}{path}", self.base))
-    }
-
     /// Writes events to the read model in one committed transaction, as the projector does.
     pub async fn apply(&self, events: &[CatalogEvent]) {
         let mut transaction = self.pool.begin().await.unwrap();
@@ -105,25 +52,6 @@ impl TestApp {
         self.apply(&events).await;
         (id, token(id, token_role))
     }
-
-    /// Stops the server gracefully and waits for it to finish.
-    pub async fn stop(&mut self) -> anyhow::Result<()> {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        match self.server.take() {
-            Some(server) => tokio::time::timeout(Duration::from_secs(10), server).await??,
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-    }
 }
 
 /// A stored event as the projector would receive it.
@@ -158,32 +86,4 @@ pub fn product_deleted(id: Uuid, sequence: i64) -> CatalogEvent {
 
 pub fn token(user_id: Uuid, role: Role) -> String {
     TokenKeys::new(TEST_JWT_SECRET.as_bytes(), Duration::from_secs(600)).issue(user_id, role).unwrap()
-}
-
-/// Awaits `check` until it yields a value or `within` passes (then panics with `what`).
-pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "not within {within:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Asserts an RFC 9457 problem response with `status`, and returns its body.
-pub async fn assert_problem(response: Response, status: u16) -> Value {
-    assert_eq!(response.status(), status, "unexpected status");
-    let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
-    assert_eq!(content_type, "application/problem+json");
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["status"], status);
-    assert!(body["type"].as_str().unwrap().starts_with("/problems/"));
-    assert!(body["title"].is_string() && body["detail"].is_string());
-    body
 }

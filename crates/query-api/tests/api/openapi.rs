@@ -1,134 +1,40 @@
-//! The OpenAPI document against the routes the server really answers.
-//!
-//! What these tests prove, and what they do not:
-//! - Every API route is registered with `utoipa_axum`'s `routes!`, which takes the path and
-//!   method from the handler's `#[utoipa::path]`, and the operational routes come from
-//!   `http_api::openapi`, built the same way; the router and the spec are two outputs of the
-//!   same `OpenApiRouter`. So the route list is held in one place by construction; `/docs`
-//!   (Swagger UI's static files) is the only route added outside it.
-//! - `the_spec_lists_exactly_the_read_api` pins that route list: an operation added or removed
-//!   without updating it fails here, and so does a served document that is not the one built
-//!   from the router (`query_api::app::openapi`).
-//! - `every_operation_in_the_spec_is_routed` sends every documented (method, path) to the real
-//!   server and checks it reaches a handler (not the "resource not found" fallback, not 405),
-//!   and that every other method on a documented path is 405. That catches a spec path the
-//!   router spells differently, or a method documented but not routed (or routed but not
-//!   documented) on a documented path.
-//! - It cannot list routes on paths the spec does not mention (axum cannot enumerate a
-//!   router); for those it probes a few likely ones (the write API's paths and prefixes) and
-//!   relies on the construction above.
+//! The OpenAPI document against the routes the server really answers: the read API's
+//! [`Contract`] (see `test_support::openapi` for what its check proves and what it does not),
+//! and what the document says about tokens, parameters and the read model's views.
 
 use std::collections::BTreeSet;
 
 use serde_json::Value;
+use test_support::openapi::{self, Contract};
 
 use crate::helpers::spawn_app;
 
-/// The read API's contract: every (method, path) it serves besides `/docs`.
-const EXPECTED: [(&str, &str); 7] = [
-    ("GET", "/health"),
-    ("GET", "/metrics"),
-    ("GET", "/openapi.json"),
-    ("GET", "/ready"),
-    ("GET", "/api/v1/products"),
-    ("GET", "/api/v1/products/{id}"),
-    ("GET", "/api/v1/users/{id}"),
-];
-
-/// OPTIONS is left out: the CORS layer answers it on every path, before routing.
-const METHODS: [&str; 6] = ["GET", "PUT", "POST", "DELETE", "HEAD", "PATCH"];
-
-fn operations(spec: &Value) -> BTreeSet<(String, String)> {
-    let mut operations = BTreeSet::new();
-    for (path, item) in spec["paths"].as_object().expect("paths") {
-        for method in item.as_object().expect("path item").keys() {
-            operations.insert((method.to_uppercase(), path.clone()));
-        }
-    }
-    operations
-}
-
-/// A concrete URL path for a templated one: every `{param}` becomes a fresh UUID.
-fn concrete(path: &str) -> String {
-    path.split('/')
-        .map(|segment| if segment.starts_with('{') { uuid::Uuid::new_v4().to_string() } else { segment.to_owned() })
-        .collect::<Vec<_>>()
-        .join("/")
-}
-
-async fn fetch_spec(app: &crate::helpers::TestApp) -> Value {
-    let response = app.get("/openapi.json").send().await.unwrap();
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["content-type"], "application/json");
-    serde_json::from_str(&response.text().await.unwrap()).expect("/openapi.json is JSON")
-}
+/// The read API's contract; it probes the write API's paths and prefixes as unlisted.
+const READ_API: Contract = Contract {
+    title: "Catalog read API",
+    operations: &[
+        ("GET", "/health"),
+        ("GET", "/metrics"),
+        ("GET", "/openapi.json"),
+        ("GET", "/ready"),
+        ("GET", "/api/v1/products"),
+        ("GET", "/api/v1/products/{id}"),
+        ("GET", "/api/v1/users/{id}"),
+    ],
+    unlisted: &["/", "/api", "/api/v1", "/api/v1/users", "/api/v1/auth/token", "/openapi.yaml", "/api/v1/openapi.json"],
+    built: query_api::app::openapi,
+};
 
 #[tokio::test]
-async fn openapi_json_is_an_openapi_3_1_document() {
+async fn the_document_and_the_routes_are_exactly_the_read_api() {
     let app = spawn_app().await;
-    let spec = fetch_spec(&app).await;
-    let version = spec["openapi"].as_str().expect("an `openapi` field");
-    assert!(version.starts_with("3.1."), "openapi is {version}");
-    assert_eq!(spec["info"]["title"], "Catalog read API");
-    assert_eq!(spec["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
-    assert_eq!(spec["components"]["securitySchemes"]["bearer"]["bearerFormat"], "JWT");
-}
-
-#[tokio::test]
-async fn the_spec_lists_exactly_the_read_api() {
-    let app = spawn_app().await;
-    let served = fetch_spec(&app).await;
-    let built = serde_json::to_value(query_api::app::openapi()).unwrap();
-    assert_eq!(served, built, "/openapi.json is the document built from the router");
-    let expected: BTreeSet<_> = EXPECTED.iter().map(|(m, p)| ((*m).to_owned(), (*p).to_owned())).collect();
-    assert_eq!(operations(&served), expected);
-}
-
-#[tokio::test]
-async fn every_operation_in_the_spec_is_routed() {
-    let app = spawn_app().await;
-    let spec = fetch_spec(&app).await;
-    let documented = operations(&spec);
-    let paths: BTreeSet<&String> = documented.iter().map(|(_, path)| path).collect();
-    for path in paths {
-        let url = format!("{}{}", app.base, concrete(path));
-        for method in METHODS {
-            let response = app.client.request(method.parse().unwrap(), &url).send().await.unwrap();
-            let status = response.status().as_u16();
-            let body = response.text().await.unwrap();
-            let is_documented = documented.contains(&(method.to_owned(), path.clone()))
-                // axum answers HEAD with the GET route.
-                || (method == "HEAD" && documented.contains(&("GET".to_owned(), path.clone())));
-            if is_documented {
-                assert_ne!(status, 405, "{method} {path} is documented but not routed");
-                assert!(
-                    !(status == 404 && body.contains("resource not found")),
-                    "{method} {path} is documented but falls through to the 404 fallback"
-                );
-            } else {
-                assert_eq!(status, 405, "{method} {path} is routed but not documented: {body}");
-            }
-        }
-    }
-}
-
-#[tokio::test]
-async fn paths_outside_the_spec_are_not_served() {
-    let app = spawn_app().await;
-    for path in ["/", "/api", "/api/v1", "/api/v1/users", "/api/v1/auth/token", "/openapi.yaml", "/api/v1/openapi.json"] {
-        let url = format!("{}{}", app.base, concrete(path));
-        for method in ["GET", "POST"] {
-            let response = app.client.request(method.parse().unwrap(), &url).send().await.unwrap();
-            assert_eq!(response.status(), 404, "{method} {path}");
-            assert!(response.text().await.unwrap().contains("resource not found"), "{method} {path}");
-        }
-    }
+    READ_API.check(&app).await;
 }
 
 #[tokio::test]
 async fn profiles_need_the_bearer_scheme_and_products_do_not() {
     let app = spawn_app().await;
-    let spec = fetch_spec(&app).await;
+    let spec = openapi::fetch(&app).await;
     let users = &spec["paths"]["/api/v1/users/{id}"]["get"];
     assert_eq!(users["security"], serde_json::json!([{"bearer": []}]));
     for status in ["200", "304", "401", "403", "404", "503"] {
@@ -153,7 +59,7 @@ async fn profiles_need_the_bearer_scheme_and_products_do_not() {
 #[tokio::test]
 async fn product_and_user_schemas_match_what_is_served() {
     let app = spawn_app().await;
-    let spec = fetch_spec(&app).await;
+    let spec = openapi::fetch(&app).await;
     let id = app.a_product("Lamp", "19.99").await;
     let (user, token) = app.a_user("ann", &[], domain::Role::Customer).await;
     let product: Value = app.get(&format!("/api/v1/products/{id}")).send().await.unwrap().json().await.unwrap();

@@ -4,7 +4,7 @@ use clap::{CommandFactory, Parser};
 use query_api::Settings;
 use serde_json::Value;
 
-use crate::helpers::{assert_problem, spawn_app, spawn_app_with, spawn_app_without_database};
+use crate::helpers::{assert_problem, eventually, spawn_app, spawn_app_with, spawn_app_without_database};
 
 #[tokio::test]
 async fn health_and_ready_report_ok_with_a_live_database() {
@@ -31,10 +31,9 @@ async fn responses_carry_a_request_id() {
 /// reads answer 503 with `Retry-After`: never 500, never a hang.
 #[tokio::test]
 async fn an_unreachable_database_is_503_with_retry_after() {
-    let base = spawn_app_without_database().await;
-    let client = reqwest::Client::new();
+    let server = spawn_app_without_database().await;
 
-    let ready = client.get(format!("{base}/ready")).send().await.unwrap();
+    let ready = server.get("/ready").send().await.unwrap();
     assert_eq!(ready.status(), 503);
     let body: Value = ready.json().await.unwrap();
     assert_eq!(body["dependencies"]["postgres"]["status"], "down");
@@ -42,7 +41,7 @@ async fn an_unreachable_database_is_503_with_retry_after() {
 
     for path in ["/api/v1/products", &format!("/api/v1/products/{}", uuid::Uuid::new_v4())] {
         let started = Instant::now();
-        let response = client.get(format!("{base}{path}")).send().await.unwrap();
+        let response = server.get(path).send().await.unwrap();
         assert!(response.headers().contains_key("retry-after"), "{path}");
         assert_problem(response, 503).await;
         assert!(started.elapsed() < Duration::from_secs(8), "{path}");
@@ -79,15 +78,12 @@ async fn cache_hits_misses_and_size_are_exported() {
     let id = app.a_product("Lamp", "19.99").await;
     // The row's own change notification may arrive after the first read and drop its entry,
     // so read until a hit has been counted (twice is enough once it has arrived).
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let metrics = loop {
+    let metrics = eventually("a cache hit is counted", Duration::from_secs(5), || async {
         assert_eq!(app.get(&format!("/api/v1/products/{id}")).send().await.unwrap().status(), 200);
         let metrics = app.get("/metrics").send().await.unwrap().text().await.unwrap();
-        if metrics.lines().any(|line| line.starts_with("query_cache_hits_total")) {
-            break metrics;
-        }
-        assert!(Instant::now() < deadline, "no cache hit counted:\n{metrics}");
-    };
+        metrics.lines().any(|line| line.starts_with("query_cache_hits_total")).then_some(metrics)
+    })
+    .await;
     for name in ["query_cache_hits_total", "query_cache_misses_total", "query_cache_entries"] {
         assert!(metrics.lines().any(|line| line.starts_with(name)), "{name} missing from:\n{metrics}");
     }
@@ -121,8 +117,7 @@ async fn requests_beyond_the_concurrency_limit_are_shed_with_503() {
 #[tokio::test]
 async fn an_unreachable_database_opens_the_circuit_breaker() {
     use http_api::resilience::{MIN_REQUESTS, WINDOW};
-    let base = spawn_app_without_database().await;
-    let client = reqwest::Client::new();
+    let server = spawn_app_without_database().await;
 
     // Rounds of concurrent requests, each failing after the pool's acquire timeout, until the
     // breaker has seen a full window of them.
@@ -130,7 +125,7 @@ async fn an_unreachable_database_opens_the_circuit_breaker() {
     let mut open = false;
     while !open {
         assert!(started.elapsed() < WINDOW * 3, "the breaker never opened");
-        let failures = (0..MIN_REQUESTS).map(|_| client.get(format!("{base}/api/v1/products")).send());
+        let failures = (0..MIN_REQUESTS).map(|_| server.get("/api/v1/products").send());
         for response in futures::future::join_all(failures).await {
             let problem = assert_problem(response.unwrap(), 503).await;
             let detail = problem["detail"].as_str().unwrap();
@@ -140,11 +135,11 @@ async fn an_unreachable_database_opens_the_circuit_breaker() {
     }
     assert!(started.elapsed() >= WINDOW, "not before a full window of failures");
     let started = Instant::now();
-    let rejected = client.get(format!("{base}/api/v1/products")).send().await.unwrap();
+    let rejected = server.get("/api/v1/products").send().await.unwrap();
     assert!(started.elapsed() < Duration::from_millis(500), "no wait for the pool: {:?}", started.elapsed());
     assert!(rejected.headers().contains_key("retry-after"));
     let problem = assert_problem(rejected, 503).await;
     assert!(problem["detail"].as_str().unwrap().contains("circuit breaker open"), "{problem}");
-    let metrics = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = server.get("/metrics").send().await.unwrap().text().await.unwrap();
     assert!(metrics.lines().any(|l| l == "db_circuit_state 2"), "{metrics}");
 }

@@ -1,4 +1,4 @@
-//! Runs commands against aggregates in the Postgres event store.
+//! Appending: runs commands against aggregates and stores their events.
 //!
 //! Each call builds a `CqrsFramework` over `postgres-es` (cheap: a pool handle and the
 //! upcasters) with one extra query that observes the committed envelopes, because the API must
@@ -22,7 +22,6 @@ use cqrs_es::{Aggregate, AggregateContext, AggregateError, CqrsFramework, EventE
 use postgres_es::PostgresEventRepository;
 use sqlx::PgPool;
 
-use crate::extract::RequestContext;
 
 /// Attempts for a command that keeps losing the optimistic-lock race, before answering 409.
 const MAX_ATTEMPTS: u32 = 5;
@@ -38,28 +37,45 @@ pub struct CommandBus {
 }
 
 /// Why a command did not commit.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum CommandError<E: std::error::Error> {
     /// The aggregate refused it.
+    #[error("{0}")]
     Rejected(E),
     /// Another writer committed first (after all retries, or at once when a version was pinned).
+    #[error("another writer changed the aggregate concurrently")]
     Conflict,
     /// The event store could not be reached or failed.
+    #[error("event store: {0}")]
     Store(AggregateError<E>),
 }
 
-/// Event metadata: who asked, under which request, inside which trace. The `traceparent` names
-/// the current span (the request's, itself a child of the caller's traceparent if one came), so
-/// the publisher and projector continue the same trace.
-pub fn metadata(actor: &str, context: &RequestContext) -> HashMap<String, String> {
-    let mut metadata = HashMap::from([("actor".to_owned(), actor.to_owned())]);
-    if let Some(id) = &context.request_id {
-        metadata.insert("request_id".into(), id.clone());
+/// Event metadata: who asked, under which request, inside which trace. Stored with every event
+/// of the command; the `traceparent` lets the publisher and projector continue the same trace.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventMetadata {
+    /// The user id, or the name of the tool that acted (`catalogctl`).
+    pub actor: String,
+    pub request_id: Option<String>,
+    /// W3C trace context of the span the command ran in.
+    pub traceparent: Option<String>,
+}
+
+impl EventMetadata {
+    pub fn new(actor: impl Into<String>) -> Self {
+        Self { actor: actor.into(), ..Self::default() }
     }
-    if let Some(traceparent) = service_runtime::telemetry::current_traceparent() {
-        metadata.insert("traceparent".into(), traceparent);
+
+    fn into_map(self) -> HashMap<String, String> {
+        let mut map = HashMap::from([("actor".to_owned(), self.actor)]);
+        if let Some(id) = self.request_id {
+            map.insert("request_id".into(), id);
+        }
+        if let Some(traceparent) = self.traceparent {
+            map.insert("traceparent".into(), traceparent);
+        }
+        map
     }
-    metadata
 }
 
 impl CommandBus {
@@ -79,12 +95,13 @@ impl CommandBus {
         &self,
         id: &str,
         make_command: impl Fn() -> A::Command,
-        metadata: HashMap<String, String>,
+        metadata: EventMetadata,
         retry_conflicts: bool,
     ) -> Result<Option<u64>, CommandError<A::Error>>
     where
         A: Aggregate<Services = ()> + Clone + 'static,
     {
+        let metadata = metadata.into_map();
         let mut attempt = 1;
         loop {
             match self.execute_once::<A>(id, make_command(), metadata.clone()).await {
@@ -113,7 +130,7 @@ impl CommandBus {
             0 => PersistedEventStore::new_event_store(repository),
             every => PersistedEventStore::new_snapshot_store(repository, every),
         };
-        SnapshotSafeStore(store.with_upcasters(domain::upcasting::upcasters()))
+        SnapshotSafeStore(store.with_upcasters(crate::upcasting::upcasters()))
     }
 
     async fn execute_once<A>(

@@ -1,18 +1,32 @@
 //! Readers of older event versions. Stored events are never rewritten; they are upcast into
-//! today's shape as they are loaded, by the event store and by anything else that folds history.
+//! today's shape as they are loaded: by the write path (cqrs-es applies [`upcasters`] when it
+//! loads an aggregate) and by every read of this crate ([`upcast`], behind [`crate::CatalogEvent`]).
 
-use cqrs_es::persist::{EventUpcaster, SemanticVersionEventUpcaster};
+use std::sync::LazyLock;
+
+use cqrs_es::persist::{EventUpcaster, SemanticVersionEventUpcaster, SerializedEvent};
+use domain::UserEvent;
 use serde_json::Value;
 
-use crate::user::UserEvent;
-
-/// Every upcaster the event store must apply when loading.
+/// Every upcaster, in the order they apply.
 pub fn upcasters() -> Vec<Box<dyn EventUpcaster>> {
     vec![Box::new(SemanticVersionEventUpcaster::new(
         "UserRegistered",
         UserEvent::REGISTERED_VERSION,
         Box::new(user_registered_v1_to_v2),
     ))]
+}
+
+/// `event` in today's shape: every upcaster that accepts it applied in turn.
+pub fn upcast(event: SerializedEvent) -> SerializedEvent {
+    static UPCASTERS: LazyLock<Vec<Box<dyn EventUpcaster>>> = LazyLock::new(upcasters);
+    UPCASTERS.iter().fold(event, |event, upcaster| {
+        if upcaster.can_upcast(&event.event_type, &event.event_version) {
+            upcaster.upcast(event)
+        } else {
+            event
+        }
+    })
 }
 
 /// `UserRegistered` 1.0 stored the username as typed under `name`; 2.0 stores the normalised
@@ -29,7 +43,6 @@ fn user_registered_v1_to_v2(mut payload: Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cqrs_es::persist::SerializedEvent;
     use serde_json::json;
 
     fn stored(version: &str, payload: Value) -> SerializedEvent {
@@ -42,16 +55,6 @@ mod tests {
             payload,
             Value::Object(Default::default()),
         )
-    }
-
-    fn upcast(event: SerializedEvent) -> SerializedEvent {
-        upcasters().iter().fold(event, |event, upcaster| {
-            if upcaster.can_upcast(&event.event_type, &event.event_version) {
-                upcaster.upcast(event)
-            } else {
-                event
-            }
-        })
     }
 
     #[test]

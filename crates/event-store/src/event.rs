@@ -1,11 +1,11 @@
 //! An event as the rest of the pipeline sees it.
 
 use chrono::{DateTime, Utc};
-use std::sync::OnceLock;
-
-use cqrs_es::persist::{EventUpcaster, SerializedEvent};
+use cqrs_es::persist::SerializedEvent;
 use serde_json::Value;
 use uuid::Uuid;
+
+use crate::upcasting;
 
 /// Fields removed from every payload before it leaves the event store. The write side needs the
 /// password hash to authenticate; nothing downstream (Kafka, read models) may ever see it.
@@ -55,15 +55,7 @@ impl CatalogEvent {
             payload,
             metadata,
         );
-        static UPCASTERS: OnceLock<Vec<Box<dyn EventUpcaster>>> = OnceLock::new();
-        let upcasters = UPCASTERS.get_or_init(domain::upcasting::upcasters);
-        let upcast = upcasters.iter().fold(stored, |event, upcaster| {
-            if upcaster.can_upcast(&event.event_type, &event.event_version) {
-                upcaster.upcast(event)
-            } else {
-                event
-            }
-        });
+        let upcast = upcasting::upcast(stored);
         let mut payload = upcast.payload;
         redact(&mut payload);
         Self {

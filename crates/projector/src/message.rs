@@ -7,7 +7,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::CatalogEvent;
+use event_store::CatalogEvent;
 
 pub const AGGREGATE_TYPE: &str = "catalog_aggregate_type";
 pub const SEQUENCE: &str = "catalog_sequence";

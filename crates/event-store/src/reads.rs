@@ -1,4 +1,4 @@
-//! The reads the pipeline makes on the `events` table.
+//! Reading the `events` table: the commit-safe tail, one aggregate's stream, position ranges.
 //!
 //! Commit-safe order: a row's `global_position` comes from a sequence at insert time, so a
 //! transaction that took a lower position can commit after one that took a higher. Readers
@@ -11,7 +11,7 @@ use std::sync::LazyLock;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::types::Json;
-use futures::stream::BoxStream;
+use futures::stream::{BoxStream, StreamExt};
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
@@ -30,7 +30,7 @@ pub struct CommitPosition {
 
 /// One row of `events` as the pipeline reads it.
 #[derive(sqlx::FromRow)]
-pub(crate) struct StoredRow {
+struct StoredRow {
     event_id: Uuid,
     aggregate_type: String,
     aggregate_id: String,
@@ -45,7 +45,7 @@ pub(crate) struct StoredRow {
 }
 
 impl StoredRow {
-    pub(crate) fn into_event(self) -> (CommitPosition, CatalogEvent) {
+    fn into_event(self) -> (CommitPosition, CatalogEvent) {
         let position =
             CommitPosition { transaction_id: self.transaction_id, global_position: self.global_position };
         let event = CatalogEvent::from_stored(
@@ -118,14 +118,18 @@ pub async fn head_position<'e>(executor: impl PgExecutor<'e>) -> Result<i64, sql
 
 /// Every event of one aggregate type, streamed in `(aggregate_id, sequence)` order (the
 /// primary key's), so a fold needs one aggregate in memory at a time.
-pub(crate) fn aggregate_stream<'c>(
+pub fn aggregate_type_stream<'c>(
     connection: &'c mut PgConnection,
     aggregate_type: &'static str,
-) -> BoxStream<'c, Result<StoredRow, sqlx::Error>> {
+) -> BoxStream<'c, Result<CatalogEvent, sqlx::Error>> {
     static QUERY: LazyLock<String> = LazyLock::new(|| {
         format!("SELECT {COLUMNS} FROM events WHERE aggregate_type = $1 ORDER BY aggregate_id, sequence")
     });
-    sqlx::query_as(QUERY.as_str()).bind(aggregate_type).fetch(connection)
+    sqlx::query_as(QUERY.as_str())
+        .bind(aggregate_type)
+        .fetch(connection)
+        .map(|row: Result<StoredRow, sqlx::Error>| row.map(|row| row.into_event().1))
+        .boxed()
 }
 
 /// The committed events of `aggregate_type` that `snapshot` (a `pg_snapshot` as text) could not
