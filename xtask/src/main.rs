@@ -19,42 +19,37 @@
 //!   `DATABASE_URL` (they create their own databases from it) and
 //!   `KAFKA_BROKERS`.
 //! - `bench NAME`: ensure services, build the release binaries, run benchmark
-//!   NAME and write its section of BENCHMARKS.md: `write` (product creation
-//!   over HTTP vs the raw append transaction, `bench_write.rs`) or `pipeline`
-//!   (publisher and projector throughput, end-to-end lag, cached reads, each
-//!   against a baseline; `bench_pipeline.rs`), `rebuild` (catalogctl rebuild of 1M
-//!   events: rate and peak memory; `bench_rebuild.rs`) or `soak` (10 minutes of mixed load:
-//!   RSS and latency drift; `bench_soak.rs`). Shared parts: `bench_harness.rs`.
-//! - `faults`: the fault suite against release builds (`faults.rs`).
+//!   NAME and write its section of BENCHMARKS.md: `write`, `pipeline`,
+//!   `rebuild` or `soak` (see `bench/`, one file or folder per benchmark).
+//! - `faults [NAME]`: the fault suite against release builds (see `faults/`).
+//!
+//! Where things are: `dev/` (up, down, services, test: PostgreSQL, the broker
+//! and the one process supervisor), `bench/`, `faults/`, and `system.rs`, which
+//! both of the latter use to run the release services on a fresh database.
 //!
 //! Environment: `DATABASE_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/catalog`), `KAFKA_BROKERS` (when set,
-//! used as is and no broker is started), `JWT_SECRET`, and the services' own
-//! `COMMAND_API_ADDR`, `QUERY_API_ADDR`, `PROJECTOR_ADDR`.
+//! used as is and no broker is started), `JWT_SECRET`, `SOAK_SECONDS` (bench
+//! soak), and the services' own `COMMAND_API_ADDR`, `QUERY_API_ADDR`,
+//! `PROJECTOR_ADDR`.
 //!
-//! The broker is tansu (see `broker.rs`), installed into the gitignored
+//! The broker is tansu (see `dev/broker.rs`), installed into the gitignored
 //! `.local/` at the workspace root together with its log and pid file.
 
-mod bench_harness;
-mod bench_pipeline;
-mod bench_rebuild;
-mod bench_soak;
-mod bench_write;
-mod broker;
+mod bench;
+mod dev;
 mod faults;
-mod postgres;
 mod proc;
-mod supervise;
-mod up;
+mod system;
 mod workspace;
 
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::postgres::DbUrl;
-use crate::proc::{step, warn};
+use crate::bench::Bench;
+use crate::proc::step;
 use crate::workspace::cargo;
 
 #[derive(Parser)]
@@ -86,10 +81,10 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run a benchmark against release builds (`write`, `pipeline`, `rebuild`, `soak`).
+    /// Run a benchmark against release builds and write its section of BENCHMARKS.md.
     Bench {
         /// Which benchmark to run.
-        name: String,
+        name: Bench,
     },
     /// Run the fault suite against release builds: crashes, a database restart, a paused
     /// broker and a long transaction, each followed by the invariant checks.
@@ -111,126 +106,66 @@ fn main() -> ExitCode {
 
 fn run(command: Cmd) -> Result<ExitCode> {
     match command {
-        Cmd::Up { no_build } => up::run(no_build).map(|()| ExitCode::SUCCESS),
-        Cmd::Down => broker::stop().map(|()| ExitCode::SUCCESS),
-        Cmd::Services => services(),
-        Cmd::Test { args } => test(&args),
-        Cmd::Bench { name } => bench(&name),
-        Cmd::Faults { only } => faults(only.as_deref()),
-    }
-}
-
-/// Connection settings for the services and tests, after making sure both
-/// backends are there.
-pub struct Backends {
-    pub database_url: String,
-    pub kafka_brokers: String,
-}
-
-impl Backends {
-    pub fn vars(&self) -> [(&'static str, &str); 2] {
-        [
-            ("DATABASE_URL", &self.database_url),
-            ("KAFKA_BROKERS", &self.kafka_brokers),
-        ]
-    }
-}
-
-/// Ensures PostgreSQL (and, with `create_database`, the database named in
-/// DATABASE_URL) and the broker. Tests don't need the named database: they
-/// derive their own, throwaway ones from the URL.
-pub fn ensure_backends(create_database: bool) -> Result<Backends> {
-    let database_url =
-        workspace::var("DATABASE_URL").unwrap_or_else(|| postgres::DEFAULT_DATABASE_URL.to_owned());
-    let db = DbUrl::parse(&database_url)?;
-    step("checking PostgreSQL");
-    postgres::ensure_running(&db)?;
-    if create_database {
-        postgres::ensure_database(&db)?;
-    }
-    step("checking the Kafka broker");
-    let kafka_brokers = broker::ensure()?;
-    Ok(Backends {
-        database_url,
-        kafka_brokers,
-    })
-}
-
-fn services() -> Result<ExitCode> {
-    let backends = ensure_backends(true)?;
-    for (name, value) in backends.vars() {
-        println!("export {name}='{}'", value.replace('\'', r"'\''"));
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn test(args: &[String]) -> Result<ExitCode> {
-    let backends = ensure_backends(false)?;
-    let mut cmd = cargo();
-    if proc::succeeds(cargo().args(["nextest", "--version"])) {
-        cmd.args(["nextest", "run", "--no-fail-fast"]);
-    } else {
-        warn("cargo-nextest is not installed (cargo install cargo-nextest --locked); using cargo test");
-        cmd.args(["test", "--no-fail-fast"]);
-    }
-    // `--workspace` would override a `-p crate` given by the caller.
-    if !selects_packages(args) {
-        cmd.arg("--workspace");
-    }
-    cmd.args(args).envs(backends.vars());
-    step(proc::describe(&cmd));
-    let status = proc::status(&mut cmd)?;
-    Ok(exit_code(proc::exit_code(status)))
-}
-
-fn bench(name: &str) -> Result<ExitCode> {
-    // The load generator must be optimised too, or a debug-built client would be the bottleneck
-    // of whichever side it drives hardest and skew the ratio: re-run this command in release.
-    if cfg!(debug_assertions) {
-        step("re-running the benchmark harness as a release build");
-        let mut cmd = cargo();
-        cmd.args(["run", "--quiet", "--release", "--package", "xtask", "--", "bench", name]);
-        let status = proc::status(&mut cmd)?;
-        return Ok(exit_code(proc::exit_code(status)));
-    }
-    let backends = ensure_backends(true)?;
-    step("building release binaries");
-    proc::run(cargo().args(["build", "--release", "--workspace", "--bins"]))?;
-    match name {
-        "write" => bench_write::run(&backends).map(|()| ExitCode::SUCCESS),
-        "pipeline" => bench_pipeline::run(&backends).map(|()| ExitCode::SUCCESS),
-        "rebuild" => bench_rebuild::run(&backends).map(|()| ExitCode::SUCCESS),
-        "soak" => bench_soak::run(&backends).map(|()| ExitCode::SUCCESS),
-        other => {
-            eprintln!("unknown benchmark {other:?}; available: write, pipeline, rebuild, soak");
-            Ok(ExitCode::from(2))
+        Cmd::Up { no_build } => dev::up::run(no_build).map(|()| ExitCode::SUCCESS),
+        Cmd::Down => dev::broker::stop().map(|()| ExitCode::SUCCESS),
+        Cmd::Services => dev::services(),
+        Cmd::Test { args } => dev::test(&args),
+        Cmd::Bench { name } => {
+            let arg = name.to_possible_value().expect("no benchmark is skipped");
+            if let Some(code) = rerun_in_release("the benchmark harness", &["bench", arg.get_name()])? {
+                return Ok(code);
+            }
+            bench::run(name, &release_backends()?).map(|()| ExitCode::SUCCESS)
+        }
+        Cmd::Faults { only } => {
+            let args: Vec<&str> = std::iter::once("faults").chain(only.as_deref()).collect();
+            if let Some(code) = rerun_in_release("the fault suite", &args)? {
+                return Ok(code);
+            }
+            faults::run(&release_backends()?, only.as_deref())
         }
     }
 }
 
-fn faults(only: Option<&str>) -> Result<ExitCode> {
-    if cfg!(debug_assertions) {
-        step("re-running the fault suite as a release build");
-        let mut cmd = cargo();
-        cmd.args(["run", "--quiet", "--release", "--package", "xtask", "--", "faults"]).args(only);
-        let status = proc::status(&mut cmd)?;
-        return Ok(exit_code(proc::exit_code(status)));
+/// In a debug build, runs this same command again as a release build and returns its exit
+/// code; None in a release build. The load generators and fault injectors must be optimised
+/// too, or a debug-built client would be the bottleneck of whichever side it drives hardest.
+fn rerun_in_release(what: &str, args: &[&str]) -> Result<Option<ExitCode>> {
+    if !cfg!(debug_assertions) {
+        return Ok(None);
     }
-    let backends = ensure_backends(true)?;
+    step(format!("re-running {what} as a release build"));
+    let mut cmd = cargo();
+    cmd.args(["run", "--quiet", "--release", "--package", "xtask", "--"]).args(args);
+    proc::run_for_exit_code(&mut cmd).map(Some)
+}
+
+/// The backends, and the release binaries of the workspace freshly built: what benchmarks and
+/// the fault suite run against.
+fn release_backends() -> Result<dev::Backends> {
+    let backends = dev::ensure_backends(true)?;
     step("building release binaries");
     proc::run(cargo().args(["build", "--release", "--workspace", "--bins"]))?;
-    faults::run(&backends, only)
+    Ok(backends)
 }
 
-/// Whether the extra test arguments pick packages themselves.
-fn selects_packages(args: &[String]) -> bool {
-    args.iter().take_while(|a| *a != "--").any(|a| {
-        a == "-p" || a.starts_with("--package") || (a.starts_with("-p") && !a.starts_with("--"))
-    })
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// A child's exit code as ours; codes outside 0..=255 can't be represented
-/// and become a plain failure.
-fn exit_code(code: i32) -> ExitCode {
-    u8::try_from(code).map_or(ExitCode::FAILURE, ExitCode::from)
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_benchmark_is_a_value_of_bench() {
+        let names: Vec<String> =
+            Bench::value_variants().iter().filter_map(|b| b.to_possible_value()).map(|v| v.get_name().to_owned()).collect();
+        assert_eq!(names, ["write", "pipeline", "rebuild", "soak"]);
+        let cli = Cli::try_parse_from(["cargo xtask", "bench", "pipeline"]).unwrap();
+        assert!(matches!(cli.command, Cmd::Bench { name: Bench::Pipeline }));
+        assert!(Cli::try_parse_from(["cargo xtask", "bench", "nonsense"]).is_err());
+    }
 }

@@ -4,7 +4,7 @@ use std::ffi::OsStr;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, ExitCode, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -74,13 +74,16 @@ pub fn output(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-/// The exit code a shell would report for a finished child: its own code, or
-/// 128 + signal number when it was killed.
-pub fn exit_code(status: ExitStatus) -> i32 {
-    status
+/// Runs a command with inherited stdio and passes its exit code on as ours: the code a shell
+/// would report (its own, or 128 + signal number when it was killed); a code outside 0..=255
+/// can't be represented and becomes a plain failure.
+pub fn run_for_exit_code(cmd: &mut Command) -> Result<ExitCode> {
+    let status = status(cmd)?;
+    let code = status
         .code()
         .or_else(|| status.signal().map(|s| 128 + s))
-        .unwrap_or(1)
+        .unwrap_or(1);
+    Ok(u8::try_from(code).map_or(ExitCode::FAILURE, ExitCode::from))
 }
 
 /// Sends a signal (e.g. "TERM") with the `kill` utility. std has no safe way

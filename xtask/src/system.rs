@@ -1,31 +1,111 @@
-//! What every `cargo xtask bench` benchmark needs: a fresh database migrated by the release
-//! `catalogctl`, release services run as child processes that are stopped however the
-//! benchmark ends, an admin account and its bearer token, percentiles, and the benchmark's own
-//! section of BENCHMARKS.md.
+//! The system under test, as the benchmarks and the fault suite run it: a fresh database
+//! migrated by the release `catalogctl`, the release services started on it under the one
+//! supervisor (so they are stopped however the caller ends), the table of the ports every user
+//! of xtask runs them on, and an admin account with its bearer token.
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 use sqlx::postgres::PgPoolOptions;
 
-use crate::postgres::DbUrl;
-use crate::proc::{self, step};
-use crate::workspace::{root, target_dir};
-use crate::Backends;
+use crate::dev::postgres::DbUrl;
+use crate::dev::supervise::Supervisor;
+use crate::dev::Backends;
+use crate::proc;
+use crate::workspace::target_dir;
 
-/// Signs the tokens of every service a benchmark starts (at least 32 bytes, as required).
+/// Signs the tokens of every service a benchmark or fault scenario starts (at least 32
+/// bytes, as required).
 pub const JWT_SECRET: &str = "bench-secret-bench-secret-bench-secret";
 const ADMIN_USERNAME: &str = "bench";
 const ADMIN_PASSWORD: &str = "bench-password";
-/// How long a started service gets to open its port.
-const LISTEN_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Where `cargo xtask bench` has just built the release binaries.
+/// The workspace's services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    CommandApi,
+    QueryApi,
+    Projector,
+}
+
+impl Service {
+    pub const ALL: [Self; 3] = [Self::CommandApi, Self::QueryApi, Self::Projector];
+
+    /// Its binary, which is also its process's name.
+    pub fn binary(self) -> &'static str {
+        match self {
+            Self::CommandApi => "command-api",
+            Self::QueryApi => "query-api",
+            Self::Projector => "projector",
+        }
+    }
+
+    /// The environment variable it reads its listen address from.
+    pub fn addr_var(self) -> &'static str {
+        match self {
+            Self::CommandApi => "COMMAND_API_ADDR",
+            Self::QueryApi => "QUERY_API_ADDR",
+            Self::Projector => "PROJECTOR_ADDR",
+        }
+    }
+
+    /// Whether it serves `/openapi.json`.
+    pub fn has_openapi(self) -> bool {
+        self != Self::Projector
+    }
+}
+
+/// Where each user of xtask runs the services, all on loopback: every port xtask starts a
+/// service on is in this one table. Each user has a row of its own, so that `up`, a
+/// benchmark and the fault suite can run side by side without one measuring or breaking
+/// another's processes (a release service refuses to start where something already listens).
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub command_api: &'static str,
+    pub query_api: &'static str,
+    pub projector: &'static str,
+    /// A second projector process, `--role publish` only, next to a `--role project` one: the
+    /// fault suite crashes the two halves of the pipeline apart. No one else runs one.
+    pub publisher: Option<&'static str>,
+}
+
+impl Ports {
+    /// `cargo xtask up`: the services' own defaults (each can be moved with its variable).
+    pub const DEV: Self = Self::three("127.0.0.1:8080", "127.0.0.1:8081", "127.0.0.1:8082");
+    pub const BENCH_WRITE: Self = Self::three("127.0.0.1:18080", "127.0.0.1:18081", "127.0.0.1:18082");
+    pub const BENCH_PIPELINE: Self = Self::three("127.0.0.1:18180", "127.0.0.1:18181", "127.0.0.1:18182");
+    pub const BENCH_SOAK: Self = Self::three("127.0.0.1:18380", "127.0.0.1:18381", "127.0.0.1:18382");
+    pub const FAULTS: Self = Self {
+        publisher: Some("127.0.0.1:19083"),
+        ..Self::three("127.0.0.1:19080", "127.0.0.1:19081", "127.0.0.1:19082")
+    };
+
+    const fn three(command_api: &'static str, query_api: &'static str, projector: &'static str) -> Self {
+        Self { command_api, query_api, projector, publisher: None }
+    }
+
+    /// The address of `service` in this row.
+    pub fn of(&self, service: Service) -> &'static str {
+        match service {
+            Service::CommandApi => self.command_api,
+            Service::QueryApi => self.query_api,
+            Service::Projector => self.projector,
+        }
+    }
+}
+
+/// Where `cargo xtask bench` and `cargo xtask faults` have just built the release binaries.
 pub fn release_binary(name: &str) -> PathBuf {
     target_dir().join("release").join(name)
+}
+
+/// The release `catalogctl`, pointed at `database_url`; the subcommand comes next.
+pub fn catalogctl(database_url: &str) -> Command {
+    let mut command = Command::new(release_binary("catalogctl"));
+    command.args(["--database-url", database_url]);
+    command
 }
 
 /// Drops and recreates database `name` on the server of DATABASE_URL, applies the migrations
@@ -37,160 +117,127 @@ pub async fn fresh_database(backends: &Backends, name: &str) -> Result<String> {
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&pool).await?;
     pool.close().await;
     let url = base.with_database(name);
-    let status = Command::new(release_binary("catalogctl"))
-        .args(["--database-url", &url, "migrate"])
-        .stdout(Stdio::null())
-        .status()
-        .context("running catalogctl migrate")?;
+    let status = catalogctl(&url).arg("migrate").stdout(Stdio::null()).status().context("running catalogctl migrate")?;
     anyhow::ensure!(status.success(), "catalogctl migrate failed");
     Ok(url)
 }
 
-/// A release service running as a child process. Dropping it kills the process, so an early
-/// return or a panic never leaves one behind; `stop` is the graceful way (SIGTERM, then wait).
-pub struct Service {
-    name: String,
-    child: Child,
-    stopped: bool,
+/// Release services on a database of their own. Dropping it kills the services that still
+/// run; `stop` is the graceful way.
+pub struct System {
+    /// The URL of its database.
+    pub url: String,
+    pub ports: Ports,
+    brokers: String,
+    services: Supervisor,
 }
 
-impl Service {
-    /// Starts release binary `binary` with `configure` applied to its command. Its stdout is
-    /// discarded; its stderr (logs at `warn` unless `configure` sets RUST_LOG) stays visible.
-    pub fn start(binary: &str, configure: impl FnOnce(&mut Command) -> &mut Command) -> Result<Self> {
-        let mut command = Command::new(release_binary(binary));
-        command.env("RUST_LOG", "warn").env("JWT_SECRET", JWT_SECRET).stdin(Stdio::null()).stdout(Stdio::null());
-        configure(&mut command);
-        let child = command.spawn().with_context(|| format!("starting {binary}"))?;
-        Ok(Self { name: binary.to_owned(), child, stopped: false })
+impl System {
+    /// A fresh database `database` (see [`fresh_database`]); no service runs yet.
+    pub async fn fresh(backends: &Backends, database: &str, ports: Ports) -> Result<Self> {
+        let url = fresh_database(backends, database).await?;
+        Ok(Self { url, ports, brokers: backends.kafka_brokers.clone(), services: Supervisor::default() })
     }
 
-    /// Starts a service that listens on `addr` and waits until it accepts connections. Fails
-    /// at once if something else already listens there: the benchmark would measure that.
-    pub fn start_listening(
-        binary: &str,
+    /// Starts release `service` under its own name on its port of this system's row.
+    pub fn start(&mut self, service: Service, configure: impl FnOnce(&mut Command) -> &mut Command) -> Result<()> {
+        self.start_as(service.binary(), service, self.ports.of(service), configure)
+    }
+
+    /// Starts release `service` as process `name` listening on `addr`, and waits until it
+    /// accepts connections. It gets this system's database, its address, the broker (the
+    /// projector), the benchmark JWT secret and `RUST_LOG=warn`; its stdout is discarded and
+    /// its stderr stays visible. `configure` adds to that or overrides it. Fails at once if
+    /// something else already listens on `addr`: that is what would be measured.
+    pub fn start_as(
+        &mut self,
+        name: &'static str,
+        service: Service,
         addr: &str,
         configure: impl FnOnce(&mut Command) -> &mut Command,
-    ) -> Result<Self> {
+    ) -> Result<()> {
         if proc::tcp_reachable(addr) {
-            bail!("cannot start {binary}: something already listens on {addr}");
+            bail!("cannot start {name}: something already listens on {addr}");
         }
-        let mut service = Self::start(binary, configure)?;
-        service.wait_listening(addr)?;
-        Ok(service)
+        let mut command = Command::new(release_binary(service.binary()));
+        command
+            .env("RUST_LOG", "warn")
+            .env("JWT_SECRET", JWT_SECRET)
+            .env("DATABASE_URL", &self.url)
+            .env(service.addr_var(), addr)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        if service == Service::Projector {
+            command.env("KAFKA_BROKERS", &self.brokers);
+        }
+        configure(&mut command);
+        self.services.start(name, &mut command)?;
+        self.services.wait_listening(name, addr)
     }
 
-    /// Fails if the process has exited: a benchmark must not keep measuring without it.
+    /// Stops process `name` gracefully (SIGTERM, then wait).
+    pub fn stop(&mut self, name: &str) {
+        self.services.stop(name);
+    }
+
+    /// Stops every process gracefully.
+    pub fn stop_all(&mut self) {
+        self.services.stop_all();
+    }
+
+    /// SIGKILLs process `name`, as a crash.
+    pub fn kill(&mut self, name: &str) -> Result<()> {
+        self.services.kill(name)
+    }
+
+    /// Fails if a process has exited: nothing may go on measuring without it.
     pub fn ensure_running(&mut self) -> Result<()> {
-        if let Some(status) = self.child.try_wait()? {
-            self.stopped = true;
-            bail!("{} exited unexpectedly ({status})", self.name);
-        }
-        Ok(())
+        self.services.ensure_running()
     }
 
-    /// Waits until the service accepts connections on `addr`, failing early if it exits.
-    pub fn wait_listening(&mut self, addr: &str) -> Result<()> {
-        let deadline = Instant::now() + LISTEN_TIMEOUT;
-        loop {
-            self.ensure_running()?;
-            if proc::tcp_reachable(addr) {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                bail!("{} did not listen on {addr} within {LISTEN_TIMEOUT:?}", self.name);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+    /// The name and pid of every process.
+    pub fn pids(&self) -> impl Iterator<Item = (&'static str, u32)> + '_ {
+        self.services.pids()
     }
 
-    /// The process id, e.g. to read its memory from /proc.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// SIGKILL, as a crash: no shutdown code of the service runs.
-    pub fn kill_hard(&mut self) {
-        if !self.stopped {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-            self.stopped = true;
-        }
-    }
-
-    /// SIGTERM, then wait for it to finish.
-    pub fn stop(&mut self) {
-        if !self.stopped {
-            let _ = proc::send_signal(i64::from(self.child.id()), "TERM");
-            let _ = self.child.wait();
-            self.stopped = true;
-        }
+    /// Creates the admin account with `catalogctl user create` and returns its bearer token
+    /// from this system's command-api, which must be running.
+    pub async fn admin_token(&self) -> Result<String> {
+        let mut child = catalogctl(&self.url)
+            .args(["user", "create", "--username", ADMIN_USERNAME])
+            .args(["--email", "bench@example.com", "--role", "admin", "--password-stdin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting catalogctl user create")?;
+        child.stdin.take().context("stdin")?.write_all(format!("{ADMIN_PASSWORD}\n").as_bytes())?;
+        anyhow::ensure!(child.wait()?.success(), "catalogctl user create failed");
+        let response: serde_json::Value = reqwest::Client::new()
+            .post(format!("http://{}/api/v1/auth/token", self.ports.command_api))
+            .json(&serde_json::json!({"username": ADMIN_USERNAME, "password": ADMIN_PASSWORD}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        Ok(response["access_token"].as_str().context("no token")?.to_owned())
     }
 }
 
-impl Drop for Service {
-    fn drop(&mut self) {
-        if !self.stopped {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_two_rows_of_the_ports_table_share_a_port() {
+        let rows = [Ports::DEV, Ports::BENCH_WRITE, Ports::BENCH_PIPELINE, Ports::BENCH_SOAK, Ports::FAULTS];
+        let mut addrs: Vec<&str> = rows
+            .iter()
+            .flat_map(|row| Service::ALL.iter().map(|s| row.of(*s)).chain(row.publisher))
+            .collect();
+        let all = addrs.len();
+        addrs.sort_unstable();
+        addrs.dedup();
+        assert_eq!(addrs.len(), all, "a port is used twice: {addrs:?}");
     }
-}
-
-/// Creates the benchmark's admin account with `catalogctl user create`.
-pub fn create_admin(database_url: &str) -> Result<()> {
-    let mut child = Command::new(release_binary("catalogctl"))
-        .args(["--database-url", database_url, "user", "create", "--username", ADMIN_USERNAME])
-        .args(["--email", "bench@example.com", "--role", "admin", "--password-stdin"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .context("starting catalogctl user create")?;
-    child.stdin.take().context("stdin")?.write_all(format!("{ADMIN_PASSWORD}\n").as_bytes())?;
-    anyhow::ensure!(child.wait()?.success(), "catalogctl user create failed");
-    Ok(())
-}
-
-/// The admin's bearer token, from the command-api listening on `addr`.
-pub async fn login(addr: &str) -> Result<String> {
-    let response: serde_json::Value = reqwest::Client::new()
-        .post(format!("http://{addr}/api/v1/auth/token"))
-        .json(&serde_json::json!({"username": ADMIN_USERNAME, "password": ADMIN_PASSWORD}))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    Ok(response["access_token"].as_str().context("no token")?.to_owned())
-}
-
-/// The `q` quantile (0..=1) of ascending `sorted` values, nearest rank; NaN when empty.
-pub fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
-}
-
-/// Replaces (or appends) the `## {name}` section of BENCHMARKS.md with `section`, which
-/// starts with that heading. Other sections are kept as they are.
-pub fn write_section(name: &str, section: &str) -> Result<()> {
-    let heading = format!("## {name}");
-    let path = root().join("BENCHMARKS.md");
-    let existing = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n\n".into());
-    let mut kept = String::new();
-    let mut skipping = false;
-    for line in existing.lines() {
-        if line.starts_with("## ") {
-            skipping = line == heading;
-        }
-        if !skipping {
-            kept.push_str(line);
-            kept.push('\n');
-        }
-    }
-    let updated = format!("{}\n\n{section}", kept.trim_end());
-    std::fs::write(&path, updated)?;
-    step(format!("results written to {}", path.display()));
-    Ok(())
 }

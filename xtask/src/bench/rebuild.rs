@@ -7,7 +7,7 @@
 //! process's peak resident memory at 250,000 and at 1,000,000 events: a streaming rebuild holds
 //! one aggregate and one write batch, so the peak should not grow with the store.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -19,9 +19,10 @@ use rust_decimal::Decimal;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
-use crate::bench_harness::{fresh_database, release_binary, write_section};
+use super::harness::{cores, write_section};
+use crate::dev::Backends;
 use crate::proc::{self, step};
-use crate::Backends;
+use crate::system::{catalogctl, fresh_database};
 
 const DB_NAME: &str = "catalog_bench_rebuild";
 /// Events per product: created, then four updates.
@@ -37,35 +38,32 @@ struct Row {
     peak_rss_mib: f64,
 }
 
-pub fn run(backends: &Backends) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(async {
-        let url = fresh_database(backends, DB_NAME).await?;
-        let pool = PgPoolOptions::new().max_connections(4).connect(&url).await?;
-        let mut rows = Vec::new();
-        let mut stored = 0;
-        for size in SIZES {
-            step(format!("generating events through the domain up to {size}"));
-            generate(&pool, stored / EVENTS_PER_PRODUCT, (size - stored) / EVENTS_PER_PRODUCT).await?;
-            stored = size;
-            sqlx::query("VACUUM ANALYZE events").execute(&pool).await?;
-            step(format!("reading the {size} event rows in rebuild order (the read ceiling)"));
-            let read_per_sec = read_ceiling(&pool).await?;
-            step(format!("catalogctl rebuild products over {size} events"));
-            let (rebuild_seconds, peak_rss_mib) = rebuild(&url)?;
-            let rebuilt: i64 = sqlx::query_scalar("SELECT count(*) FROM products").fetch_one(&pool).await?;
-            anyhow::ensure!(rebuilt as usize == size / EVENTS_PER_PRODUCT, "rebuild produced {rebuilt} rows");
-            rows.push(Row {
-                events: size,
-                rebuild_seconds,
-                rebuild_per_sec: size as f64 / rebuild_seconds,
-                read_per_sec,
-                peak_rss_mib,
-            });
-        }
-        pool.close().await;
-        report(&rows)
-    })
+pub async fn run(backends: &Backends) -> Result<()> {
+    let url = fresh_database(backends, DB_NAME).await?;
+    let pool = PgPoolOptions::new().max_connections(4).connect(&url).await?;
+    let mut rows = Vec::new();
+    let mut stored = 0;
+    for size in SIZES {
+        step(format!("generating events through the domain up to {size}"));
+        generate(&pool, stored / EVENTS_PER_PRODUCT, (size - stored) / EVENTS_PER_PRODUCT).await?;
+        stored = size;
+        sqlx::query("VACUUM ANALYZE events").execute(&pool).await?;
+        step(format!("reading the {size} event rows in rebuild order (the read ceiling)"));
+        let read_per_sec = read_ceiling(&pool).await?;
+        step(format!("catalogctl rebuild products over {size} events"));
+        let (rebuild_seconds, peak_rss_mib) = rebuild(&url)?;
+        let rebuilt: i64 = sqlx::query_scalar("SELECT count(*) FROM products").fetch_one(&pool).await?;
+        anyhow::ensure!(rebuilt as usize == size / EVENTS_PER_PRODUCT, "rebuild produced {rebuilt} rows");
+        rows.push(Row {
+            events: size,
+            rebuild_seconds,
+            rebuild_per_sec: size as f64 / rebuild_seconds,
+            read_per_sec,
+            peak_rss_mib,
+        });
+    }
+    pool.close().await;
+    report(&rows)
 }
 
 /// Appends the events of products `first .. first + count`, each created then updated four
@@ -160,8 +158,8 @@ async fn read_ceiling(pool: &PgPool) -> Result<f64> {
 /// Runs the rebuild; returns its wall time and the process's peak resident set (VmHWM).
 fn rebuild(database_url: &str) -> Result<(f64, f64)> {
     let started = Instant::now();
-    let mut child = Command::new(release_binary("catalogctl"))
-        .args(["--database-url", database_url, "rebuild", "products"])
+    let mut child = catalogctl(database_url)
+        .args(["rebuild", "products"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::inherit())
         .spawn()
@@ -211,7 +209,7 @@ fn report(rows: &[Row]) -> Result<()> {
          in multi-row statements, then swaps it in; the time is the whole command, process start to\n\
          exit. The read ceiling is the same ordered query consumed by a client that does nothing with\n\
          the rows, in the same run. Peak RSS is the rebuild process's VmHWM.\n\n{table}\n{verdict}\n",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cores(),
     );
     write_section("rebuild", &section)
 }

@@ -24,14 +24,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
 
-use crate::bench_harness::{create_admin, fresh_database, login, percentile, write_section, Service};
+use super::harness::{percentile, write_section};
+use crate::dev::Backends;
 use crate::proc::{self, step};
-use crate::Backends;
+use crate::system::{Ports, Service, System};
 
 const DB_NAME: &str = "catalog_bench_soak";
-const COMMAND_ADDR: &str = "127.0.0.1:18380";
-const QUERY_ADDR: &str = "127.0.0.1:18381";
-const PROJECTOR_ADDR: &str = "127.0.0.1:18382";
+const COMMAND_ADDR: &str = Ports::BENCH_SOAK.command_api;
+const QUERY_ADDR: &str = Ports::BENCH_SOAK.query_api;
 const WINDOW: Duration = Duration::from_secs(60);
 const DEFAULT_SECONDS: u64 = 600;
 /// Live products throughout the soak.
@@ -74,40 +74,28 @@ struct Sample {
     p99_by_kind_ms: BTreeMap<&'static str, f64>,
 }
 
-pub fn run(backends: &Backends) -> Result<()> {
+pub async fn run(backends: &Backends) -> Result<()> {
     let seconds = std::env::var("SOAK_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_SECONDS);
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(soak(backends, Duration::from_secs(seconds)))
-}
-
-async fn soak(backends: &Backends, duration: Duration) -> Result<()> {
+    let duration = Duration::from_secs(seconds);
     step(format!("soak: fresh database {DB_NAME}, services, {} s of mixed load", duration.as_secs()));
-    let url = fresh_database(backends, DB_NAME).await?;
-    create_admin(&url)?;
+    let mut system = System::fresh(backends, DB_NAME, Ports::BENCH_SOAK).await?;
     let topic = format!("bench.soak.{}.events", std::process::id());
-    let mut services: Vec<(&'static str, Service)> = vec![
-        ("command-api", Service::start_listening("command-api", COMMAND_ADDR, |c| c.env("COMMAND_API_ADDR", COMMAND_ADDR).env("DATABASE_URL", &url))?),
-        ("query-api", Service::start_listening("query-api", QUERY_ADDR, |c| c.env("QUERY_API_ADDR", QUERY_ADDR).env("DATABASE_URL", &url))?),
-        (
-            "projector",
-            Service::start_listening("projector", PROJECTOR_ADDR, |c| {
-                c.args(["--role", "all", "--kafka-topic", &topic, "--kafka-dlq-topic", &format!("{topic}.dlq")])
-                    .args(["--group", &format!("bench-soak-{}", std::process::id())])
-                    .env("PROJECTOR_ADDR", PROJECTOR_ADDR)
-                    .env("DATABASE_URL", &url)
-                    .env("KAFKA_BROKERS", &backends.kafka_brokers)
-            })?,
-        ),
-    ];
-    let token = login(COMMAND_ADDR).await?;
+    system.start(Service::CommandApi, |c| c)?;
+    system.start(Service::QueryApi, |c| c)?;
+    system.start(Service::Projector, |c| {
+        c.args(["--role", "all", "--kafka-topic", &topic, "--kafka-dlq-topic", &format!("{topic}.dlq")])
+            .args(["--group", &format!("bench-soak-{}", std::process::id())])
+    })?;
+    let token = system.admin_token().await?;
     let client = reqwest::Client::builder().pool_max_idle_per_host(256).timeout(Duration::from_secs(15)).build()?;
     step(format!("soak: seeding {SEED_PRODUCTS} products"));
     let products: Arc<Mutex<VecDeque<String>>> = Arc::new(Mutex::new(seed(&client, &token).await?));
     let window: Arc<Mutex<Window>> = Arc::default();
 
-    let cpu_at_start = cpu_seconds_by_group(&services);
+    let cpu_at_start = cpu_seconds_by_group(&system);
     let started = Instant::now();
     let deadline = started + duration;
-    let vacuum = tokio::spawn(vacuum_every_window(url.clone(), started));
+    let vacuum = tokio::spawn(vacuum_every_window(system.url.clone(), started));
     let mut generators = Vec::new();
     for (kind, rate) in KINDS.into_iter().zip(RATES) {
         let (client, token, products, window) = (client.clone(), token.clone(), products.clone(), window.clone());
@@ -128,9 +116,7 @@ async fn soak(backends: &Backends, duration: Duration) -> Result<()> {
     let mut next = started + WINDOW;
     while next <= deadline + Duration::from_millis(1) {
         tokio::time::sleep_until(next.into()).await;
-        for (name, service) in services.iter_mut() {
-            service.ensure_running().map_err(|e| anyhow::anyhow!("{name}: {e:#}"))?;
-        }
+        system.ensure_running()?;
         let mut done = std::mem::take(&mut *window.lock().expect("window"));
         let mut all: Vec<f64> = done.latencies_ms.values().flatten().copied().collect();
         all.sort_by(f64::total_cmp);
@@ -142,8 +128,8 @@ async fn soak(backends: &Backends, duration: Duration) -> Result<()> {
                 (*kind, percentile(latencies, 0.99))
             })
             .collect();
-        let rss_mib = services.iter().map(|(name, service)| (*name, rss_mib(service.pid()))).collect();
-        let cpu_seconds = cpu_seconds_by_group(&services);
+        let rss_mib = system.pids().map(|(name, pid)| (name, rss_mib(pid))).collect();
+        let cpu_seconds = cpu_seconds_by_group(&system);
         let sample = Sample {
             at_seconds: started.elapsed().as_secs_f64(),
             rss_mib,
@@ -165,9 +151,7 @@ async fn soak(backends: &Backends, duration: Duration) -> Result<()> {
         let _ = generator.await;
     }
     vacuum.abort();
-    for (_, service) in services.iter_mut() {
-        service.stop();
-    }
+    system.stop_all();
     ensure!(samples.len() >= 2, "the soak needs at least two windows of {WINDOW:?}");
     write_section("soak", &report(&samples, duration, &cpu_at_start))
 }
@@ -291,8 +275,8 @@ async fn one_request(
 /// generator itself. A drift in latency with flat CPU per window in a service points elsewhere.
 const CPU_GROUPS: [&str; 6] = ["command-api", "query-api", "projector", "postgres", "broker", "load generator"];
 
-fn cpu_seconds_by_group(services: &[(&'static str, Service)]) -> BTreeMap<&'static str, f64> {
-    let mut groups: BTreeMap<&'static str, f64> = services.iter().map(|(name, service)| (*name, cpu_seconds(service.pid()))).collect();
+fn cpu_seconds_by_group(system: &System) -> BTreeMap<&'static str, f64> {
+    let mut groups: BTreeMap<&'static str, f64> = system.pids().map(|(name, pid)| (name, cpu_seconds(pid))).collect();
     groups.insert("load generator", cpu_seconds(std::process::id()));
     let (mut postgres, mut broker) = (0.0, 0.0);
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {

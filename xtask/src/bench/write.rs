@@ -11,13 +11,14 @@ use anyhow::Result;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
-use crate::bench_harness::{self, percentile, Service};
+use super::harness::{cores, percentile, write_section};
+use crate::dev::Backends;
 use crate::proc::step;
-use crate::Backends;
+use crate::system::{Ports, Service, System};
 
 const DURATION: Duration = Duration::from_secs(10);
 const CONCURRENCY: [usize; 2] = [1, 16];
-const ADDR: &str = "127.0.0.1:18080";
+const ADDR: &str = Ports::BENCH_WRITE.command_api;
 const DB_NAME: &str = "catalog_bench_write";
 
 struct Measurement {
@@ -28,36 +29,30 @@ struct Measurement {
     http_p99_ms: f64,
 }
 
-pub fn run(backends: &Backends) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(async {
-        let bench_url = bench_harness::fresh_database(backends, DB_NAME).await?;
-        let mut server = Service::start_listening("command-api", ADDR, |c| {
-            c.env("COMMAND_API_ADDR", ADDR).env("DATABASE_URL", &bench_url).env("DATABASE_MAX_CONNECTIONS", "20")
-        })?;
-        bench_harness::create_admin(&bench_url)?;
-        let token = bench_harness::login(ADDR).await?;
-        let pool = PgPoolOptions::new().max_connections(20).connect(&bench_url).await?;
+pub async fn run(backends: &Backends) -> Result<()> {
+    let mut system = System::fresh(backends, DB_NAME, Ports::BENCH_WRITE).await?;
+    system.start(Service::CommandApi, |c| c.env("DATABASE_MAX_CONNECTIONS", "20"))?;
+    let token = system.admin_token().await?;
+    let pool = PgPoolOptions::new().max_connections(20).connect(&system.url).await?;
 
-        let mut results = Vec::new();
-        for clients in CONCURRENCY {
-            step(format!("HTTP create-product, {clients} client(s), {DURATION:?}"));
-            let (http_per_sec, mut latencies) = http_load(&token, clients).await;
-            latencies.sort_unstable_by(f64::total_cmp);
-            step(format!("raw append transaction, {clients} client(s), {DURATION:?}"));
-            let raw_per_sec = raw_load(&pool, clients).await;
-            results.push(Measurement {
-                clients,
-                http_per_sec,
-                raw_per_sec,
-                http_p50_ms: percentile(&latencies, 0.50),
-                http_p99_ms: percentile(&latencies, 0.99),
-            });
-        }
-        server.stop();
-        pool.close().await;
-        report(&results)
-    })
+    let mut results = Vec::new();
+    for clients in CONCURRENCY {
+        step(format!("HTTP create-product, {clients} client(s), {DURATION:?}"));
+        let (http_per_sec, mut latencies) = http_load(&token, clients).await;
+        latencies.sort_unstable_by(f64::total_cmp);
+        step(format!("raw append transaction, {clients} client(s), {DURATION:?}"));
+        let raw_per_sec = raw_load(&pool, clients).await;
+        results.push(Measurement {
+            clients,
+            http_per_sec,
+            raw_per_sec,
+            http_p50_ms: percentile(&latencies, 0.50),
+            http_p99_ms: percentile(&latencies, 0.99),
+        });
+    }
+    system.stop_all();
+    pool.close().await;
+    report(&results)
 }
 
 /// Requests per second of successful creates, and each request's latency in ms.
@@ -169,7 +164,7 @@ fn report(results: &[Measurement]) -> Result<()> {
          bare append transaction (read the stream, insert one event row, commit) sent straight to\n\
          the same Postgres at the same concurrency, in the same run. Target: ratio >= 0.6 at 16 clients.\n\n{table}",
         DURATION.as_secs(),
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cores(),
     );
-    bench_harness::write_section("write", &section)
+    write_section("write", &section)
 }

@@ -2,7 +2,6 @@
 //! exists. Everything goes through `psql`, which takes the same URL the
 //! services use, so credentials and options in DATABASE_URL just work.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -92,10 +91,10 @@ pub fn ensure_running(url: &DbUrl) -> Result<()> {
             url.with_database(url.database())
         );
     }
-    let Some(pg_ctlcluster) = proc::find_in_path("pg_ctlcluster") else {
+    if proc::find_in_path("pg_ctlcluster").is_none() {
         bail!("PostgreSQL is not accepting connections and pg_ctlcluster is not available to start it");
-    };
-    start_clusters(&pg_ctlcluster)?;
+    }
+    start_clusters()?;
     proc::wait_until("PostgreSQL to accept connections", STARTUP_TIMEOUT, || {
         accepts_queries(url)
     })
@@ -147,23 +146,40 @@ fn psql_command(url: &DbUrl, sql: &str) -> Command {
     cmd
 }
 
-/// Starts every cluster under /etc/postgresql (normally exactly one).
-fn start_clusters(pg_ctlcluster: &Path) -> Result<()> {
-    let versions = std::fs::read_dir("/etc/postgresql")
-        .context("PostgreSQL is down and /etc/postgresql does not exist")?
-        .filter_map(Result::ok)
-        .map(|entry| entry.file_name().to_string_lossy().into_owned());
+/// Starts every local cluster (normally exactly one).
+fn start_clusters() -> Result<()> {
+    let versions =
+        local_clusters().context("PostgreSQL is down and /etc/postgresql does not exist")?;
     for version in versions {
         step(format!("starting PostgreSQL {version} cluster `main`"));
-        let mut cmd = Command::new(pg_ctlcluster);
-        cmd.args(["--skip-systemctl-redirect", &version, "main", "start"]);
         // Not fatal: the cluster may already be starting; the readiness wait
         // that follows is the real test.
-        if let Err(err) = proc::run(&mut cmd) {
+        if let Err(err) = pg_ctlcluster(&version, "start") {
             warn(format!("{err:#}"));
         }
     }
     Ok(())
+}
+
+/// The versions of the local Debian clusters that `pg_ctlcluster` manages:
+/// the directories under /etc/postgresql, each holding a cluster `main`.
+pub fn local_clusters() -> Result<Vec<String>> {
+    Ok(std::fs::read_dir("/etc/postgresql")?
+        .filter_map(Result::ok)
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect())
+}
+
+/// `pg_ctlcluster VERSION main ACTION` (start, stop), bypassing systemctl,
+/// which xtask's machines need not run. A stop is `fast`: open sessions are
+/// disconnected, not waited for.
+pub fn pg_ctlcluster(version: &str, action: &str) -> Result<()> {
+    let mut cmd = Command::new("pg_ctlcluster");
+    cmd.args(["--skip-systemctl-redirect", version, "main", action]);
+    if action == "stop" {
+        cmd.args(["-m", "fast"]);
+    }
+    proc::run(&mut cmd)
 }
 
 fn quote_ident(name: &str) -> String {
