@@ -50,7 +50,12 @@ pub enum ProductError {
     #[error("product is at version {actual}, not {expected}")]
     VersionMismatch { expected: u64, actual: u64 },
     /// A status change outside [`ProductStatus::TRANSITIONS`].
-    #[error("a {from} product can only be {}; allowed: {}", .from.successors_in_words(), ProductStatus::TRANSITIONS)]
+    #[error(
+        "{} {from} product can only be {}; allowed: {}",
+        .from.article(),
+        .from.successors_in_words(),
+        ProductStatus::TRANSITIONS
+    )]
     InvalidTransition { from: ProductStatus, to: ProductStatus },
     /// The adjustment would leave less than nothing on hand.
     #[error("stock cannot go below 0: {on_hand} on hand, adjustment of {delta}")]
@@ -376,6 +381,836 @@ impl Aggregate for Product {
             }
             ProductEvent::ProductStockAdjusted { on_hand, .. } => self.on_hand = on_hand,
             ProductEvent::ProductDeleted {} => self.deleted = true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cqrs_es::test::TestFramework;
+    use cqrs_es::DomainEvent;
+    use proptest::prelude::*;
+    use serde_json::json;
+    use std::str::FromStr;
+    use ProductStatus::{Archived, Draft, Published};
+
+    type ProductTest = TestFramework<Product>;
+
+    fn id() -> Uuid {
+        Uuid::from_u128(0x1234)
+    }
+
+    fn dec(s: &str) -> Decimal {
+        Decimal::from_str(s).unwrap()
+    }
+
+    fn image(url: &str) -> ProductImage {
+        ProductImage { url: url.into(), alt: None }
+    }
+
+    /// A create command, valid as it stands; tests change the fields they are about.
+    struct Create {
+        name: &'static str,
+        description: Option<String>,
+        price: &'static str,
+        currency: &'static str,
+        sku: Option<String>,
+        status: Option<ProductStatus>,
+        category_ids: Vec<Uuid>,
+        attributes: BTreeMap<String, String>,
+        images: Vec<ProductImage>,
+        on_hand: i64,
+        allow_http_images: bool,
+    }
+
+    impl Default for Create {
+        fn default() -> Self {
+            Self {
+                name: "Lamp",
+                description: Some("A desk lamp".into()),
+                price: "19.99",
+                currency: "EUR",
+                sku: None,
+                status: None,
+                category_ids: vec![],
+                attributes: BTreeMap::new(),
+                images: vec![],
+                on_hand: 0,
+                allow_http_images: false,
+            }
+        }
+    }
+
+    impl Create {
+        fn command(self) -> ProductCommand {
+            ProductCommand::Create {
+                id: id(),
+                name: self.name.into(),
+                description: self.description,
+                price: dec(self.price),
+                currency: self.currency.into(),
+                sku: self.sku,
+                status: self.status,
+                category_ids: self.category_ids,
+                attributes: self.attributes,
+                images: self.images,
+                on_hand: self.on_hand,
+                allow_http_images: self.allow_http_images,
+            }
+        }
+    }
+
+    /// The event of `Create::default()`; tests change the fields they are about.
+    struct Created {
+        price: &'static str,
+        currency: &'static str,
+        sku: Option<&'static str>,
+        status: ProductStatus,
+        on_hand: u64,
+    }
+
+    impl Default for Created {
+        fn default() -> Self {
+            Self { price: "19.99", currency: "EUR", sku: None, status: Published, on_hand: 0 }
+        }
+    }
+
+    impl Created {
+        fn event(self) -> ProductEvent {
+            ProductEvent::ProductCreated {
+                id: id(),
+                name: "Lamp".into(),
+                description: "A desk lamp".into(),
+                price: dec(self.price),
+                currency: self.currency.into(),
+                sku: self.sku.map(str::to_owned),
+                status: self.status,
+                category_ids: vec![],
+                attributes: BTreeMap::new(),
+                images: vec![],
+                on_hand: self.on_hand,
+            }
+        }
+    }
+
+    fn created() -> ProductEvent {
+        Created::default().event()
+    }
+
+    #[derive(Default)]
+    struct Update {
+        expected_version: Option<u64>,
+        name: Option<&'static str>,
+        price: Option<&'static str>,
+        currency: Option<&'static str>,
+        sku: Option<Option<String>>,
+        status: Option<ProductStatus>,
+        category_ids: Option<Vec<Uuid>>,
+        attributes: Option<BTreeMap<String, String>>,
+        images: Option<Vec<ProductImage>>,
+        allow_http_images: bool,
+    }
+
+    impl Update {
+        fn command(self) -> ProductCommand {
+            ProductCommand::Update {
+                expected_version: self.expected_version,
+                name: self.name.map(str::to_owned),
+                description: None,
+                price: self.price.map(dec),
+                currency: self.currency.map(str::to_owned),
+                sku: self.sku,
+                status: self.status,
+                category_ids: self.category_ids,
+                attributes: self.attributes,
+                images: self.images,
+                allow_http_images: self.allow_http_images,
+            }
+        }
+    }
+
+    #[derive(Default)]
+    struct Updated {
+        name: Option<&'static str>,
+        price: Option<&'static str>,
+        currency: Option<&'static str>,
+        sku: Option<Option<&'static str>>,
+        status: Option<ProductStatus>,
+        category_ids: Option<Vec<Uuid>>,
+        attributes: Option<BTreeMap<String, String>>,
+        images: Option<Vec<ProductImage>>,
+    }
+
+    impl Updated {
+        fn event(self) -> ProductEvent {
+            ProductEvent::ProductUpdated {
+                name: self.name.map(str::to_owned),
+                description: None,
+                price: self.price.map(dec),
+                currency: self.currency.map(str::to_owned),
+                sku: self.sku.map(|sku| sku.map(str::to_owned)),
+                status: self.status,
+                category_ids: self.category_ids,
+                attributes: self.attributes,
+                images: self.images,
+            }
+        }
+    }
+
+    fn rename(expected_version: Option<u64>) -> ProductCommand {
+        Update { expected_version, name: Some("Big lamp"), ..Default::default() }.command()
+    }
+
+    fn renamed() -> ProductEvent {
+        Updated { name: Some("Big lamp"), ..Default::default() }.event()
+    }
+
+    fn adjust(delta: i64) -> ProductCommand {
+        ProductCommand::AdjustStock { delta, reason: "stocktake".into(), expected_version: None }
+    }
+
+    fn adjusted(delta: i64, on_hand: u64) -> ProductEvent {
+        ProductEvent::ProductStockAdjusted { delta, reason: "stocktake".into(), on_hand }
+    }
+
+    fn violation_codes(error: ProductError) -> Vec<(String, String)> {
+        match error {
+            ProductError::Invalid(v) => v.0.into_iter().map(|v| (v.field, v.code)).collect(),
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    fn rejected(given: Vec<ProductEvent>, command: ProductCommand) -> Vec<(String, String)> {
+        violation_codes(ProductTest::with(()).given(given).when(command).inspect_result().unwrap_err())
+    }
+
+    // --- create -------------------------------------------------------------------------------
+
+    #[test]
+    fn creating_a_valid_product_records_it_with_a_canonical_price() {
+        ProductTest::with(())
+            .given_no_previous_events()
+            .when(Create { name: " Lamp ", price: "19.990", ..Default::default() }.command())
+            .then_expect_events(vec![created()]);
+    }
+
+    #[test]
+    fn creating_without_description_records_an_empty_one() {
+        let ProductEvent::ProductCreated { description, price, .. } = ProductTest::with(())
+            .given_no_previous_events()
+            .when(Create { description: None, price: "5", ..Default::default() }.command())
+            .inspect_result()
+            .unwrap()
+            .remove(0)
+        else {
+            panic!("expected ProductCreated")
+        };
+        assert_eq!((description.as_str(), price.to_string().as_str()), ("", "5.00"));
+    }
+
+    #[test]
+    fn creating_records_every_catalog_field_normalised() {
+        let (a, b) = (Uuid::from_u128(0xA), Uuid::from_u128(0xB));
+        let attributes = BTreeMap::from([("colour".to_owned(), "red".to_owned())]);
+        ProductTest::with(())
+            .given_no_previous_events()
+            .when(
+                Create {
+                    sku: Some(" LAMP-01 ".into()),
+                    status: Some(Draft),
+                    category_ids: vec![a, b, a],
+                    attributes: attributes.clone(),
+                    images: vec![ProductImage { url: "https://EXAMPLE.com/lamp.png".into(), alt: Some(" Lamp ".into()) }],
+                    on_hand: 7,
+                    ..Default::default()
+                }
+                .command(),
+            )
+            .then_expect_events(vec![ProductEvent::ProductCreated {
+                id: id(),
+                name: "Lamp".into(),
+                description: "A desk lamp".into(),
+                price: dec("19.99"),
+                currency: "EUR".into(),
+                sku: Some("LAMP-01".into()),
+                status: Draft,
+                category_ids: vec![a, b],
+                attributes,
+                images: vec![ProductImage { url: "https://example.com/lamp.png".into(), alt: Some("Lamp".into()) }],
+                on_hand: 7,
+            }]);
+    }
+
+    #[test]
+    fn a_new_product_is_published_unless_another_status_is_asked_for() {
+        for (asked, recorded) in [(None, Published), (Some(Draft), Draft), (Some(Published), Published), (Some(Archived), Archived)] {
+            ProductTest::with(())
+                .given_no_previous_events()
+                .when(Create { status: asked, ..Default::default() }.command())
+                .then_expect_events(vec![Created { status: recorded, ..Default::default() }.event()]);
+        }
+    }
+
+    #[test]
+    fn prices_are_recorded_with_exactly_the_currencys_digits() {
+        for (price, currency, recorded) in [("19.99", "EUR", "19.99"), ("1999", "JPY", "1999"), ("1.5", "BHD", "1.500")] {
+            ProductTest::with(())
+                .given_no_previous_events()
+                .when(Create { price, currency, ..Default::default() }.command())
+                .then_expect_events(vec![Created { price: recorded, currency, ..Default::default() }.event()]);
+        }
+    }
+
+    #[test]
+    fn a_price_with_more_digits_than_its_currency_has_is_refused() {
+        for (price, currency) in [("19.99", "JPY"), ("19.999", "EUR"), ("1.0001", "BHD")] {
+            assert_eq!(
+                rejected(vec![], Create { price, currency, ..Default::default() }.command()),
+                vec![("price".into(), "too_precise".into())],
+                "{price} {currency}"
+            );
+        }
+    }
+
+    #[test]
+    fn creating_with_every_field_wrong_reports_every_field() {
+        let error = ProductTest::with(())
+            .given_no_previous_events()
+            .when(
+                Create {
+                    name: "",
+                    description: Some("d".repeat(501)),
+                    price: "-1",
+                    currency: "EURO",
+                    sku: Some("no spaces".into()),
+                    category_ids: (0..51).map(Uuid::from_u128).collect(),
+                    attributes: BTreeMap::from([("Colour".to_owned(), "red".to_owned())]),
+                    images: vec![image("https://example.com/ok.png"), image("http://example.com/x.png")],
+                    on_hand: -1,
+                    ..Default::default()
+                }
+                .command(),
+            )
+            .inspect_result()
+            .unwrap_err();
+        assert_eq!(
+            violation_codes(error),
+            vec![
+                ("name".into(), "required".into()),
+                ("description".into(), "too_long".into()),
+                ("currency".into(), "invalid".into()),
+                ("price".into(), "not_positive".into()),
+                ("sku".into(), "invalid".into()),
+                ("category_ids".into(), "too_many".into()),
+                ("attributes.Colour".into(), "invalid_key".into()),
+                ("images[1].url".into(), "insecure".into()),
+                ("on_hand".into(), "negative".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn http_images_are_accepted_on_create_only_when_the_command_allows_them() {
+        let images = vec![image("http://localhost/lamp.png")];
+        assert_eq!(
+            rejected(vec![], Create { images: images.clone(), ..Default::default() }.command()),
+            vec![("images[0].url".into(), "insecure".into())]
+        );
+        let events = ProductTest::with(())
+            .given_no_previous_events()
+            .when(Create { images, allow_http_images: true, ..Default::default() }.command())
+            .inspect_result();
+        assert!(events.is_ok());
+    }
+
+    #[test]
+    fn creating_an_existing_product_is_rejected() {
+        ProductTest::with(())
+            .given(vec![created()])
+            .when(Create::default().command())
+            .then_expect_error(ProductError::AlreadyExists(id()));
+    }
+
+    // --- update -------------------------------------------------------------------------------
+
+    #[test]
+    fn a_partial_update_records_only_the_given_fields() {
+        ProductTest::with(()).given(vec![created()]).when(rename(None)).then_expect_events(vec![renamed()]);
+    }
+
+    #[test]
+    fn an_update_at_the_expected_version_is_accepted() {
+        ProductTest::with(()).given(vec![created()]).when(rename(Some(1))).then_expect_events(vec![renamed()]);
+    }
+
+    #[test]
+    fn an_update_against_a_stale_version_is_rejected() {
+        ProductTest::with(())
+            .given(vec![created(), renamed()])
+            .when(rename(Some(1)))
+            .then_expect_error(ProductError::VersionMismatch { expected: 1, actual: 2 });
+    }
+
+    #[test]
+    fn an_empty_update_is_rejected() {
+        assert_eq!(
+            rejected(vec![created()], Update::default().command()),
+            vec![("body".into(), "empty_update".into())]
+        );
+    }
+
+    #[test]
+    fn a_new_price_alone_is_checked_against_the_products_currency() {
+        assert_eq!(
+            rejected(vec![created()], Update { price: Some("-3"), ..Default::default() }.command()),
+            vec![("price".into(), "not_positive".into())]
+        );
+        let yen = Created { price: "1999", currency: "JPY", ..Default::default() }.event();
+        assert_eq!(
+            rejected(vec![yen.clone()], Update { price: Some("19.99"), ..Default::default() }.command()),
+            vec![("price".into(), "too_precise".into())]
+        );
+        ProductTest::with(())
+            .given(vec![yen])
+            .when(Update { price: Some("2500.0"), ..Default::default() }.command())
+            .then_expect_events(vec![Updated { price: Some("2500"), ..Default::default() }.event()]);
+    }
+
+    #[test]
+    fn a_new_currency_alone_rechecks_the_current_price_against_its_digits() {
+        // EUR 19.99 has cents; yen has none.
+        assert_eq!(
+            rejected(vec![created()], Update { currency: Some("JPY"), ..Default::default() }.command()),
+            vec![("price".into(), "too_precise".into())]
+        );
+        // A price that fits is recorded rescaled to the new currency, so the event says it all.
+        ProductTest::with(())
+            .given(vec![Created { price: "20.00", ..Default::default() }.event()])
+            .when(Update { currency: Some("JPY"), ..Default::default() }.command())
+            .then_expect_events(vec![Updated { price: Some("20"), currency: Some("JPY"), ..Default::default() }.event()]);
+        ProductTest::with(())
+            .given(vec![created()])
+            .when(Update { currency: Some("BHD"), ..Default::default() }.command())
+            .then_expect_events(vec![Updated { price: Some("19.990"), currency: Some("BHD"), ..Default::default() }.event()]);
+        // The same currency again changes no price.
+        ProductTest::with(())
+            .given(vec![created()])
+            .when(Update { currency: Some("EUR"), ..Default::default() }.command())
+            .then_expect_events(vec![Updated { currency: Some("EUR"), ..Default::default() }.event()]);
+    }
+
+    #[test]
+    fn a_new_currency_with_a_new_price_checks_the_price_against_the_new_currency() {
+        ProductTest::with(())
+            .given(vec![created()])
+            .when(Update { price: Some("1999"), currency: Some("JPY"), ..Default::default() }.command())
+            .then_expect_events(vec![Updated { price: Some("1999"), currency: Some("JPY"), ..Default::default() }.event()]);
+        assert_eq!(
+            rejected(vec![created()], Update { price: Some("0"), currency: Some("ABC"), ..Default::default() }.command()),
+            vec![("currency".into(), "unknown".into()), ("price".into(), "not_positive".into())]
+        );
+    }
+
+    #[test]
+    fn a_price_for_a_product_whose_currency_is_no_longer_accepted_needs_a_currency() {
+        let kuna = Created { currency: "HRK", ..Default::default() }.event();
+        assert_eq!(
+            rejected(vec![kuna.clone()], Update { price: Some("5"), ..Default::default() }.command()),
+            vec![("currency".into(), "required".into())]
+        );
+        ProductTest::with(())
+            .given(vec![kuna])
+            .when(Update { price: Some("5"), currency: Some("EUR"), ..Default::default() }.command())
+            .then_expect_events(vec![Updated { price: Some("5.00"), currency: Some("EUR"), ..Default::default() }.event()]);
+    }
+
+    #[test]
+    fn the_sku_can_be_set_changed_and_cleared() {
+        ProductTest::with(())
+            .given(vec![created()])
+            .when(Update { sku: Some(Some(" LAMP-01 ".into())), ..Default::default() }.command())
+            .then_expect_events(vec![Updated { sku: Some(Some("LAMP-01")), ..Default::default() }.event()]);
+        let with_sku = Created { sku: Some("LAMP-01"), ..Default::default() }.event();
+        ProductTest::with(())
+            .given(vec![with_sku.clone()])
+            .when(Update { sku: Some(Some("LAMP-02".into())), ..Default::default() }.command())
+            .then_expect_events(vec![Updated { sku: Some(Some("LAMP-02")), ..Default::default() }.event()]);
+        ProductTest::with(())
+            .given(vec![with_sku])
+            .when(Update { sku: Some(None), ..Default::default() }.command())
+            .then_expect_events(vec![Updated { sku: Some(None), ..Default::default() }.event()]);
+    }
+
+    #[test]
+    fn an_invalid_sku_is_refused_on_create_and_update() {
+        for sku in [String::new(), "S".repeat(65)] {
+            assert_eq!(
+                rejected(vec![], Create { sku: Some(sku.clone()), ..Default::default() }.command()),
+                vec![("sku".into(), "length".into())]
+            );
+            assert_eq!(
+                rejected(vec![created()], Update { sku: Some(Some(sku)), ..Default::default() }.command()),
+                vec![("sku".into(), "length".into())]
+            );
+        }
+    }
+
+    #[test]
+    fn every_status_change_is_allowed_or_refused_by_the_transition_rules() {
+        let allowed = [(Draft, Published), (Draft, Archived), (Published, Archived), (Archived, Published)];
+        for from in [Draft, Published, Archived] {
+            for to in [Draft, Published, Archived] {
+                let given = vec![Created { status: from, ..Default::default() }.event()];
+                let when = Update { status: Some(to), ..Default::default() }.command();
+                let test = ProductTest::with(()).given(given).when(when);
+                if from == to {
+                    // Not an error, and nothing to record for the field: one empty update event.
+                    test.then_expect_events(vec![Updated::default().event()]);
+                } else if allowed.contains(&(from, to)) {
+                    test.then_expect_events(vec![Updated { status: Some(to), ..Default::default() }.event()]);
+                } else {
+                    test.then_expect_error(ProductError::InvalidTransition { from, to });
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_refused_transition_states_the_rule() {
+        assert_eq!(
+            ProductError::InvalidTransition { from: Published, to: Draft }.to_string(),
+            "a published product can only be archived; allowed: draft→published, draft→archived, \
+             published→archived, archived→published"
+        );
+        assert_eq!(
+            ProductError::InvalidTransition { from: Archived, to: Draft }.to_string(),
+            "an archived product can only be published; allowed: draft→published, draft→archived, \
+             published→archived, archived→published"
+        );
+    }
+
+    #[test]
+    fn collections_are_replaced_whole() {
+        let a = Uuid::from_u128(0xA);
+        let attributes = BTreeMap::from([("size".to_owned(), "XL".to_owned())]);
+        ProductTest::with(())
+            .given(vec![created()])
+            .when(
+                Update {
+                    category_ids: Some(vec![a, a]),
+                    attributes: Some(attributes.clone()),
+                    images: Some(vec![image("https://example.com/a.png")]),
+                    ..Default::default()
+                }
+                .command(),
+            )
+            .then_expect_events(vec![Updated {
+                category_ids: Some(vec![a]),
+                attributes: Some(attributes),
+                images: Some(vec![image("https://example.com/a.png")]),
+                ..Default::default()
+            }
+            .event()]);
+        ProductTest::with(())
+            .given(vec![created()])
+            .when(Update { category_ids: Some(vec![]), attributes: Some(BTreeMap::new()), images: Some(vec![]), ..Default::default() }.command())
+            .then_expect_events(vec![Updated {
+                category_ids: Some(vec![]),
+                attributes: Some(BTreeMap::new()),
+                images: Some(vec![]),
+                ..Default::default()
+            }
+            .event()]);
+    }
+
+    #[test]
+    fn an_update_reports_bad_collection_entries_by_their_exact_field() {
+        let too_long: String = "v".repeat(201);
+        let mut images = vec![image("https://example.com/ok.png"); 3];
+        images.push(ProductImage { url: "not a url".into(), alt: Some("a".repeat(201)) });
+        assert_eq!(
+            rejected(
+                vec![created()],
+                Update {
+                    category_ids: Some((0..51).map(Uuid::from_u128).collect()),
+                    attributes: Some(BTreeMap::from([("colour".to_owned(), too_long)])),
+                    images: Some(images),
+                    ..Default::default()
+                }
+                .command()
+            ),
+            vec![
+                ("category_ids".into(), "too_many".into()),
+                ("attributes.colour".into(), "too_long".into()),
+                ("images[3].url".into(), "invalid".into()),
+                ("images[3].alt".into(), "too_long".into()),
+            ]
+        );
+        assert_eq!(
+            rejected(vec![created()], Update { images: Some(vec![image("https://example.com/x.png"); 21]), ..Default::default() }.command()),
+            vec![("images".into(), "too_many".into())]
+        );
+        let fifty_one = (0..51).map(|i| (format!("k{i}"), "v".to_owned())).collect();
+        assert_eq!(
+            rejected(vec![created()], Update { attributes: Some(fifty_one), ..Default::default() }.command()),
+            vec![("attributes".into(), "too_many".into())]
+        );
+    }
+
+    #[test]
+    fn http_images_are_accepted_on_update_only_when_the_command_allows_them() {
+        let images = || Some(vec![image("http://localhost/lamp.png")]);
+        assert_eq!(
+            rejected(vec![created()], Update { images: images(), ..Default::default() }.command()),
+            vec![("images[0].url".into(), "insecure".into())]
+        );
+        ProductTest::with(())
+            .given(vec![created()])
+            .when(Update { images: images(), allow_http_images: true, ..Default::default() }.command())
+            .then_expect_events(vec![Updated { images: images(), ..Default::default() }.event()]);
+    }
+
+    #[test]
+    fn field_violations_are_reported_before_a_refused_transition() {
+        assert_eq!(
+            rejected(vec![created()], Update { name: Some(""), status: Some(Draft), ..Default::default() }.command()),
+            vec![("name".into(), "required".into())]
+        );
+    }
+
+    #[test]
+    fn updating_an_unknown_product_is_not_found() {
+        ProductTest::with(()).given_no_previous_events().when(rename(None)).then_expect_error(ProductError::NotFound);
+    }
+
+    // --- stock --------------------------------------------------------------------------------
+
+    #[test]
+    fn stock_adjustments_record_the_delta_and_the_level_after() {
+        ProductTest::with(())
+            .given(vec![created()])
+            .when(adjust(10))
+            .then_expect_events(vec![adjusted(10, 10)]);
+        ProductTest::with(())
+            .given(vec![created(), adjusted(10, 10)])
+            .when(adjust(-10))
+            .then_expect_events(vec![adjusted(-10, 0)]);
+    }
+
+    #[test]
+    fn stock_cannot_go_below_zero() {
+        ProductTest::with(())
+            .given(vec![Created { on_hand: 3, ..Default::default() }.event()])
+            .when(adjust(-4))
+            .then_expect_error(ProductError::InsufficientStock { on_hand: 3, delta: -4 });
+        ProductTest::with(())
+            .given(vec![created()])
+            .when(adjust(i64::MIN))
+            .then_expect_error(ProductError::InsufficientStock { on_hand: 0, delta: i64::MIN });
+    }
+
+    #[test]
+    fn a_stock_adjustment_needs_a_non_zero_delta_and_a_reason() {
+        assert_eq!(
+            rejected(
+                vec![created()],
+                ProductCommand::AdjustStock { delta: 0, reason: " ".into(), expected_version: None }
+            ),
+            vec![("delta".into(), "zero".into()), ("reason".into(), "required".into())]
+        );
+        assert_eq!(
+            rejected(
+                vec![created()],
+                ProductCommand::AdjustStock { delta: 1, reason: "r".repeat(201), expected_version: None }
+            ),
+            vec![("reason".into(), "too_long".into())]
+        );
+    }
+
+    #[test]
+    fn stock_cannot_exceed_what_a_signed_64_bit_column_holds() {
+        assert_eq!(
+            rejected(vec![Created { on_hand: Product::MAX_ON_HAND, ..Default::default() }.event()], adjust(1)),
+            vec![("delta".into(), "too_large".into())]
+        );
+        ProductTest::with(())
+            .given(vec![created()])
+            .when(adjust(i64::MAX))
+            .then_expect_events(vec![adjusted(i64::MAX, Product::MAX_ON_HAND)]);
+    }
+
+    #[test]
+    fn stock_adjustments_check_the_version_and_that_the_product_lives() {
+        ProductTest::with(())
+            .given(vec![created(), renamed()])
+            .when(ProductCommand::AdjustStock { delta: 1, reason: "count".into(), expected_version: Some(1) })
+            .then_expect_error(ProductError::VersionMismatch { expected: 1, actual: 2 });
+        ProductTest::with(()).given_no_previous_events().when(adjust(1)).then_expect_error(ProductError::NotFound);
+        ProductTest::with(())
+            .given(vec![created(), ProductEvent::ProductDeleted {}])
+            .when(adjust(1))
+            .then_expect_error(ProductError::Deleted);
+    }
+
+    // --- delete -------------------------------------------------------------------------------
+
+    #[test]
+    fn deleting_a_product_records_it() {
+        ProductTest::with(())
+            .given(vec![created()])
+            .when(ProductCommand::Delete { expected_version: None })
+            .then_expect_events(vec![ProductEvent::ProductDeleted {}]);
+    }
+
+    #[test]
+    fn deleting_an_unknown_product_is_not_found() {
+        ProductTest::with(())
+            .given_no_previous_events()
+            .when(ProductCommand::Delete { expected_version: None })
+            .then_expect_error(ProductError::NotFound);
+    }
+
+    #[test]
+    fn a_deleted_product_accepts_no_update() {
+        ProductTest::with(())
+            .given(vec![created(), ProductEvent::ProductDeleted {}])
+            .when(rename(None))
+            .then_expect_error(ProductError::Deleted);
+    }
+
+    #[test]
+    fn a_deleted_product_cannot_be_deleted_again() {
+        ProductTest::with(())
+            .given(vec![created(), ProductEvent::ProductDeleted {}])
+            .when(ProductCommand::Delete { expected_version: None })
+            .then_expect_error(ProductError::Deleted);
+    }
+
+    #[test]
+    fn a_deleted_product_cannot_be_created_again() {
+        ProductTest::with(())
+            .given(vec![created(), ProductEvent::ProductDeleted {}])
+            .when(Create::default().command())
+            .then_expect_error(ProductError::AlreadyExists(id()));
+    }
+
+    // --- fold and wire format -----------------------------------------------------------------
+
+    #[test]
+    fn replaying_applies_every_event_and_counts_the_version() {
+        let a = Uuid::from_u128(0xA);
+        let product = Product::replay(vec![
+            Created { sku: Some("LAMP-01"), status: Draft, ..Default::default() }.event(),
+            Updated { price: Some("20"), currency: Some("JPY"), status: Some(Published), ..Default::default() }.event(),
+            Updated { sku: Some(None), category_ids: Some(vec![a]), ..Default::default() }.event(),
+            adjusted(5, 5),
+            adjusted(-2, 3),
+        ]);
+        assert_eq!(product.version, 5);
+        assert_eq!((product.price, product.currency.as_str()), (dec("20"), "JPY"));
+        assert_eq!(product.status, Published);
+        assert_eq!(product.sku, None);
+        assert_eq!(product.category_ids, vec![a]);
+        assert_eq!(product.on_hand, 3);
+        assert_eq!(product.name, "Lamp", "fields an update leaves out stay");
+    }
+
+    #[test]
+    fn prices_are_stored_as_strings_with_the_currencys_digits_never_floats() {
+        let json = serde_json::to_value(created()).unwrap();
+        assert_eq!(json["ProductCreated"]["price"], json!("19.99"));
+        assert_eq!(json["ProductCreated"]["status"], json!("published"));
+        let yen = serde_json::to_value(Created { price: "1999", currency: "JPY", ..Default::default() }.event()).unwrap();
+        assert_eq!((&yen["ProductCreated"]["price"], &yen["ProductCreated"]["currency"]), (&json!("1999"), &json!("JPY")));
+        let dinar = serde_json::to_value(Created { price: "1.500", currency: "BHD", ..Default::default() }.event()).unwrap();
+        assert_eq!(dinar["ProductCreated"]["price"], json!("1.500"));
+    }
+
+    #[test]
+    fn a_1_0_0_created_event_reads_once_currency_and_status_are_added() {
+        let v1 = json!({"ProductCreated": {
+            "id": id().to_string(), "name": "Lamp", "description": "A desk lamp", "price": "19.99"}});
+        assert!(serde_json::from_value::<ProductEvent>(v1.clone()).is_err(), "currency and status must be upcast in");
+        let mut upcast = v1;
+        upcast["ProductCreated"]["currency"] = json!("EUR");
+        upcast["ProductCreated"]["status"] = json!("published");
+        assert_eq!(serde_json::from_value::<ProductEvent>(upcast).unwrap(), created());
+    }
+
+    #[test]
+    fn a_1_0_0_updated_event_still_reads() {
+        let v1 = json!({"ProductUpdated": {"price": "2.00"}});
+        assert_eq!(
+            serde_json::from_value::<ProductEvent>(v1).unwrap(),
+            Updated { price: Some("2.00"), ..Default::default() }.event()
+        );
+    }
+
+    #[test]
+    fn the_sku_keeps_its_three_states_on_the_wire() {
+        for (event, wire) in [
+            (Updated { name: Some("Lamp"), ..Default::default() }.event(), json!({"ProductUpdated": {"name": "Lamp"}})),
+            (Updated { sku: Some(None), ..Default::default() }.event(), json!({"ProductUpdated": {"sku": null}})),
+            (Updated { sku: Some(Some("LAMP-01")), ..Default::default() }.event(), json!({"ProductUpdated": {"sku": "LAMP-01"}})),
+        ] {
+            assert_eq!(serde_json::to_value(&event).unwrap(), wire);
+            assert_eq!(serde_json::from_value::<ProductEvent>(wire).unwrap(), event);
+        }
+        // Commands carry the same three states.
+        let clear = Update { sku: Some(None), ..Default::default() }.command();
+        let wire = serde_json::to_value(&clear).unwrap();
+        assert_eq!(wire["Update"]["sku"], json!(null));
+        assert_eq!(serde_json::from_value::<ProductCommand>(wire).unwrap(), clear);
+    }
+
+    #[test]
+    fn event_names_and_versions() {
+        assert_eq!((created().event_type(), created().event_version()), ("ProductCreated".into(), "2.0.0".into()));
+        assert_eq!((renamed().event_type(), renamed().event_version()), ("ProductUpdated".into(), "1.0.0".into()));
+        let stock = adjusted(1, 1);
+        assert_eq!((stock.event_type(), stock.event_version()), ("ProductStockAdjusted".into(), "1.0.0".into()));
+        assert_eq!(ProductEvent::ProductDeleted {}.event_type(), "ProductDeleted");
+    }
+
+    #[test]
+    fn a_snapshot_from_before_the_catalog_fields_does_not_load() {
+        // The command side ignores snapshots that fail to load and rebuilds from events.
+        let old = json!({"id": id().to_string(), "name": "Lamp", "description": "", "price": "19.99",
+                         "deleted": false, "version": 3});
+        assert!(serde_json::from_value::<Product>(old).is_err());
+        let current = Product::replay(vec![created()]);
+        let round_trip: Product = serde_json::from_value(serde_json::to_value(&current).unwrap()).unwrap();
+        assert_eq!(round_trip, current);
+    }
+
+    proptest! {
+        /// Whatever adjustments are asked for, the accepted ones keep stock at or above zero
+        /// and the level equals the initial stock plus the accepted deltas; the refused ones are
+        /// exactly those that would go below zero.
+        #[test]
+        fn accepted_stock_adjustments_keep_on_hand_non_negative_and_summed(
+            initial in 0u64..1_000,
+            deltas in prop::collection::vec(-600i64..600, 0..40),
+        ) {
+            let mut product = Product::replay(vec![Created { on_hand: initial, ..Default::default() }.event()]);
+            let mut accepted_sum: i128 = 0;
+            for delta in deltas {
+                let before = product.on_hand;
+                match product.decide(adjust(delta)) {
+                    Ok(event) => {
+                        accepted_sum += i128::from(delta);
+                        product.apply(event);
+                    }
+                    Err(ProductError::InsufficientStock { on_hand, delta: refused }) => {
+                        prop_assert_eq!((on_hand, refused), (before, delta));
+                        prop_assert!(i128::from(before) + i128::from(delta) < 0);
+                    }
+                    Err(ProductError::Invalid(_)) => prop_assert_eq!(delta, 0),
+                    Err(other) => prop_assert!(false, "unexpected error {other:?}"),
+                }
+                prop_assert_eq!(i128::from(product.on_hand), i128::from(initial) + accepted_sum);
+            }
         }
     }
 }

@@ -114,6 +114,14 @@ impl ProductStatus {
         self == to || self.successors().contains(&to)
     }
 
+    /// The indefinite article for the status as an adjective: "an archived product".
+    pub fn article(self) -> &'static str {
+        match self {
+            Self::Archived => "an",
+            Self::Draft | Self::Published => "a",
+        }
+    }
+
     /// `"published or archived"`: the successors as the tail of "a draft product can only be ...".
     pub fn successors_in_words(self) -> String {
         let words: Vec<&str> = self.successors().iter().map(ProductStatus::as_str).collect();
