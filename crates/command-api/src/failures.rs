@@ -27,6 +27,9 @@ pub fn product_failure(error: CommandError<ProductError>, version_pinned: bool) 
         CommandError::Rejected(ProductError::AlreadyExists(_)) => ApiError::Conflict("product already exists".into()),
         CommandError::Rejected(ProductError::NotFound | ProductError::Deleted) => ApiError::NotFound("product"),
         CommandError::Rejected(ProductError::VersionMismatch { .. }) => ApiError::PreconditionFailed,
+        CommandError::Rejected(
+            rule @ (ProductError::InvalidTransition { .. } | ProductError::InsufficientStock { .. }),
+        ) => ApiError::Conflict(rule.to_string()),
         // With If-Match, losing the race means the version the client saw is gone.
         CommandError::Conflict if version_pinned => ApiError::PreconditionFailed,
         CommandError::Conflict => {

@@ -35,6 +35,18 @@ impl Violations {
         }
     }
 
+    /// Like [`check`](Self::check) for parsers of collections, which report one violation per
+    /// bad element (`images[3].url`, `attributes.colour`) rather than stopping at the first.
+    pub fn check_all<T>(&mut self, result: Result<T, Violations>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(violations) => {
+                self.0.extend(violations.0);
+                None
+            }
+        }
+    }
+
     pub fn push(&mut self, violation: FieldViolation) {
         self.0.push(violation);
     }
@@ -51,6 +63,39 @@ impl Violations {
             Err(self)
         }
     }
+}
+
+/// Trimmed, non-empty text of at most `max_chars` characters without control characters:
+/// the rule for names and other one-line labels. `field` names the field in the violation.
+pub fn required_text(field: &str, raw: &str, max_chars: usize) -> Result<String, FieldViolation> {
+    let trimmed = raw.trim();
+    if trimmed.is_empty() {
+        return Err(FieldViolation::new(field, "required", format!("{field} must not be empty")));
+    }
+    check_max_chars(field, trimmed, max_chars)?;
+    check_no_control_chars(field, trimmed)?;
+    Ok(trimmed.to_owned())
+}
+
+/// At most `max_chars` characters. Counts characters, not bytes, so the limit means the same
+/// in every script.
+pub fn check_max_chars(field: &str, raw: &str, max_chars: usize) -> Result<(), FieldViolation> {
+    if raw.chars().count() > max_chars {
+        return Err(FieldViolation::new(
+            field,
+            "too_long",
+            format!("{field} must be at most {max_chars} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// No control characters: they break one-line displays and hide text from people reviewing it.
+pub fn check_no_control_chars(field: &str, raw: &str) -> Result<(), FieldViolation> {
+    if raw.chars().any(char::is_control) {
+        return Err(FieldViolation::new(field, "invalid", format!("{field} must not contain control characters")));
+    }
+    Ok(())
 }
 
 impl std::fmt::Display for Violations {

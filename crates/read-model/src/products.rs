@@ -35,7 +35,7 @@ pub fn apply(current: Option<ProductView>, event: &CatalogEvent) -> Result<Produ
     let at = event.recorded_at;
     let version = event.sequence;
     match (current, decoded) {
-        (None, ProductEvent::ProductCreated { id, name, description, price }) => Ok(ProductView {
+        (None, ProductEvent::ProductCreated { id, name, description, price, .. }) => Ok(ProductView {
             id,
             name,
             description,
@@ -45,7 +45,7 @@ pub fn apply(current: Option<ProductView>, event: &CatalogEvent) -> Result<Produ
             version,
             deleted: false,
         }),
-        (Some(mut view), ProductEvent::ProductUpdated { name, description, price }) => {
+        (Some(mut view), ProductEvent::ProductUpdated { name, description, price, .. }) => {
             if let Some(name) = name {
                 view.name = name;
             }

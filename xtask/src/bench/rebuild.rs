@@ -74,11 +74,11 @@ async fn generate(pool: &PgPool, first: usize, count: usize) -> Result<()> {
         let id = uuid::Uuid::from_u128(0xbe9c_0000_0000_0000_0000_0000_0000_0000 | n as u128);
         let mut product = Product::default();
         let commands = [
-            ProductCommand::Create { id, name: format!("Product {n}"), description: Some("bench".into()), price: Decimal::new(1999, 2) },
-            ProductCommand::Update { expected_version: Some(1), name: Some(format!("Product {n} v2")), description: None, price: None },
-            ProductCommand::Update { expected_version: Some(2), name: None, description: None, price: Some(Decimal::new(2450, 2)) },
-            ProductCommand::Update { expected_version: Some(3), name: None, description: Some("updated".into()), price: None },
-            ProductCommand::Update { expected_version: Some(4), name: Some(format!("Product {n} v5")), description: None, price: None },
+            ProductCommand::Create { id, name: format!("Product {n}"), description: Some("bench".into()), price: Decimal::new(1999, 2), currency: "EUR".into(), sku: None, status: None, category_ids: Vec::new(), attributes: Default::default(), images: Vec::new(), on_hand: 0, allow_http_images: false },
+            ProductCommand::Update { expected_version: Some(1), name: Some(format!("Product {n} v2")), description: None, price: None, currency: None, sku: None, status: None, category_ids: None, attributes: None, images: None, allow_http_images: false },
+            ProductCommand::Update { expected_version: Some(2), name: None, description: None, price: Some(Decimal::new(2450, 2)), currency: None, sku: None, status: None, category_ids: None, attributes: None, images: None, allow_http_images: false },
+            ProductCommand::Update { expected_version: Some(3), name: None, description: Some("updated".into()), price: None, currency: None, sku: None, status: None, category_ids: None, attributes: None, images: None, allow_http_images: false },
+            ProductCommand::Update { expected_version: Some(4), name: Some(format!("Product {n} v5")), description: None, price: None, currency: None, sku: None, status: None, category_ids: None, attributes: None, images: None, allow_http_images: false },
         ];
         for command in commands {
             let sink = EventSink::default();

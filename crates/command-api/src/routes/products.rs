@@ -154,6 +154,14 @@ pub async fn create(
             name: request.name.clone(),
             description: request.description.clone(),
             price: request.price,
+            currency: "EUR".into(),
+            sku: None,
+            status: None,
+            category_ids: Vec::new(),
+            attributes: Default::default(),
+            images: Vec::new(),
+            on_hand: 0,
+            allow_http_images: false,
         };
         let version = state
             .commands
@@ -217,6 +225,13 @@ pub async fn update(
         name: request.name.clone(),
         description: request.description.clone(),
         price: request.price,
+        currency: None,
+        sku: None,
+        status: None,
+        category_ids: None,
+        attributes: None,
+        images: None,
+        allow_http_images: false,
     };
     let version = change_existing(&state, &principal, &context, id, expected_version, command)
         .await?

@@ -98,7 +98,17 @@ async fn an_append_whose_snapshot_vanished_since_the_load_stores_nothing() {
     let loaded = store.load_aggregate(&id).await.unwrap();
     sqlx::query("DELETE FROM snapshots WHERE aggregate_id = $1").bind(&id).execute(&app.pool).await.unwrap();
     // The fourth event completes the next snapshot, so this append updates the (gone) row.
-    let event = ProductEvent::ProductUpdated { name: None, description: None, price: Some("9.99".parse().unwrap()) };
+    let event = ProductEvent::ProductUpdated {
+        name: None,
+        description: None,
+        price: Some("9.99".parse().unwrap()),
+        currency: None,
+        sku: None,
+        status: None,
+        category_ids: None,
+        attributes: None,
+        images: None,
+    };
     let result = store.commit(vec![event], loaded, Default::default()).await;
 
     assert!(matches!(result, Err(AggregateError::AggregateConflict)), "{result:?}");

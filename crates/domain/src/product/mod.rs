@@ -1,4 +1,5 @@
-//! The product aggregate: a sellable item with a name, a description and an exact price.
+//! The product aggregate: a catalog item with a name, a description, a price in a currency,
+//! an optional sku, a status, categories, attributes, images and a stock level.
 
 mod aggregate;
 mod commands;
@@ -8,4 +9,6 @@ mod values;
 pub use aggregate::{Product, ProductError};
 pub use commands::ProductCommand;
 pub use events::ProductEvent;
-pub use values::{Description, Price, ProductName};
+pub use values::{
+    Attributes, CategoryIds, Description, Images, ProductImage, ProductName, ProductStatus, Sku, StockReason,
+};
