@@ -36,6 +36,9 @@ struct Cli {
     #[command(flatten)]
     kafka: KafkaSettings,
 
+    #[command(flatten)]
+    currency: event_store::CurrencySettings,
+
     /// The projector's consumer group (for `status`).
     #[arg(long, env = "PROJECTOR_GROUP", default_value = "catalog-projector")]
     group: String,
@@ -108,6 +111,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    cli.currency.apply().map_err(anyhow::Error::msg)?;
     let pool = database::pool(&cli.database)?;
     database::ping(&pool).await.map_err(|e| anyhow::anyhow!("cannot reach Postgres: {e}"))?;
     match cli.command {

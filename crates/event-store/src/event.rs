@@ -135,7 +135,8 @@ mod tests {
     #[test]
     fn cloud_event_types_name_aggregate_event_and_major_version() {
         let created = stored("Product", "ProductCreated", "1.0.0", json!({"ProductCreated": {}}));
-        assert_eq!(created.cloud_event_type(), "catalog.product.created.v1");
+        // A 1.0.0 `ProductCreated` is read as 2.0.0 (see `upcasting`), so it is published as v2.
+        assert_eq!(created.cloud_event_type(), "catalog.product.created.v2");
         assert_eq!(created.cloud_event_source(), "/catalog/products");
         let changed = stored("User", "UserEmailChanged", "1.0.0", json!({"UserEmailChanged": {}}));
         assert_eq!(changed.cloud_event_type(), "catalog.user.email_changed.v1");

@@ -25,3 +25,4 @@ pub mod upcasting;
 pub use append::{CommandBus, CommandError, EventMetadata, DEFAULT_SNAPSHOT_EVERY};
 pub use event::CatalogEvent;
 pub use reads::{CommitPosition, EventFilter};
+pub use upcasting::CurrencySettings;

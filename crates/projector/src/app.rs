@@ -74,6 +74,9 @@ pub struct Settings {
     pub database: DatabaseSettings,
 
     #[command(flatten)]
+    pub currency: event_store::CurrencySettings,
+
+    #[command(flatten)]
     pub log: LogSettings,
 }
 
@@ -85,6 +88,7 @@ pub async fn run(
     metrics: PrometheusHandle,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    settings.currency.apply().map_err(anyhow::Error::msg)?;
     let producer = kafka::RenewableProducer::new(&settings.kafka, "catalog-projector")?;
     let mut checks = vec![ReadinessCheck::postgres(pool.clone())];
     // `/ready` asks the broker through the producer in use (not a second client of its own).
