@@ -5,12 +5,16 @@
 //! path built it.
 //!
 //! # Layout
-//! - [`products`], [`users`]: the view types, their pure `apply` folds, and their SQL.
+//! - [`products`], [`categories`], [`users`]: the view types, their pure `apply` folds, and their SQL.
+//! - [`history`]: every product event as a row (what changed, the product after it), for history
+//!   pages and time travel.
 //! - [`projection`]: applies a batch of events inside a transaction under the version rule
 //!   (apply at `version + 1`, skip what is applied, heal a gap from the event store).
 //!
 //! Nothing here talks to Kafka or HTTP; callers own transactions and retries.
 
+pub mod categories;
+pub mod history;
 pub mod products;
 pub mod projection;
 pub mod rebuild;

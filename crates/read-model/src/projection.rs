@@ -13,6 +13,8 @@ use std::collections::HashMap;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::categories::Categories;
+use crate::history::History;
 use crate::products::Products;
 use crate::users::Users;
 use event_store::{reads, CatalogEvent};
@@ -79,6 +81,8 @@ pub trait ReadModel {
     const AGGREGATE_TYPE: &'static str;
     /// The live table.
     const TABLE: &'static str;
+    /// The column of `TABLE` holding the aggregate's id (`verify` looks for rows without events).
+    const ID_COLUMN: &'static str = "id";
 
     fn version(view: &Self::View) -> i64;
     fn apply(current: Option<Self::View>, event: &CatalogEvent) -> Result<Self::View, ApplyError>;
@@ -111,12 +115,14 @@ pub const APPLY_LOCK: i64 = 0x0063_6174_616c_6f67; // "catalog" in ASCII
 pub async fn apply_events(connection: &mut PgConnection, events: &[CatalogEvent]) -> Result<Outcome, ApplyError> {
     sqlx::query("SELECT pg_advisory_xact_lock_shared($1)").bind(APPLY_LOCK).execute(&mut *connection).await?;
     let mut outcome = Outcome::default();
+    // Products and their history follow the same events: `applied`, `skipped` and `healed` count
+    // the products model's view of them, so an event counts once whatever the number of models.
     outcome += apply_to::<Products>(connection, events).await?;
+    apply_to::<History>(connection, events).await?;
+    outcome += apply_to::<Categories>(connection, events).await?;
     outcome += apply_to::<Users>(connection, events).await?;
-    outcome.ignored = events
-        .iter()
-        .filter(|e| e.aggregate_type != Products::AGGREGATE_TYPE && e.aggregate_type != Users::AGGREGATE_TYPE)
-        .count() as u64;
+    let followed = [Products::AGGREGATE_TYPE, Categories::AGGREGATE_TYPE, Users::AGGREGATE_TYPE];
+    outcome.ignored = events.iter().filter(|e| !followed.contains(&e.aggregate_type.as_str())).count() as u64;
     Ok(outcome)
 }
 

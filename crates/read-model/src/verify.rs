@@ -65,9 +65,10 @@ pub async fn verify<M: ReadModel>(pool: &PgPool, settle: Duration) -> Result<Vec
     snapshot.commit().await?;
 
     let orphans: Vec<Uuid> = sqlx::query_scalar(&format!(
-        "SELECT id FROM {table} t WHERE NOT EXISTS
-           (SELECT 1 FROM events e WHERE e.aggregate_type = $1 AND e.aggregate_id = t.id::text)",
-        table = M::TABLE
+        "SELECT DISTINCT {id} FROM {table} t WHERE NOT EXISTS
+           (SELECT 1 FROM events e WHERE e.aggregate_type = $1 AND e.aggregate_id = t.{id}::text)",
+        table = M::TABLE,
+        id = M::ID_COLUMN,
     ))
     .bind(M::AGGREGATE_TYPE)
     .fetch_all(pool)

@@ -1,0 +1,307 @@
+//! The product history read model: one row per product event, with what it changed and the
+//! product as it was after it. History pages and time travel (`as_of`, `at_version`) read it,
+//! never the event store.
+//!
+//! As a [`ReadModel`] its view is a product's latest row (version and state) plus the rows to
+//! insert: the fold is [`products::apply`], and each event adds a [`HistoryRecord`] whose
+//! `changes` are the fields whose serialised value differs before and after the event. Rows
+//! are only inserted (`ON CONFLICT DO NOTHING`), so a redelivered event changes nothing.
+
+use std::collections::{BTreeSet, HashMap};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sqlx::types::Json;
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use crate::products::{self, ProductView};
+use crate::projection::{ApplyError, ReadModel};
+use event_store::CatalogEvent;
+
+/// Fields that change with every event, so listing them would say nothing.
+const UNLISTED: &[&str] = &["version", "updated_at"];
+
+/// One field an event changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FieldChange {
+    pub field: String,
+    /// As the product view serialises it; `null` for a field the product did not have yet.
+    pub from: Value,
+    pub to: Value,
+}
+
+/// One event in a product's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// The product's version after the event.
+    pub version: i64,
+    /// The event type: `ProductCreated`, `ProductUpdated`, `ProductStockAdjusted`, `ProductDeleted`.
+    #[serde(rename = "type")]
+    pub r#type: String,
+    /// When the event was recorded.
+    pub at: DateTime<Utc>,
+    /// Who caused it (the event's `metadata.actor`), when known.
+    pub actor: Option<String>,
+    /// Each changed field (by name); every field of the new product for a creation.
+    pub changes: Vec<FieldChange>,
+}
+
+/// An entry and the product as it was after it: one row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryRecord {
+    pub entry: HistoryEntry,
+    pub state: ProductView,
+}
+
+/// A product's history as the model folds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryView {
+    pub product_id: Uuid,
+    /// The latest version recorded.
+    pub version: i64,
+    /// The product after that version (a deleted one with `deleted`).
+    pub state: ProductView,
+    /// Rows: the ones to insert after a fold; every row when loaded for `verify`.
+    pub records: Vec<HistoryRecord>,
+}
+
+/// Folds one product event into the history. Pure, like every read model's `apply`.
+pub fn apply(current: Option<HistoryView>, event: &CatalogEvent) -> Result<HistoryView, ApplyError> {
+    let (before, mut records) = match current {
+        Some(view) => (Some(view.state), view.records),
+        None => (None, Vec::new()),
+    };
+    let state = products::apply(before.clone(), event)?;
+    let entry = HistoryEntry {
+        version: event.sequence,
+        r#type: event.event_type.clone(),
+        at: event.recorded_at,
+        actor: event.metadata.get("actor").and_then(Value::as_str).map(str::to_owned),
+        changes: changes(before.as_ref(), &state),
+    };
+    records.push(HistoryRecord { entry, state: state.clone() });
+    Ok(HistoryView { product_id: state.id, version: event.sequence, state, records })
+}
+
+/// The fields that differ between `before` and `after`, by name; for a creation (no `before`)
+/// every field, from `null`.
+pub fn changes(before: Option<&ProductView>, after: &ProductView) -> Vec<FieldChange> {
+    let after = products::fields(after);
+    let before = before.map(products::fields);
+    let names: BTreeSet<&String> = after.keys().chain(before.iter().flat_map(Map::keys)).collect();
+    names
+        .into_iter()
+        .filter(|name| !UNLISTED.contains(&name.as_str()))
+        .filter_map(|name| {
+            let to = after.get(name).cloned().unwrap_or(Value::Null);
+            let from = match &before {
+                None => return Some(FieldChange { field: name.clone(), from: Value::Null, to }),
+                Some(before) => before.get(name).cloned().unwrap_or(Value::Null),
+            };
+            (from != to).then(|| FieldChange { field: name.clone(), from, to })
+        })
+        .collect()
+}
+
+/// How a state is stored: the view's fields and `deleted`.
+fn state_json(view: &ProductView) -> Value {
+    Value::Object(products::fields(view))
+}
+
+fn state_from_json(state: Value) -> Result<ProductView, sqlx::Error> {
+    let deleted = state.get("deleted").and_then(Value::as_bool).unwrap_or(false);
+    let mut view: ProductView = serde_json::from_value(state)
+        .map_err(|e| sqlx::Error::ColumnDecode { index: "state".into(), source: Box::new(e) })?;
+    view.deleted = deleted;
+    Ok(view)
+}
+
+/// A product's history, newest first: at most `limit` entries, those older than
+/// `before_version` when given (the cursor of the next page).
+pub async fn page<'e>(
+    executor: impl PgExecutor<'e>,
+    product_id: Uuid,
+    limit: i64,
+    before_version: Option<i64>,
+) -> Result<Vec<HistoryEntry>, sqlx::Error> {
+    let rows: Vec<EntryRow> = sqlx::query_as(
+        "SELECT version, type, at, actor, changes FROM product_history
+          WHERE product_id = $1 AND ($2::bigint IS NULL OR version < $2)
+          ORDER BY version DESC
+          LIMIT $3",
+    )
+    .bind(product_id)
+    .bind(before_version)
+    .bind(limit)
+    .fetch_all(executor)
+    .await?;
+    Ok(rows.into_iter().map(EntryRow::into_entry).collect())
+}
+
+/// The product as it was at `at`: after the last of its events recorded at or before `at`
+/// (with `deleted` if that was its deletion). `None` if it did not exist yet.
+pub async fn as_of<'e>(
+    executor: impl PgExecutor<'e>,
+    product_id: Uuid,
+    at: DateTime<Utc>,
+) -> Result<Option<ProductView>, sqlx::Error> {
+    let state: Option<Value> = sqlx::query_scalar(
+        "SELECT state FROM product_history WHERE product_id = $1 AND at <= $2
+          ORDER BY at DESC, version DESC LIMIT 1",
+    )
+    .bind(product_id)
+    .bind(at)
+    .fetch_optional(executor)
+    .await?;
+    state.map(state_from_json).transpose()
+}
+
+/// The product as it was at `version` (with `deleted` if that was its deletion). `None` if it
+/// has no such version (yet).
+pub async fn at_version<'e>(
+    executor: impl PgExecutor<'e>,
+    product_id: Uuid,
+    version: i64,
+) -> Result<Option<ProductView>, sqlx::Error> {
+    let state: Option<Value> =
+        sqlx::query_scalar("SELECT state FROM product_history WHERE product_id = $1 AND version = $2")
+            .bind(product_id)
+            .bind(version)
+            .fetch_optional(executor)
+            .await?;
+    state.map(state_from_json).transpose()
+}
+
+#[derive(sqlx::FromRow)]
+struct EntryRow {
+    version: i64,
+    r#type: String,
+    at: DateTime<Utc>,
+    actor: Option<String>,
+    changes: Json<Vec<FieldChange>>,
+}
+
+impl EntryRow {
+    fn into_entry(self) -> HistoryEntry {
+        HistoryEntry { version: self.version, r#type: self.r#type, at: self.at, actor: self.actor, changes: self.changes.0 }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    product_id: Uuid,
+    #[sqlx(flatten)]
+    entry: EntryRow,
+    state: Value,
+}
+
+/// Groups rows (ordered by product, then version) into views; `keep_records` keeps them all.
+fn views(rows: Vec<Row>, keep_records: bool) -> Result<HashMap<Uuid, HistoryView>, sqlx::Error> {
+    let mut views: HashMap<Uuid, HistoryView> = HashMap::new();
+    for row in rows {
+        let state = state_from_json(row.state)?;
+        let record = HistoryRecord { entry: row.entry.into_entry(), state };
+        let view = views.entry(row.product_id).or_insert_with(|| HistoryView {
+            product_id: row.product_id,
+            version: record.entry.version,
+            state: record.state.clone(),
+            records: Vec::new(),
+        });
+        view.version = record.entry.version;
+        view.state = record.state.clone();
+        if keep_records {
+            view.records.push(record);
+        }
+    }
+    Ok(views)
+}
+
+pub struct History;
+
+impl ReadModel for History {
+    type View = HistoryView;
+    const AGGREGATE_TYPE: &'static str = "Product";
+    const TABLE: &'static str = "product_history";
+    const ID_COLUMN: &'static str = "product_id";
+
+    fn version(view: &HistoryView) -> i64 {
+        view.version
+    }
+
+    fn apply(current: Option<HistoryView>, event: &CatalogEvent) -> Result<HistoryView, ApplyError> {
+        apply(current, event)
+    }
+
+    /// The latest version and state, and each recorded event as `v<version>`.
+    fn fields(view: &HistoryView) -> Map<String, Value> {
+        let mut fields = Map::new();
+        fields.insert("version".into(), view.version.into());
+        fields.insert("state".into(), state_json(&view.state));
+        for record in &view.records {
+            let mut entry = match serde_json::to_value(&record.entry) {
+                Ok(Value::Object(map)) => map,
+                _ => Map::new(),
+            };
+            entry.insert("state".into(), state_json(&record.state));
+            fields.insert(format!("v{}", record.entry.version), Value::Object(entry));
+        }
+        fields
+    }
+
+    /// Every row of each product, for `verify`.
+    async fn load(pool: &sqlx::PgPool, ids: &[Uuid]) -> Result<HashMap<Uuid, HistoryView>, sqlx::Error> {
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT product_id, version, type, at, actor, changes, state FROM product_history
+              WHERE product_id = ANY($1) ORDER BY product_id, version",
+        )
+        .bind(ids)
+        .fetch_all(pool)
+        .await?;
+        views(rows, true)
+    }
+
+    /// The latest row of each product, locked; no records (those are what a fold adds).
+    async fn load_for_update(
+        connection: &mut PgConnection,
+        ids: &[Uuid],
+    ) -> Result<HashMap<Uuid, HistoryView>, sqlx::Error> {
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT h.product_id, h.version, h.type, h.at, h.actor, h.changes, h.state
+               FROM unnest($1::uuid[]) AS ids(id)
+               CROSS JOIN LATERAL (SELECT * FROM product_history WHERE product_id = ids.id
+                                    ORDER BY version DESC LIMIT 1 FOR UPDATE) AS h
+              ORDER BY h.product_id",
+        )
+        .bind(ids)
+        .fetch_all(connection)
+        .await?;
+        views(rows, false)
+    }
+
+    /// Inserts the views' records; rows already there are left as they are.
+    async fn save(connection: &mut PgConnection, table: &str, views: &[&HistoryView]) -> Result<(), sqlx::Error> {
+        let records: Vec<(Uuid, &HistoryRecord)> =
+            views.iter().flat_map(|view| view.records.iter().map(|record| (view.product_id, record))).collect();
+        if records.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(&format!(
+            "INSERT INTO {table} (product_id, version, type, at, actor, changes, state)
+             SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::timestamptz[], $5::text[],
+                                  $6::jsonb[], $7::jsonb[])
+             ON CONFLICT (product_id, version) DO NOTHING",
+        ))
+        .bind(records.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+        .bind(records.iter().map(|(_, r)| r.entry.version).collect::<Vec<_>>())
+        .bind(records.iter().map(|(_, r)| r.entry.r#type.as_str()).collect::<Vec<_>>())
+        .bind(records.iter().map(|(_, r)| r.entry.at).collect::<Vec<_>>())
+        .bind(records.iter().map(|(_, r)| r.entry.actor.as_deref()).collect::<Vec<_>>())
+        .bind(records.iter().map(|(_, r)| serde_json::to_value(&r.entry.changes).unwrap_or_default()).collect::<Vec<_>>())
+        .bind(records.iter().map(|(_, r)| state_json(&r.state)).collect::<Vec<_>>())
+        .execute(connection)
+        .await?;
+        Ok(())
+    }
+}
