@@ -91,6 +91,9 @@ enum Command {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Target {
     Products,
+    /// Every product event as a row (history pages and time travel).
+    History,
+    Categories,
     Users,
     All,
 }

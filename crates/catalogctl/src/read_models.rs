@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use read_model::categories::Categories;
+use read_model::history::History;
 use read_model::products::Products;
 use read_model::projection::ReadModel;
 use read_model::rebuild::{self, RebuildReport};
@@ -18,6 +20,12 @@ use crate::Target;
 pub async fn rebuild(pool: &PgPool, target: Target) -> anyhow::Result<()> {
     if matches!(target, Target::Products | Target::All) {
         rebuild_one::<Products>(pool).await?;
+    }
+    if matches!(target, Target::History | Target::All) {
+        rebuild_one::<History>(pool).await?;
+    }
+    if matches!(target, Target::Categories | Target::All) {
+        rebuild_one::<Categories>(pool).await?;
     }
     if matches!(target, Target::Users | Target::All) {
         rebuild_one::<Users>(pool).await?;
@@ -60,6 +68,8 @@ fn progress_bar(total: u64, table: &str) -> ProgressBar {
 
 pub async fn verify(pool: &PgPool, settle: Duration) -> anyhow::Result<ExitCode> {
     let mut differences: Vec<Difference> = verify::verify::<Products>(pool, settle).await?;
+    differences.extend(verify::verify::<History>(pool, settle).await?);
+    differences.extend(verify::verify::<Categories>(pool, settle).await?);
     differences.extend(verify::verify::<Users>(pool, settle).await?);
     let mut out = std::io::stdout().lock();
     for difference in &differences {

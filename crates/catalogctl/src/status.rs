@@ -56,6 +56,9 @@ struct PartitionLag {
 struct ReadModelCounts {
     products: i64,
     products_deleted: i64,
+    categories: i64,
+    /// Rows of the product history: one per product event.
+    product_history: i64,
     users: i64,
 }
 
@@ -88,6 +91,8 @@ pub async fn print(pool: &PgPool, kafka: &KafkaSettings, group: &str, json: bool
         read_models: ReadModelCounts {
             products: sqlx::query_scalar("SELECT count(*) FROM products WHERE NOT deleted").fetch_one(pool).await?,
             products_deleted: sqlx::query_scalar("SELECT count(*) FROM products WHERE deleted").fetch_one(pool).await?,
+            categories: sqlx::query_scalar("SELECT count(*) FROM categories WHERE NOT deleted").fetch_one(pool).await?,
+            product_history: crate::row_count(pool, "product_history").await?,
             users: crate::row_count(pool, "users").await?,
         },
     };
@@ -121,8 +126,12 @@ pub async fn print(pool: &PgPool, kafka: &KafkaSettings, group: &str, json: bool
         );
     }
     println!(
-        "read models                products {} (+{} deleted), users {}",
-        status.read_models.products, status.read_models.products_deleted, status.read_models.users
+        "read models                products {} (+{} deleted), categories {}, product history {} events, users {}",
+        status.read_models.products,
+        status.read_models.products_deleted,
+        status.read_models.categories,
+        status.read_models.product_history,
+        status.read_models.users
     );
     Ok(())
 }

@@ -110,6 +110,10 @@ fn state_json(view: &ProductView) -> Value {
     Value::Object(products::fields(view))
 }
 
+fn changes_json(changes: &[FieldChange]) -> Value {
+    serde_json::to_value(changes).unwrap_or_default()
+}
+
 fn state_from_json(state: Value) -> Result<ProductView, sqlx::Error> {
     let deleted = state.get("deleted").and_then(Value::as_bool).unwrap_or(false);
     let mut view: ProductView = serde_json::from_value(state)
@@ -185,7 +189,8 @@ struct EntryRow {
 
 impl EntryRow {
     fn into_entry(self) -> HistoryEntry {
-        HistoryEntry { version: self.version, r#type: self.r#type, at: self.at, actor: self.actor, changes: self.changes.0 }
+        let Json(changes) = self.changes;
+        HistoryEntry { version: self.version, r#type: self.r#type, at: self.at, actor: self.actor, changes }
     }
 }
 
@@ -298,10 +303,118 @@ impl ReadModel for History {
         .bind(records.iter().map(|(_, r)| r.entry.r#type.as_str()).collect::<Vec<_>>())
         .bind(records.iter().map(|(_, r)| r.entry.at).collect::<Vec<_>>())
         .bind(records.iter().map(|(_, r)| r.entry.actor.as_deref()).collect::<Vec<_>>())
-        .bind(records.iter().map(|(_, r)| serde_json::to_value(&r.entry.changes).unwrap_or_default()).collect::<Vec<_>>())
+        .bind(records.iter().map(|(_, r)| changes_json(&r.entry.changes)).collect::<Vec<_>>())
         .bind(records.iter().map(|(_, r)| state_json(&r.state)).collect::<Vec<_>>())
         .execute(connection)
         .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::products::tests::{created, event};
+    use serde_json::json;
+
+    fn change(field: &str, from: Value, to: Value) -> FieldChange {
+        FieldChange { field: field.into(), from, to }
+    }
+
+    fn history(events: &[CatalogEvent]) -> HistoryView {
+        let mut view = None;
+        for event in events {
+            view = Some(apply(view, event).unwrap());
+        }
+        view.unwrap()
+    }
+
+    #[test]
+    fn a_creation_lists_every_field_from_null() {
+        let view = history(&[created()]);
+        assert_eq!((view.version, view.records.len()), (1, 1));
+        let entry = &view.records[0].entry;
+        assert_eq!((entry.version, entry.r#type.as_str(), entry.actor.as_deref()), (1, "ProductCreated", Some("admin")));
+        let fields: Vec<&str> = entry.changes.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "attributes", "category_ids", "created_at", "currency", "deleted", "description", "id", "images",
+                "name", "on_hand", "price", "sku", "status"
+            ]
+        );
+        assert!(entry.changes.iter().all(|c| c.from.is_null()));
+        assert!(entry.changes.contains(&change("price", Value::Null, json!("19.99"))));
+        assert!(entry.changes.contains(&change("status", Value::Null, json!("draft"))));
+        assert_eq!(view.records[0].state, view.state);
+    }
+
+    #[test]
+    fn an_update_lists_only_what_changed_with_from_and_to() {
+        let view = history(&[
+            created(),
+            event(2, json!({"ProductUpdated": {"name": "Lamp", "currency": "BHD", "price": "19.990",
+                                                "attributes": {"colour": "blue"}}})),
+        ]);
+        let entry = &view.records[1].entry;
+        assert_eq!((entry.version, entry.r#type.as_str()), (2, "ProductUpdated"));
+        assert_eq!(
+            entry.changes,
+            [
+                change("attributes", json!({"colour": "red"}), json!({"colour": "blue"})),
+                change("currency", json!("EUR"), json!("BHD")),
+                change("price", json!("19.99"), json!("19.990")),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_status_change_a_stock_adjustment_and_a_delete_each_show_their_field() {
+        let view = history(&[
+            created(),
+            event(2, json!({"ProductUpdated": {"status": "published"}})),
+            event(3, json!({"ProductStockAdjusted": {"delta": -2, "reason": "sold", "on_hand": 1}})),
+            event(4, json!({"ProductDeleted": {}})),
+        ]);
+        let changes: Vec<(&str, &[FieldChange])> =
+            view.records.iter().map(|r| (r.entry.r#type.as_str(), r.entry.changes.as_slice())).collect();
+        assert_eq!(changes[1], ("ProductUpdated", &[change("status", json!("draft"), json!("published"))][..]));
+        assert_eq!(changes[2], ("ProductStockAdjusted", &[change("on_hand", json!(3), json!(1))][..]));
+        assert_eq!(changes[3], ("ProductDeleted", &[change("deleted", json!(false), json!(true))][..]));
+        assert_eq!(view.version, 4);
+        assert!(view.state.deleted && view.records[3].state.deleted && !view.records[2].state.deleted);
+        assert_eq!(view.records[2].state.on_hand, 1);
+    }
+
+    #[test]
+    fn an_update_that_changes_nothing_lists_nothing() {
+        let view = history(&[created(), event(2, json!({"ProductUpdated": {"name": "Lamp"}}))]);
+        assert!(view.records[1].entry.changes.is_empty());
+    }
+
+    #[test]
+    fn entries_serialise_with_type_and_states_keep_deleted() {
+        let view = history(&[created(), event(2, json!({"ProductDeleted": {}}))]);
+        let entry = serde_json::to_value(&view.records[1].entry).unwrap();
+        assert_eq!(entry["type"], json!("ProductDeleted"));
+        assert_eq!(entry["actor"], json!("admin"));
+        let state = state_from_json(state_json(&view.state)).unwrap();
+        assert_eq!(state, view.state);
+        assert!(state.deleted);
+    }
+
+    #[test]
+    fn verify_compares_the_latest_state_and_every_entry() {
+        let view = history(&[created(), event(2, json!({"ProductUpdated": {"name": "Desk"}}))]);
+        let fields = History::fields(&view);
+        let names: Vec<&str> = fields.keys().map(String::as_str).collect();
+        assert_eq!(names, ["state", "v1", "v2", "version"]);
+        assert_eq!(fields["v2"]["changes"], json!([{"field": "name", "from": "Lamp", "to": "Desk"}]));
+        assert_eq!(fields["v2"]["state"]["name"], json!("Desk"));
+    }
+
+    #[test]
+    fn events_out_of_place_are_refused_as_by_the_products_fold() {
+        assert!(matches!(apply(None, &event(1, json!({"ProductDeleted": {}}))), Err(ApplyError::Malformed(_))));
     }
 }

@@ -177,7 +177,8 @@ const COLUMNS: &str = "id, name, description, price, currency, sku, status, cate
 
 impl<'r> sqlx::FromRow<'r, PgRow> for ProductView {
     fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
-        let decode = |column: &str, error: String| sqlx::Error::ColumnDecode { index: column.into(), source: error.into() };
+        let decode =
+            |column: &str, error: String| sqlx::Error::ColumnDecode { index: column.into(), source: error.into() };
         let currency: String = row.try_get("currency")?;
         let status: String = row.try_get("status")?;
         let sqlx::types::Json(attributes) = row.try_get("attributes")?;
@@ -375,10 +376,12 @@ pub(crate) mod tests {
     fn a_created_product_has_every_field_and_version_one() {
         let view = apply(None, &created()).unwrap();
         assert_eq!((view.name.as_str(), view.price.to_string().as_str(), view.version), ("Lamp", "19.99", 1));
-        assert_eq!((view.currency.as_str(), view.sku.as_deref(), view.status), ("EUR", Some("LAMP-1"), ProductStatus::Draft));
+        assert_eq!((view.currency.as_str(), view.sku.as_deref()), ("EUR", Some("LAMP-1")));
+        assert_eq!(view.status, ProductStatus::Draft);
         assert_eq!(view.category_ids, vec![Uuid::from_u128(7)]);
         assert_eq!(view.attributes, BTreeMap::from([("colour".to_owned(), "red".to_owned())]));
-        assert_eq!(view.images, vec![ProductImage { url: "https://img.example/lamp.png".into(), alt: Some("A lamp".into()) }]);
+        let image = ProductImage { url: "https://img.example/lamp.png".into(), alt: Some("A lamp".into()) };
+        assert_eq!(view.images, vec![image]);
         assert_eq!(view.on_hand, 3);
         assert!(!view.deleted);
     }
@@ -427,7 +430,8 @@ pub(crate) mod tests {
         assert_eq!(view.status, ProductStatus::Published);
         assert!(view.category_ids.is_empty() && view.images.is_empty());
         assert_eq!(view.attributes, BTreeMap::from([("material".to_owned(), "brass".to_owned())]));
-        let view = apply(Some(view), &event(3, json!({"ProductUpdated": {"sku": "LAMP-2", "status": "archived"}}))).unwrap();
+        let update = json!({"ProductUpdated": {"sku": "LAMP-2", "status": "archived"}});
+        let view = apply(Some(view), &event(3, update)).unwrap();
         assert_eq!((view.sku.as_deref(), view.status, view.version), (Some("LAMP-2"), ProductStatus::Archived, 3));
     }
 
@@ -448,8 +452,8 @@ pub(crate) mod tests {
         let adjusted = json!({"ProductStockAdjusted": {"delta": 5, "reason": "goods received", "on_hand": 8}});
         let view = apply(Some(view), &event(2, adjusted)).unwrap();
         assert_eq!((view.on_hand, view.version), (8, 2));
-        let view = apply(Some(view), &event(3, json!({"ProductStockAdjusted": {"delta": -8, "reason": "sold", "on_hand": 0}})))
-            .unwrap();
+        let sold = json!({"ProductStockAdjusted": {"delta": -8, "reason": "sold", "on_hand": 0}});
+        let view = apply(Some(view), &event(3, sold)).unwrap();
         assert_eq!((view.on_hand, view.version, view.name.as_str()), (0, 3, "Lamp"));
     }
 
