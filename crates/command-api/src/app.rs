@@ -8,7 +8,8 @@ use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::http::{header, HeaderName, Method};
 use axum::Router;
 use clap::Parser;
-use event_store::CommandBus;
+use domain::Currency;
+use event_store::{CommandBus, CurrencySettings};
 use http_api::middleware;
 use http_api::tokens::TokenKeys;
 use http_api::BODY_LIMIT_BYTES;
@@ -37,6 +38,11 @@ pub struct Settings {
     #[command(flatten)]
     pub http: HttpSettings,
 
+    /// `CATALOG_DEFAULT_CURRENCY`: what a product is priced in when its create request names no
+    /// currency (and what products from before currencies are read in).
+    #[command(flatten)]
+    pub currency: CurrencySettings,
+
     /// Bearer token lifetime in seconds (capped at 3600).
     #[arg(long, env = "TOKEN_TTL_SECONDS", default_value_t = 900)]
     pub token_ttl_seconds: u64,
@@ -63,6 +69,10 @@ pub struct AppState {
     pub hasher: PasswordHasher,
     pub tokens: TokenKeys,
     pub login_limiter: LoginLimiter,
+    /// The currency of a product created without one (`CATALOG_DEFAULT_CURRENCY`).
+    pub default_currency: Currency,
+    /// Plain `http` image URLs are accepted (development only; https everywhere else).
+    pub allow_http_images: bool,
 }
 
 impl FromRef<AppState> for TokenKeys {
@@ -78,7 +88,10 @@ pub struct Application {
 }
 
 impl Application {
+    /// Fails when a setting is invalid (the default currency, the token secret) or the address
+    /// cannot be bound.
     pub async fn build(settings: Settings, pool: PgPool, metrics: PrometheusHandle) -> anyhow::Result<Self> {
+        let default_currency = settings.currency.apply().map_err(anyhow::Error::msg)?;
         let tokens = TokenKeys::new(&settings.http.jwt_secret()?, Duration::from_secs(settings.token_ttl_seconds));
         let login_limiter = LoginLimiter::new(LoginLimits {
             per_username_per_minute: settings.login_attempts_per_username,
@@ -90,6 +103,8 @@ impl Application {
             hasher: PasswordHasher::owasp_minimum(),
             tokens,
             login_limiter: login_limiter.clone(),
+            default_currency,
+            allow_http_images: settings.http.is_development(),
         };
         let router = router(state, &settings, metrics);
         let listener = TcpListener::bind(settings.addr).await?;

@@ -2,21 +2,50 @@
 //! and the aggregates' errors to problem responses.
 
 use cqrs_es::AggregateError;
-use domain::{ProductError, UserError};
+use domain::{CategoryError, FieldViolation, ProductError, UserError};
 use event_store::CommandError;
 use http_api::problem::ApiError;
+use sqlx::postgres::PgDatabaseError;
 
 use crate::accounts::RegistrationError;
 
-/// The event store failed: unreachable Postgres is a 503, anything else an internal error.
+/// SQLSTATE of a catalog rule that another aggregate stands in the way of (a taken SKU or slug, a
+/// category cycle, a category that still has children): raised by the event store's trigger
+/// (migration `catalog_rules`) in the appending transaction, so nothing was stored.
+const CATALOG_CONFLICT: &str = "CT409";
+
+/// SQLSTATE of a command that refers to a category that does not exist (or no longer does).
+const CATALOG_UNKNOWN_REFERENCE: &str = "CT422";
+
+/// The event store failed: a catalog rule it enforces is a 409 or a 422, unreachable Postgres is
+/// a 503, anything else an internal error.
+///
+/// A catalog rule arrives here (as a database error), not as [`CommandError::Conflict`], so it is
+/// never retried: another attempt would meet the same rule. (postgres-es reserves SQLSTATE 23505
+/// for its optimistic lock, which is why the rules raise codes of their own.)
 pub fn store_failure<E: std::error::Error>(error: AggregateError<E>) -> ApiError {
     match error {
         AggregateError::DatabaseConnectionError(_) => ApiError::database_unavailable(),
         AggregateError::UnexpectedError(cause) => match cause.downcast::<sqlx::Error>() {
-            Ok(sqlx_error) => ApiError::from_database(*sqlx_error),
+            Ok(sqlx_error) => catalog_rule(&sqlx_error).unwrap_or_else(|| ApiError::from_database(*sqlx_error)),
             Err(other) => ApiError::Internal(anyhow::anyhow!(other)),
         },
         other => ApiError::Internal(anyhow::anyhow!(other.to_string())),
+    }
+}
+
+/// The answer to a catalog rule the event store refused the append for: the database error's
+/// message is a sentence for people, its DETAIL the request field and its HINT a stable code.
+fn catalog_rule(error: &sqlx::Error) -> Option<ApiError> {
+    let raised = error.as_database_error()?.try_downcast_ref::<PgDatabaseError>()?;
+    match raised.code() {
+        CATALOG_CONFLICT => Some(ApiError::Conflict(raised.message().to_owned())),
+        CATALOG_UNKNOWN_REFERENCE => Some(ApiError::invalid_field(FieldViolation::new(
+            raised.detail().unwrap_or("body"),
+            raised.hint().unwrap_or("unknown"),
+            raised.message(),
+        ))),
+        _ => None,
     }
 }
 
@@ -27,6 +56,7 @@ pub fn product_failure(error: CommandError<ProductError>, version_pinned: bool) 
         CommandError::Rejected(ProductError::AlreadyExists(_)) => ApiError::Conflict("product already exists".into()),
         CommandError::Rejected(ProductError::NotFound | ProductError::Deleted) => ApiError::NotFound("product"),
         CommandError::Rejected(ProductError::VersionMismatch { .. }) => ApiError::PreconditionFailed,
+        // The rule itself is the detail: which transitions there are, how much stock there is.
         CommandError::Rejected(
             rule @ (ProductError::InvalidTransition { .. } | ProductError::InsufficientStock { .. }),
         ) => ApiError::Conflict(rule.to_string()),
@@ -34,6 +64,24 @@ pub fn product_failure(error: CommandError<ProductError>, version_pinned: bool) 
         CommandError::Conflict if version_pinned => ApiError::PreconditionFailed,
         CommandError::Conflict => {
             ApiError::Conflict("the product kept changing concurrently; retry the request".into())
+        }
+        CommandError::Store(e) => store_failure(e),
+    }
+}
+
+/// A category command that did not commit. `version_pinned`: the client sent `If-Match`.
+/// Taken slugs, cycles and children come from the event store ([`store_failure`]).
+pub fn category_failure(error: CommandError<CategoryError>, version_pinned: bool) -> ApiError {
+    match error {
+        CommandError::Rejected(CategoryError::Invalid(violations)) => ApiError::Invalid(violations),
+        CommandError::Rejected(CategoryError::AlreadyExists(_)) => {
+            ApiError::Conflict("category already exists".into())
+        }
+        CommandError::Rejected(CategoryError::NotFound | CategoryError::Deleted) => ApiError::NotFound("category"),
+        CommandError::Rejected(CategoryError::VersionMismatch { .. }) => ApiError::PreconditionFailed,
+        CommandError::Conflict if version_pinned => ApiError::PreconditionFailed,
+        CommandError::Conflict => {
+            ApiError::Conflict("the category kept changing concurrently; retry the request".into())
         }
         CommandError::Store(e) => store_failure(e),
     }

@@ -36,6 +36,11 @@ impl HttpSettings {
         crate::tokens::resolve_secret(self.jwt_secret.as_deref(), &self.environment)
     }
 
+    /// `CATALOG_ENV=development` (the default), where plain `http` image URLs are accepted.
+    pub fn is_development(&self) -> bool {
+        self.environment == "development"
+    }
+
     /// Longest time one request may take.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_seconds)

@@ -1,11 +1,16 @@
 //! The write API's routes, one module per resource.
 
+mod categories;
 mod products;
 mod tokens;
 mod users;
 
+use http_api::problem::ApiError;
+use serde::Serialize;
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+use uuid::Uuid;
 
 use crate::app::AppState;
 
@@ -18,19 +23,40 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(users::register))
         .routes(routes!(tokens::issue))
         .routes(routes!(products::create))
-        .routes(routes!(products::update, products::delete));
-    require_a_change(router.get_openapi_mut());
+        .routes(routes!(products::update, products::delete))
+        .routes(routes!(products::adjust_stock))
+        .routes(routes!(categories::create))
+        .routes(routes!(categories::update, categories::delete));
+    require_a_change(router.get_openapi_mut(), &["UpdateProduct", "UpdateCategory"]);
     router
 }
 
-/// `UpdateProduct` needs at least one field (`{}` is a 422). Set here rather than with
+/// What a create or a change answers: the aggregate written and its version after the write
+/// (also its `ETag`).
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"id": "0b6c51d4-8e2f-4b7a-a1c3-95de2f607a18", "version": 2}))]
+pub struct Written {
+    id: Uuid,
+    #[schema(minimum = 1)]
+    version: u64,
+}
+
+/// A path segment that is not a UUID cannot name a `resource`: 404, like any unknown id.
+fn parse_id(raw: &str, resource: &'static str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound(resource))
+}
+
+/// Partial updates need at least one field (`{}` is a 422). Set here rather than with
 /// `#[schema(min_properties = 1)]`, which utoipa-gen 5.5 renders as `maxProperties`.
-fn require_a_change(document: &mut utoipa::openapi::OpenApi) {
+fn require_a_change(document: &mut utoipa::openapi::OpenApi, schemas: &[&str]) {
     use utoipa::openapi::{RefOr, Schema};
 
-    let schema = document.components.as_mut().and_then(|c| c.schemas.get_mut("UpdateProduct"));
-    if let Some(RefOr::T(Schema::Object(object))) = schema {
-        object.min_properties = Some(1);
+    for name in schemas {
+        let schema = document.components.as_mut().and_then(|c| c.schemas.get_mut(*name));
+        match schema {
+            Some(RefOr::T(Schema::Object(object))) => object.min_properties = Some(1),
+            _ => panic!("the OpenAPI document has no object schema {name}"),
+        }
     }
 }
 
@@ -41,14 +67,19 @@ fn document() -> utoipa::openapi::OpenApi {
     #[openapi(tags(
         (name = "users", description = "Registration (open; every new account is a customer)"),
         (name = "auth", description = "Bearer tokens for a username and password"),
-        (name = "products", description = "Product writes (admin only), with `If-Match` and `Idempotency-Key`"),
+        (name = "products", description = "Product writes (admin only), with `If-Match` and `Idempotency-Key`: \
+            SKU, price in a currency, publication status, categories, attributes, images, and stock, which \
+            changes only by adjustments"),
+        (name = "categories", description = "Category writes (admin only), with `If-Match` and \
+            `Idempotency-Key`: the tree products are filed under. Slugs are unique; a category cannot move \
+            under its own descendants, nor be deleted while it has child categories"),
     ))]
     struct Tags;
 
     let mut document = http_api::openapi::base(
         "Catalog write API",
-        "Commands for Catalog's products and users. Errors are `application/problem+json` (RFC 9457). \
-         Reads are served by the read API (query-api).",
+        "Commands for Catalog's products, categories and users. Errors are `application/problem+json` \
+         (RFC 9457). Reads are served by the read API (query-api).",
     );
     document.merge(Tags::openapi());
     document
