@@ -15,6 +15,8 @@ pub const POSITION: &str = "catalog_position";
 pub const EVENT_TYPE: &str = "catalog_event_type";
 pub const EVENT_VERSION: &str = "catalog_event_version";
 pub const TRACEPARENT: &str = "traceparent";
+/// Who caused the event (its metadata's `actor`), for the product history read model.
+pub const ACTOR: &str = "catalog_actor";
 /// Added to a dead letter: why it could not be projected.
 pub const DLQ_REASON: &str = "catalog_dlq_reason";
 
@@ -36,6 +38,9 @@ pub fn headers(event: &CatalogEvent) -> Vec<(&'static str, String)> {
     ];
     if let Some(traceparent) = event.traceparent() {
         headers.push((TRACEPARENT, traceparent.to_owned()));
+    }
+    if let Some(actor) = event.metadata.get("actor").and_then(Value::as_str) {
+        headers.push((ACTOR, actor.to_owned()));
     }
     headers
 }
@@ -66,10 +71,14 @@ pub fn decode<'a>(
     let recorded_at = DateTime::parse_from_rfc3339(&text("ce_time")?)
         .map_err(|e| format!("header ce_time: {e}"))?
         .with_timezone(&Utc);
-    let metadata = match header(TRACEPARENT).and_then(|v| std::str::from_utf8(v).ok()) {
-        Some(traceparent) => serde_json::json!({ "traceparent": traceparent }),
-        None => serde_json::json!({}),
-    };
+    let mut metadata = serde_json::Map::new();
+    for name in [TRACEPARENT, ACTOR] {
+        if let Some(value) = header(name).and_then(|v| std::str::from_utf8(v).ok()) {
+            let key = if name == ACTOR { "actor" } else { name };
+            metadata.insert(key.to_owned(), Value::String(value.to_owned()));
+        }
+    }
+    let metadata = Value::Object(metadata);
     Ok(CatalogEvent {
         event_id: text("ce_id")?.parse().map_err(|_| "header ce_id is not a UUID".to_owned())?,
         aggregate_type: text(AGGREGATE_TYPE)?,
@@ -113,6 +122,7 @@ mod tests {
             (event.event_id, 3, 42, event.recorded_at)
         );
         assert_eq!(decoded.traceparent(), event.traceparent());
+        assert_eq!(decoded.metadata["actor"], "x");
         assert_eq!(find("ce_type"), Some(&b"catalog.product.updated.v1"[..]));
     }
 

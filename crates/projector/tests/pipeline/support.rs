@@ -96,13 +96,11 @@ impl Pipeline {
             .expect("update product");
     }
 
-    /// (name, price, version, deleted) of a product's read-model row.
+    /// (name, price, version, deleted) of a product's read-model row; the price as the read
+    /// model serves it (the currency's digits).
     pub async fn product_row(&self, id: Uuid) -> Option<(String, String, i64, bool)> {
-        sqlx::query_as("SELECT name, price::text, version, deleted FROM products WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .unwrap()
+        let view = read_model::products::get(&self.pool, id).await.unwrap()?;
+        Some((view.name, view.price.to_string(), view.version, view.deleted))
     }
 
     pub async fn product_version(&self, id: Uuid) -> i64 {
