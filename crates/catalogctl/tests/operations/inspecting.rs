@@ -45,6 +45,8 @@ async fn status_reports_positions_lag_dead_letters_and_row_counts() {
             && status["publishers"][0]["lag_events"] == 0
             && status["consumer_lag_total"] == 0
             && status["read_models"]["products"] == 2
+            && status["read_models"]["product_history"] == 2
+            && status["read_models"]["categories"] == 0
             && status["dead_letters"] == 0
     })
     .await;

@@ -2,6 +2,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::json;
+
 use crate::support::{eventually, stderr, stdout, System};
 
 #[tokio::test]
@@ -56,7 +58,9 @@ async fn a_rebuild_under_write_and_read_load_loses_no_write_fails_no_read_and_ve
     let (written, failures, output) = tokio::join!(writer, reader, rebuild);
 
     assert!(output.status.success(), "rebuild failed: {}", stderr(&output));
-    assert!(stdout(&output).contains("products: rebuilt from"), "{}", stdout(&output));
+    for table in ["products", "product_history", "categories", "users"] {
+        assert!(stdout(&output).contains(&format!("{table}: rebuilt from")), "{}", stdout(&output));
+    }
     assert!(failures.is_empty(), "reads failed during the rebuild: {failures:?}");
     assert!(reads.load(Ordering::Relaxed) > 10, "the reader kept reading");
     assert!(!written.is_empty(), "the writer kept writing");
@@ -107,18 +111,106 @@ async fn verify_names_a_row_changed_by_hand_and_rebuild_repairs_it() {
 
     // The swapped-in table is the live one in every respect: its trigger (query-api's cache
     // and min_version waits depend on it) and the migration's index and constraint names.
-    let objects: Vec<String> = sqlx::query_scalar(
-        "SELECT tgname::text FROM pg_trigger WHERE tgrelid = 'products'::regclass AND NOT tgisinternal
-         UNION ALL SELECT indexname::text FROM pg_indexes WHERE tablename = 'products'
-         UNION ALL SELECT conname::text FROM pg_constraint WHERE conrelid = 'products'::regclass
-         ORDER BY 1",
+    assert_eq!(
+        table_objects(&system, "products").await,
+        [
+            "products_category_ids_idx",
+            "products_changed",
+            "products_created_at_id_idx",
+            "products_on_hand_check",
+            "products_pkey",
+            "products_pkey",
+            "products_status_check",
+            "products_status_created_at_id_idx",
+            "products_version_check",
+        ]
+    );
+}
+
+/// A table's triggers, indexes and constraints, by name.
+async fn table_objects(system: &System, table: &str) -> Vec<String> {
+    let mut objects: Vec<String> = sqlx::query_scalar(
+        "SELECT tgname::text FROM pg_trigger WHERE tgrelid = $1::regclass AND NOT tgisinternal
+         UNION ALL SELECT indexname::text FROM pg_indexes WHERE tablename = $1
+         UNION ALL SELECT conname::text FROM pg_constraint WHERE conrelid = $1::regclass",
     )
+    .bind(table)
     .fetch_all(&system.pool)
     .await
     .unwrap();
+    objects.sort();
+    objects
+}
+
+#[tokio::test]
+async fn verify_names_changed_categories_and_missing_history_and_rebuild_repairs_both() {
+    let mut system = System::new().await;
+    system.start_projector().await;
+    let category = system.create_category("Lamps", "lamps").await;
+    system.rename_category(category, "Lights").await;
+    let product = system.create_product("Lamp").await;
+    system.rename_product(product, "Floor lamp").await;
+    system.wait_until_projected().await;
+
+    let clean = system.catalogctl(&["verify", "--settle-seconds", "1"]).await;
+    assert!(clean.status.success(), "{}{}", stdout(&clean), stderr(&clean));
+
+    sqlx::query("UPDATE categories SET name = 'Changed by hand' WHERE id = $1")
+        .bind(category)
+        .execute(&system.pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM product_history WHERE product_id = $1 AND version = 2")
+        .bind(product)
+        .execute(&system.pool)
+        .await
+        .unwrap();
+    let dirty = system.catalogctl(&["verify", "--settle-seconds", "1"]).await;
+    assert_eq!(dirty.status.code(), Some(1), "verify exits 1 on a difference");
+    let lines: Vec<serde_json::Value> =
+        stdout(&dirty).lines().map(|line| serde_json::from_str(line).expect("JSON lines")).collect();
+    let mut found: Vec<(String, String, String)> = lines
+        .iter()
+        .map(|l| {
+            let text = |key: &str| l[key].as_str().unwrap().to_owned();
+            (text("table"), text("aggregate_id"), text("field"))
+        })
+        .collect();
+    found.sort();
+    let (category, product) = (category.to_string(), product.to_string());
+    let expected = [
+        ("categories".to_owned(), category.clone(), "name".to_owned()),
+        ("product_history".to_owned(), product.clone(), "state".to_owned()),
+        ("product_history".to_owned(), product.clone(), "v2".to_owned()),
+        ("product_history".to_owned(), product.clone(), "version".to_owned()),
+    ];
+    assert_eq!(found, expected, "{lines:?}");
+    let name = lines.iter().find(|l| l["field"] == "name").unwrap();
+    assert_eq!((&name["expected"], &name["actual"]), (&json!("Lights"), &json!("Changed by hand")));
+    let missing = lines.iter().find(|l| l["field"] == "v2").unwrap();
+    assert_eq!(missing["expected"]["changes"], json!([{"field": "name", "from": "Lamp", "to": "Floor lamp"}]));
+    assert_eq!(missing["actual"], serde_json::Value::Null);
+
+    for target in ["categories", "history"] {
+        let rebuild = system.catalogctl(&["rebuild", target]).await;
+        assert!(rebuild.status.success(), "{}", stderr(&rebuild));
+    }
+    let repaired = system.catalogctl(&["verify", "--settle-seconds", "1"]).await;
+    assert!(repaired.status.success(), "{}{}", stdout(&repaired), stderr(&repaired));
+    assert_eq!(system.history_table().await.len(), 2);
+
     assert_eq!(
-        objects,
-        ["products_changed", "products_created_at_id_idx", "products_pkey", "products_pkey", "products_version_check"]
+        table_objects(&system, "categories").await,
+        ["categories_changed", "categories_pkey", "categories_pkey", "categories_version_check"]
+    );
+    assert_eq!(
+        table_objects(&system, "product_history").await,
+        [
+            "product_history_pkey",
+            "product_history_pkey",
+            "product_history_product_id_at_idx",
+            "product_history_version_check"
+        ]
     );
 }
 
@@ -154,6 +246,9 @@ async fn an_interrupted_rebuild_leaves_the_live_tables_serving_and_a_later_one_s
     let second = system.catalogctl(&["rebuild", "products"]).await;
     assert!(second.status.success(), "{}", stderr(&second));
     assert_eq!(system.products_table().await.len(), 60_001);
+    // No projector runs here, so the history has only what a rebuild puts there.
+    let history = system.catalogctl(&["rebuild", "history"]).await;
+    assert!(history.status.success(), "{}", stderr(&history));
     let verify = system.catalogctl(&["verify", "--settle-seconds", "1"]).await;
     assert!(verify.status.success(), "{}{}", stdout(&verify), stderr(&verify));
 }

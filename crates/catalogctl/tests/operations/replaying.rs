@@ -12,6 +12,8 @@ async fn replaying_everything_into_the_live_topic_changes_no_read_model() {
     }
     system.wait_until_projected().await;
     let before = system.products_table().await;
+    let history_before = system.history_table().await;
+    assert_eq!(history_before.len(), 10);
 
     let output = system.catalogctl(&["replay", "--from-position", "0"]).await;
     assert!(output.status.success(), "{}", stderr(&output));
@@ -29,6 +31,7 @@ async fn replaying_everything_into_the_live_topic_changes_no_read_model() {
     })
     .await;
     assert_eq!(system.products_table().await, before, "rows, versions and timestamps are unchanged");
+    assert_eq!(system.history_table().await, history_before, "no history entry added or changed");
 }
 
 #[tokio::test]

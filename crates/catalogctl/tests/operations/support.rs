@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use event_store::{CommandBus, EventMetadata};
-use domain::{Product, ProductCommand};
+use domain::{Category, CategoryCommand, Product, ProductCommand};
 use rust_decimal::Decimal;
 use service_runtime::telemetry;
 use sqlx::PgPool;
@@ -117,6 +117,41 @@ impl System {
             .expect("rename product");
     }
 
+    pub async fn create_category(&self, name: &str, slug: &str) -> Uuid {
+        let id = Uuid::new_v4();
+        CommandBus::new(self.pool.clone())
+            .execute::<Category>(
+                &id.to_string(),
+                || {
+                    let (name, slug) = (name.into(), slug.into());
+                    CategoryCommand::Create { id, name, slug, parent_id: None, description: None }
+                },
+                EventMetadata::new("test"),
+                true,
+            )
+            .await
+            .expect("create category");
+        id
+    }
+
+    pub async fn rename_category(&self, id: Uuid, name: &str) {
+        CommandBus::new(self.pool.clone())
+            .execute::<Category>(
+                &id.to_string(),
+                || CategoryCommand::Update {
+                    expected_version: None,
+                    name: Some(name.into()),
+                    slug: None,
+                    description: None,
+                    parent: None,
+                },
+                EventMetadata::new("test"),
+                true,
+            )
+            .await
+            .expect("rename category");
+    }
+
     /// Appends `count` valid product-created events straight into the store, fast.
     pub async fn fill_store(&self, count: i64) {
         sqlx::query(
@@ -143,6 +178,14 @@ impl System {
         .unwrap()
     }
 
+    /// The whole product history table (without the jsonb columns), for before/after comparisons.
+    pub async fn history_table(&self) -> Vec<(Uuid, i64, String, String, Option<String>)> {
+        sqlx::query_as("SELECT product_id, version, type, at::text, actor FROM product_history ORDER BY 1, 2")
+            .fetch_all(&self.pool)
+            .await
+            .unwrap()
+    }
+
     pub async fn product_version(&self, id: Uuid) -> i64 {
         sqlx::query_scalar("SELECT version FROM products WHERE id = $1")
             .bind(id)
@@ -152,14 +195,23 @@ impl System {
             .unwrap_or(0)
     }
 
-    /// Waits until the projector has applied every event in the store.
+    /// Waits until the projector has applied every product and category event in the store to
+    /// products, product history and categories.
     pub async fn wait_until_projected(&self) {
-        eventually("the read model has caught up with the event store", Duration::from_secs(90), || async {
+        eventually("the read models have caught up with the event store", Duration::from_secs(90), || async {
             let behind: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM (SELECT aggregate_id, max(sequence) AS version FROM events
-                                         WHERE aggregate_type = 'Product' GROUP BY aggregate_id) e
-                  LEFT JOIN products p ON p.id::text = e.aggregate_id
-                  WHERE p.version IS DISTINCT FROM e.version",
+                "SELECT count(*) FROM (SELECT aggregate_type, aggregate_id, max(sequence) AS version FROM events
+                                         WHERE aggregate_type IN ('Product', 'Category')
+                                         GROUP BY aggregate_type, aggregate_id) e
+                  LEFT JOIN products p ON e.aggregate_type = 'Product' AND p.id::text = e.aggregate_id
+                  LEFT JOIN (SELECT product_id, max(version) AS version FROM product_history GROUP BY product_id) h
+                         ON e.aggregate_type = 'Product' AND h.product_id::text = e.aggregate_id
+                  LEFT JOIN categories c ON e.aggregate_type = 'Category' AND c.id::text = e.aggregate_id
+                  WHERE CASE e.aggregate_type
+                          WHEN 'Product' THEN p.version IS DISTINCT FROM e.version
+                                           OR h.version IS DISTINCT FROM e.version
+                          ELSE c.version IS DISTINCT FROM e.version
+                        END",
             )
             .fetch_one(&self.pool)
             .await
