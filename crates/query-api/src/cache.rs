@@ -5,6 +5,14 @@
 //! product announcement, raises the product's *floor* (the highest version announced), drops
 //! its cache entry, and broadcasts the change to waiting requests.
 //!
+//! A cached product carries its categories' names and slugs, which change with the categories'
+//! own rows (`categories <id> <version>`). Any category announcement drops *every* cached
+//! product (a new epoch, below): renames are rare, and finding the products listed in one
+//! category would need a read per announcement; the next read of each product reloads it.
+//!
+//! Products of every status are cached alike; who may see which is decided by the handlers on
+//! every answer, cached or not.
+//!
 //! Freshness rules, each closing one race:
 //! - An entry is served only if its version is at least the floor. A load that read v3 just
 //!   before v4 was announced may still insert v3 after the invalidation; the floor makes that
@@ -27,12 +35,14 @@ use std::time::Duration;
 use http_api::problem::ApiError;
 use moka::future::Cache;
 use moka::policy::EvictionPolicy;
-use read_model::products::{self, ProductView};
+use read_model::products;
 use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::PgPool;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::time::Instant;
 use uuid::Uuid;
+
+use crate::views::{self, Product};
 
 /// The channel the read store's triggers notify on (see the read-model migration).
 pub const CHANNEL: &str = "catalog_read_model_changed";
@@ -48,6 +58,8 @@ const LISTEN_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub enum Change {
     /// Product `id` reached `version` (committed).
     Product { id: Uuid, version: i64 },
+    /// A category changed: cached products may show its old name.
+    Categories,
     /// Announcements may have been missed: everyone re-reads.
     Resync,
 }
@@ -62,7 +74,7 @@ pub struct CacheSettings {
 
 #[derive(Clone)]
 struct Entry {
-    view: Arc<ProductView>,
+    view: Arc<Product>,
     epoch: u64,
 }
 
@@ -85,7 +97,7 @@ impl From<sqlx::Error> for LoadError {
     }
 }
 
-/// Product views by id, shared by all requests (cheap to clone).
+/// Products (as served, categories included) by id, shared by all requests (cheap to clone).
 #[derive(Clone)]
 pub struct ProductCache {
     inner: Arc<Inner>,
@@ -126,7 +138,7 @@ impl ProductCache {
     /// The product's row (a tombstone included) at a version no older than `min_version` and
     /// than anything announced so far, if the read store has it that new; otherwise the row as
     /// it is now, or `None` if there is no row.
-    pub async fn get(&self, id: Uuid, min_version: i64) -> Result<Option<Arc<ProductView>>, ApiError> {
+    pub async fn get(&self, id: Uuid, min_version: i64) -> Result<Option<Arc<Product>>, ApiError> {
         let inner = &self.inner;
         let epoch = inner.epoch.load(Ordering::SeqCst);
         if !live(epoch) {
@@ -146,8 +158,8 @@ impl ProductCache {
         let loaded = inner
             .entries
             .try_get_with(id, async {
-                match products::get(&inner.pool, id).await? {
-                    Some(view) => Ok(Entry { view: Arc::new(view), epoch }),
+                match load(&inner.pool, id).await? {
+                    Some(product) => Ok(Entry { view: Arc::new(product), epoch }),
                     None => Err(LoadError::Missing),
                 }
             })
@@ -175,7 +187,7 @@ impl ProductCache {
 
     /// Read-your-writes: the product once the read store holds it at `version` or later,
     /// waiting for announcements (never polling) at most `wait`; then 503 with `Retry-After`.
-    pub async fn wait_for(&self, id: Uuid, version: i64, wait: Duration) -> Result<Option<Arc<ProductView>>, ApiError> {
+    pub async fn wait_for(&self, id: Uuid, version: i64, wait: Duration) -> Result<Option<Arc<Product>>, ApiError> {
         let deadline = Instant::now() + wait;
         // Subscribed before the first read, so a change committed in between still wakes us.
         let mut changes = self.inner.changes.subscribe();
@@ -188,7 +200,7 @@ impl ProductCache {
                 match tokio::time::timeout_at(deadline, changes.recv()).await {
                     Ok(Ok(Change::Product { id: changed, version: reached })) if changed == id && reached >= version => break,
                     Ok(Ok(Change::Resync) | Err(RecvError::Lagged(_))) => break,
-                    Ok(Ok(Change::Product { .. })) => {}
+                    Ok(Ok(Change::Product { .. } | Change::Categories)) => {}
                     Ok(Err(RecvError::Closed)) | Err(_) => {
                         return Err(ApiError::Unavailable {
                             reason: format!("the read model has not reached version {version} of this product yet"),
@@ -264,8 +276,10 @@ impl ProductCache {
         let Some(change) = parse(payload) else {
             return;
         };
-        let Change::Product { id, version } = change else {
-            return self.resync(true);
+        let (id, version) = match change {
+            Change::Product { id, version } => (id, version),
+            Change::Categories => return self.forget_all(),
+            Change::Resync => return self.resync(true),
         };
         let inner = &self.inner;
         // Only this task writes floors, so read-then-write cannot lose a higher version.
@@ -287,9 +301,29 @@ impl ProductCache {
         let _ = self.inner.changes.send(Change::Resync);
     }
 
-    async fn read(&self, id: Uuid) -> Result<Option<Arc<ProductView>>, ApiError> {
-        Ok(products::get(&self.inner.pool, id).await?.map(Arc::new))
+    /// Drops every entry, including loads in flight (a new epoch, still listening): they may
+    /// hold a category's old name. Floors stay; waiters are not woken (no product changed).
+    fn forget_all(&self) {
+        let bumped = self.inner.epoch.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |epoch| {
+            live(epoch).then_some(epoch + 2)
+        });
+        if bumped.is_ok() {
+            self.inner.entries.invalidate_all();
+            metrics::gauge!("query_cache_entries").set(0.0);
+        }
     }
+
+    async fn read(&self, id: Uuid) -> Result<Option<Arc<Product>>, ApiError> {
+        Ok(load(&self.inner.pool, id).await?.map(Arc::new))
+    }
+}
+
+/// Product `id` as served (a tombstone included), with its categories' current names.
+async fn load(pool: &PgPool, id: Uuid) -> Result<Option<Product>, sqlx::Error> {
+    let Some(view) = products::get(pool, id).await? else {
+        return Ok(None);
+    };
+    Ok(views::products(pool, vec![view]).await?.pop())
 }
 
 /// Even epochs are the ones in which the listener is connected.
@@ -304,11 +338,14 @@ fn record_miss(entries: &Cache<Uuid, Entry>) {
 
 /// `products <id> <version>` → a product change. `products * …` (sent after a table rebuild)
 /// or anything else unreadable about products → a resync: dropping everything is always safe.
-/// Other tables are neither cached nor awaited.
+/// Anything about `categories` → every cached product is dropped. Other tables are neither
+/// cached nor awaited.
 fn parse(payload: &str) -> Option<Change> {
     let mut parts = payload.split(' ');
-    if parts.next()? != "products" {
-        return None;
+    match parts.next()? {
+        "products" => {}
+        "categories" => return Some(Change::Categories),
+        _ => return None,
     }
     let id = parts.next();
     match (id.map(str::parse), parts.next().map(str::parse)) {
@@ -336,13 +373,20 @@ mod tests {
         ProductCache::new(pool, CacheSettings { max_entries: 100, ttl: Duration::from_secs(60) })
     }
 
-    fn view(id: Uuid, version: i64) -> Arc<ProductView> {
+    fn view(id: Uuid, version: i64) -> Arc<Product> {
         let now = sqlx::types::chrono::Utc::now();
-        Arc::new(ProductView {
+        Arc::new(Product {
             id,
             name: "Lamp".into(),
             description: String::new(),
-            price: Default::default(),
+            price: "1.00".into(),
+            currency: "EUR".into(),
+            sku: None,
+            status: domain::ProductStatus::Published,
+            categories: Vec::new(),
+            attributes: Default::default(),
+            images: Vec::new(),
+            stock: views::Stock { on_hand: 0 },
             created_at: now,
             updated_at: now,
             version,
@@ -355,7 +399,7 @@ mod tests {
         cache.inner.entries.insert(id, Entry { view: view(id, version), epoch }).await;
     }
 
-    fn served(result: Result<Option<Arc<ProductView>>, ApiError>) -> Option<i64> {
+    fn served(result: Result<Option<Arc<Product>>, ApiError>) -> Option<i64> {
         match result {
             Ok(view) => view.map(|v| v.version),
             Err(ApiError::Unavailable { .. }) => None,
@@ -368,6 +412,8 @@ mod tests {
         let id = Uuid::new_v4();
         assert_eq!(parse(&format!("products {id} 3")), Some(Change::Product { id, version: 3 }));
         assert_eq!(parse(&format!("users {id} 3")), None);
+        assert_eq!(parse(&format!("categories {id} 3")), Some(Change::Categories));
+        assert_eq!(parse("categories * 0"), Some(Change::Categories));
         assert_eq!(parse("products * 0"), Some(Change::Resync));
         assert_eq!(parse("products nonsense 3"), Some(Change::Resync));
         assert_eq!(parse("products"), Some(Change::Resync));
@@ -411,6 +457,24 @@ mod tests {
         cache.announce("products * 0").await;
         assert!(cache.is_listening());
         assert_eq!(served(cache.get(id, 0).await), None);
+    }
+
+    #[tokio::test]
+    async fn a_category_announcement_drops_every_entry_and_loads_in_flight() {
+        let cache = cache();
+        cache.resync(true);
+        let (one, two) = (Uuid::new_v4(), Uuid::new_v4());
+        put(&cache, one, 1).await;
+        let before = cache.inner.epoch.load(Ordering::SeqCst);
+        cache.announce(&format!("categories {} 2", Uuid::new_v4())).await;
+        assert!(cache.is_listening());
+        assert_eq!(served(cache.get(one, 0).await), None);
+        // A load that started before the rename lands after it: not served.
+        cache.inner.entries.insert(two, Entry { view: view(two, 1), epoch: before }).await;
+        assert_eq!(served(cache.get(two, 0).await), None);
+        // Entries loaded after it are.
+        put(&cache, two, 1).await;
+        assert_eq!(served(cache.get(two, 0).await), Some(1));
     }
 
     #[tokio::test]

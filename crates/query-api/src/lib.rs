@@ -12,5 +12,6 @@
 pub mod app;
 pub mod cache;
 pub mod routes;
+pub mod views;
 
 pub use app::{AppState, Application, Settings};

@@ -1,12 +1,22 @@
-//! The read API's routes, one module per resource, and the conditional-GET rule they share.
+//! The read API's routes, one module per resource, and what they share: who is reading
+//! ([`Reader`]), the conditional-GET rule and query-parameter parsing.
 
+mod categories;
 mod products;
 pub mod schemas;
 mod users;
 
+use std::collections::HashMap;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequestParts, Query};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use domain::Role;
+use http_api::principal::Principal;
+use http_api::problem::ApiError;
 use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -19,6 +29,9 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(document())
         .routes(routes!(products::list))
         .routes(routes!(products::detail))
+        .routes(routes!(products::history))
+        .routes(routes!(categories::tree))
+        .routes(routes!(categories::detail))
         .routes(routes!(users::detail))
 }
 
@@ -27,18 +40,61 @@ fn document() -> utoipa::openapi::OpenApi {
 
     #[derive(utoipa::OpenApi)]
     #[openapi(tags(
-        (name = "products", description = "Live products from the read model, cached, with `ETag` and read-your-writes"),
+        (name = "products", description = "Products from the read model, cached, with `ETag`, read-your-writes, \
+            history and time travel. Shoppers (no token, or a customer's) see published products only; \
+            admins see every status"),
+        (name = "categories", description = "The category tree, with the number of published products in each"),
         (name = "users", description = "User profiles, for that user or an admin"),
     ))]
     struct Tags;
 
     let mut document = http_api::openapi::base(
         "Catalog read API",
-        "Products and user profiles as the projector last wrote them. Errors are \
-         `application/problem+json` (RFC 9457). Writes go to the write API (command-api).",
+        "Products, categories and user profiles as the projector last wrote them, and each product's \
+         history. Errors are `application/problem+json` (RFC 9457). Writes go to the write API (command-api).",
     );
     document.merge(Tags::openapi());
     document
+}
+
+/// Who is reading: anyone, or someone proven by a bearer token. Without an `Authorization`
+/// header the reader is anonymous; a header with a token that does not verify is 401, never
+/// silently anonymous (an admin with an expired token would otherwise see drafts vanish).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reader {
+    /// A valid token with the admin role: sees every status.
+    pub admin: bool,
+}
+
+impl FromRequestParts<AppState> for Reader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        if !parts.headers.contains_key(header::AUTHORIZATION) {
+            return Ok(Reader { admin: false });
+        }
+        let principal = Principal::from_request_parts(parts, state).await?;
+        Ok(Reader { admin: principal.role == Role::Admin })
+    }
+}
+
+/// The query string as name → value, or a 400.
+type Params = HashMap<String, String>;
+
+fn query_params(query: Result<Query<Params>, QueryRejection>) -> Result<Params, ApiError> {
+    query.map(|Query(params)| params).map_err(|rejection| ApiError::BadRequest(rejection.body_text()))
+}
+
+/// An integer query parameter within `min..=max` (`None` when absent); anything else is a 400
+/// naming it.
+fn integer_param(params: &Params, name: &str, min: i64, max: i64) -> Result<Option<i64>, ApiError> {
+    let Some(raw) = params.get(name) else {
+        return Ok(None);
+    };
+    raw.trim().parse::<i64>().ok().filter(|value| (min..=max).contains(value)).map(Some).ok_or_else(|| {
+        let range = if max == i64::MAX { format!("at least {min}") } else { format!("from {min} to {max}") };
+        ApiError::BadRequest(format!("query parameter `{name}` must be an integer {range}, not {raw:?}"))
+    })
 }
 
 /// `body` at `version` with its `ETag`, or 304 (tag, no body) when `If-None-Match` names it.

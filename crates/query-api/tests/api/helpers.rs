@@ -1,9 +1,10 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use domain::Role;
+use domain::{CategoryEvent, ProductEvent, Role};
 use http_api::tokens::TokenKeys;
 use event_store::CatalogEvent;
+use serde::Serialize;
 use serde_json::{json, Value};
 pub use test_support::eventually;
 pub use test_support::http::{assert_problem, TEST_JWT_SECRET};
@@ -34,6 +35,31 @@ impl TestApp {
         self.a_product_at(name, price, Utc::now()).await
     }
 
+    /// A product created with `fields` (see [`product_created_with`]), at version 1.
+    pub async fn a_product_with(&self, fields: Value) -> Uuid {
+        let id = Uuid::new_v4();
+        self.apply(&[product_created_with(id, fields, Utc::now())]).await;
+        id
+    }
+
+    /// A live category named `name` (slug: its name in lower case, spaces as dashes).
+    pub async fn a_category(&self, name: &str, parent_id: Option<Uuid>) -> Uuid {
+        let id = Uuid::new_v4();
+        self.apply(&[category_created(id, name, parent_id)]).await;
+        id
+    }
+
+    /// `GET path` with `token` as bearer when given: the status and the JSON body (`null` if none).
+    pub async fn read(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut request = self.get(path);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     /// A registered user (customer, plus `extra_roles`) and a bearer token naming `token_role`.
     pub async fn a_user(&self, username: &str, extra_roles: &[Role], token_role: Role) -> (Uuid, String) {
         let id = Uuid::new_v4();
@@ -57,6 +83,57 @@ impl TestApp {
 /// A stored event as the projector would receive it.
 pub fn event(aggregate_type: &str, id: Uuid, sequence: i64, event_type: &str, payload: Value, at: DateTime<Utc>) -> CatalogEvent {
     let version = if event_type == "UserRegistered" { domain::UserEvent::REGISTERED_VERSION } else { "1.0.0" };
+    stored(aggregate_type, id, sequence, event_type, version, payload, at)
+}
+
+/// A domain event (`ProductEvent`, `CategoryEvent`) of aggregate `id` at `sequence`, stored in
+/// its current version.
+pub fn domain_event(aggregate_type: &str, id: Uuid, sequence: i64, event: &impl Serialize, at: DateTime<Utc>) -> CatalogEvent {
+    let payload = serde_json::to_value(event).unwrap();
+    let event_type = payload.as_object().and_then(|tagged| tagged.keys().next()).expect("an externally tagged event").clone();
+    let version = if event_type == "ProductCreated" { ProductEvent::CREATED_VERSION } else { "1.0.0" };
+    stored(aggregate_type, id, sequence, &event_type, version, payload, at)
+}
+
+/// A product created with the given fields over a published EUR lamp (`{"price": "1999",
+/// "currency": "JPY"}`, `{"status": "draft"}`, ...), as a `ProductCreated` 2.0 event.
+pub fn product_created_with(id: Uuid, fields: Value, at: DateTime<Utc>) -> CatalogEvent {
+    let mut body = json!({"id": id, "name": "Lamp", "description": "About Lamp", "price": "19.99", "currency": "EUR",
+                          "status": "published"});
+    body.as_object_mut().unwrap().extend(fields.as_object().expect("an object of fields").clone());
+    let event: ProductEvent = serde_json::from_value(json!({ "ProductCreated": body })).expect("a valid ProductCreated");
+    domain_event("Product", id, 1, &event, at)
+}
+
+pub fn category_created(id: Uuid, name: &str, parent_id: Option<Uuid>) -> CatalogEvent {
+    let event = CategoryEvent::CategoryCreated {
+        id,
+        name: name.into(),
+        slug: name.to_lowercase().replace(' ', "-"),
+        parent_id,
+        description: String::new(),
+    };
+    domain_event("Category", id, 1, &event, Utc::now())
+}
+
+pub fn category_updated(id: Uuid, sequence: i64, changes: Value) -> CatalogEvent {
+    let event: CategoryEvent = serde_json::from_value(json!({ "CategoryUpdated": changes })).unwrap();
+    domain_event("Category", id, sequence, &event, Utc::now())
+}
+
+pub fn category_deleted(id: Uuid, sequence: i64) -> CatalogEvent {
+    domain_event("Category", id, sequence, &CategoryEvent::CategoryDeleted {}, Utc::now())
+}
+
+fn stored(
+    aggregate_type: &str,
+    id: Uuid,
+    sequence: i64,
+    event_type: &str,
+    version: &str,
+    payload: Value,
+    at: DateTime<Utc>,
+) -> CatalogEvent {
     CatalogEvent::from_stored(
         Uuid::new_v4(),
         aggregate_type.into(),
@@ -82,6 +159,15 @@ pub fn product_updated(id: Uuid, sequence: i64, changes: Value) -> CatalogEvent 
 
 pub fn product_deleted(id: Uuid, sequence: i64) -> CatalogEvent {
     event("Product", id, sequence, "ProductDeleted", json!({"ProductDeleted": {}}), Utc::now())
+}
+
+/// A token for a user nobody registered, with the admin role (query-api checks only the token).
+pub fn admin_token() -> String {
+    token(Uuid::new_v4(), Role::Admin)
+}
+
+pub fn customer_token() -> String {
+    token(Uuid::new_v4(), Role::Customer)
 }
 
 pub fn token(user_id: Uuid, role: Role) -> String {

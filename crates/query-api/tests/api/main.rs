@@ -2,9 +2,13 @@
 //! migrated database and its own server on a free port. Read-model rows are written with
 //! `read_model::apply_events`, as the projector does, so the real triggers announce them.
 
+mod categories;
 mod freshness;
 mod helpers;
+mod history;
 mod openapi;
 mod operations;
 mod products;
+mod store;
+mod time_travel;
 mod users;

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use test_support::openapi::{self, Contract};
 
 use crate::helpers::spawn_app;
@@ -19,9 +19,23 @@ const READ_API: Contract = Contract {
         ("GET", "/ready"),
         ("GET", "/api/v1/products"),
         ("GET", "/api/v1/products/{id}"),
+        ("GET", "/api/v1/products/{id}/history"),
+        ("GET", "/api/v1/categories"),
+        ("GET", "/api/v1/categories/{id}"),
         ("GET", "/api/v1/users/{id}"),
     ],
-    unlisted: &["/", "/api", "/api/v1", "/api/v1/users", "/api/v1/auth/token", "/openapi.yaml", "/api/v1/openapi.json"],
+    unlisted: &[
+        "/",
+        "/api",
+        "/api/v1",
+        "/api/v1/users",
+        "/api/v1/auth/token",
+        "/openapi.yaml",
+        "/api/v1/openapi.json",
+        "/api/v1/products/{id}/stock-adjustments",
+        "/api/v1/products/{id}/history/{version}",
+        "/api/v1/categories/{id}/products",
+    ],
     built: query_api::app::openapi,
 };
 
@@ -32,17 +46,38 @@ async fn the_document_and_the_routes_are_exactly_the_read_api() {
 }
 
 #[tokio::test]
-async fn profiles_need_the_bearer_scheme_and_products_do_not() {
+async fn profiles_and_history_need_the_bearer_scheme_and_products_take_it_optionally() {
     let app = spawn_app().await;
     let spec = openapi::fetch(&app).await;
-    let users = &spec["paths"]["/api/v1/users/{id}"]["get"];
-    assert_eq!(users["security"], serde_json::json!([{"bearer": []}]));
-    for status in ["200", "304", "401", "403", "404", "503"] {
-        assert!(users["responses"][status].is_object(), "GET /api/v1/users/{{id}} documents {status}");
+    for path in ["/api/v1/users/{id}", "/api/v1/products/{id}/history"] {
+        let operation = &spec["paths"][path]["get"];
+        assert_eq!(operation["security"], json!([{"bearer": []}]), "{path}");
+        for status in ["200", "401", "403", "404", "503"] {
+            assert!(operation["responses"][status].is_object(), "GET {path} documents {status}");
+        }
     }
-    for path in ["/api/v1/products", "/api/v1/products/{id}"] {
+    for (path, statuses) in [
+        ("/api/v1/products", &["200", "400", "401", "403", "503"][..]),
+        ("/api/v1/products/{id}", &["200", "304", "400", "401", "404", "503"]),
+    ] {
+        let operation = &spec["paths"][path]["get"];
+        assert_eq!(operation["security"], json!([{}, {"bearer": []}]), "{path}: anonymous, or with a token");
+        let documented: BTreeSet<&str> = operation["responses"].as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(documented, statuses.iter().copied().collect(), "{path}");
+    }
+    for path in ["/api/v1/categories", "/api/v1/categories/{id}"] {
         assert!(spec["paths"][path]["get"]["security"].is_null(), "{path} needs no token");
     }
+    let detail = &spec["paths"]["/api/v1/products/{id}"]["get"]["parameters"];
+    let names: BTreeSet<&str> = detail.as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, BTreeSet::from(["id", "min_version", "as_of", "version", "If-None-Match"]));
+    let status = spec["paths"]["/api/v1/products"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "status")
+        .expect("status is documented");
+    assert_eq!(spec["components"]["schemas"]["Status"]["enum"], json!(["draft", "published", "archived"]), "{status}");
     let limit = spec["paths"]["/api/v1/products"]["get"]["parameters"]
         .as_array()
         .unwrap()
