@@ -62,10 +62,11 @@ async fn every_event_reaches_kafka_with_cloudevents_headers_and_without_credenti
         assert_eq!(headers["catalog_sequence"], event.sequence.to_string());
         assert_eq!(headers["catalog_position"], event.global_position.to_string());
         assert!(headers.contains_key("ce_source") && headers.contains_key("ce_time"));
+        assert_eq!(headers["catalog_actor"], "test", "who caused it, for the product history");
         assert!(!value.contains("password"), "credential material left the event store: {value}");
     }
     let types: Vec<&str> = received.iter().map(|(_, h, _)| h["ce_type"].as_str()).collect();
-    assert!(types.contains(&"catalog.product.created.v1") && types.contains(&"catalog.user.registered.v2"), "{types:?}");
+    assert!(types.contains(&"catalog.product.created.v2") && types.contains(&"catalog.user.registered.v2"), "{types:?}");
 
     let published: i64 = sqlx::query_scalar("SELECT published_total FROM publisher_checkpoints WHERE topic = $1")
         .bind(&pipeline.topic)
