@@ -17,6 +17,10 @@ const CATALOG_CONFLICT: &str = "CT409";
 /// SQLSTATE of a command that refers to a category that does not exist (or no longer does).
 const CATALOG_UNKNOWN_REFERENCE: &str = "CT422";
 
+/// SQLSTATE `untranslatable_character`: text with a NUL character (`\u0000`), which Postgres
+/// cannot hold in `text` or `jsonb` (the catalog rules read events as `jsonb`).
+const UNTRANSLATABLE_CHARACTER: &str = "22P05";
+
 /// The event store failed: a catalog rule it enforces is a 409 or a 422, unreachable Postgres is
 /// a 503, anything else an internal error.
 ///
@@ -27,7 +31,7 @@ pub fn store_failure<E: std::error::Error>(error: AggregateError<E>) -> ApiError
     match error {
         AggregateError::DatabaseConnectionError(_) => ApiError::database_unavailable(),
         AggregateError::UnexpectedError(cause) => match cause.downcast::<sqlx::Error>() {
-            Ok(sqlx_error) => catalog_rule(&sqlx_error).unwrap_or_else(|| ApiError::from_database(*sqlx_error)),
+            Ok(sqlx_error) => refusal(&sqlx_error).unwrap_or_else(|| ApiError::from_database(*sqlx_error)),
             Err(other) => ApiError::Internal(anyhow::anyhow!(other)),
         },
         other => ApiError::Internal(anyhow::anyhow!(other.to_string())),
@@ -36,9 +40,12 @@ pub fn store_failure<E: std::error::Error>(error: AggregateError<E>) -> ApiError
 
 /// The answer to a catalog rule the event store refused the append for: the database error's
 /// message is a sentence for people, its DETAIL the request field and its HINT a stable code.
-fn catalog_rule(error: &sqlx::Error) -> Option<ApiError> {
+/// Also text Postgres cannot store, which the routes reject first where they know the field
+/// (see [`crate::routes`]); this is the answer for any they do not.
+fn refusal(error: &sqlx::Error) -> Option<ApiError> {
     let raised = error.as_database_error()?.try_downcast_ref::<PgDatabaseError>()?;
     match raised.code() {
+        UNTRANSLATABLE_CHARACTER => Some(ApiError::invalid_field(nul_violation("body"))),
         CATALOG_CONFLICT => Some(ApiError::Conflict(raised.message().to_owned())),
         CATALOG_UNKNOWN_REFERENCE => Some(ApiError::invalid_field(FieldViolation::new(
             raised.detail().unwrap_or("body"),
@@ -47,6 +54,11 @@ fn catalog_rule(error: &sqlx::Error) -> Option<ApiError> {
         ))),
         _ => None,
     }
+}
+
+/// A text field with a NUL character (`\u0000`), which nothing can store.
+pub fn nul_violation(field: &str) -> FieldViolation {
+    FieldViolation::new(field, "invalid", format!("{field} must not contain the NUL character (\\u0000)"))
 }
 
 /// A product command that did not commit. `version_pinned`: the client sent `If-Match`.

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{parse_id, Written};
+use super::{parse_id, reject_nul, Written};
 use crate::app::AppState;
 use crate::extract::{ApiJson, IdempotencyKey, IfMatch, RequestContext};
 use crate::failures::category_failure;
@@ -85,8 +85,10 @@ pub struct UpdateCategory {
     operation_id = "createCategory",
     security(("bearer" = [])),
     params(
-        ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255, pattern = "^[!-~]+$",
-         description = "Makes a retry safe: 1 to 255 visible ASCII characters, unique per request", example = "create-desk-lamps"),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255,
+         pattern = "^[!-~]+$",
+         description = "Makes a retry safe: 1 to 255 visible ASCII characters, unique per request",
+         example = "create-desk-lamps"),
     ),
     request_body(content = CreateCategory, content_type = "application/json"),
     responses(
@@ -94,7 +96,8 @@ pub struct UpdateCategory {
          headers(
             ("Location" = String, description = "The category on the read API: `/api/v1/categories/{id}`"),
             ("ETag" = String, description = "The version, quoted: `\"1\"`"),
-            ("Idempotent-Replayed" = String, description = "`true` when this is the stored response of an earlier request with the same key"),
+            ("Idempotent-Replayed" = String,
+             description = "`true` when this is the stored response of an earlier request with the same key"),
          )),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
@@ -114,6 +117,7 @@ pub async fn create(
     ApiJson(request): ApiJson<CreateCategory>,
 ) -> Result<Response, ApiError> {
     principal.require(Role::Admin)?;
+    reject_nul(&[("description", request.description.as_deref())])?;
     let scope = format!("POST /api/v1/categories {}", principal.user_id);
     let hash = idempotency::fingerprint(&request);
     let id = match &key {
@@ -157,7 +161,8 @@ pub async fn create(
     security(("bearer" = [])),
     params(
         ("id" = Uuid, Path, description = "The category's id (anything else is 404)"),
-        ("If-Match" = Option<String>, Header, nullable = false, description = "The version the change is for, quoted (`\"3\"`, strong comparison), or `*`", example = "\"1\""),
+        ("If-Match" = Option<String>, Header, nullable = false,
+         description = "The version the change is for, quoted (`\"3\"`, strong comparison), or `*`", example = "\"1\""),
     ),
     request_body(content = UpdateCategory, content_type = "application/json"),
     responses(
@@ -184,6 +189,7 @@ pub async fn update(
     ApiJson(request): ApiJson<UpdateCategory>,
 ) -> Result<Response, ApiError> {
     principal.require(Role::Admin)?;
+    reject_nul(&[("description", request.description.as_deref())])?;
     let id = parse_id(&id, "category")?;
     let expected_version = if_match.expected_version()?;
     let command = || CategoryCommand::Update {
@@ -212,7 +218,9 @@ pub async fn update(
     security(("bearer" = [])),
     params(
         ("id" = Uuid, Path, description = "The category's id (anything else is 404)"),
-        ("If-Match" = Option<String>, Header, nullable = false, description = "The version the deletion is for, quoted (`\"3\"`, strong comparison), or `*`", example = "\"2\""),
+        ("If-Match" = Option<String>, Header, nullable = false,
+         description = "The version the deletion is for, quoted (`\"3\"`, strong comparison), or `*`",
+         example = "\"2\""),
     ),
     responses(
         (status = 204, description = "Deleted"),

@@ -20,7 +20,7 @@ use utoipa::openapi::RefOr;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{parse_id, Written};
+use super::{parse_id, reject_nul, Written};
 use crate::app::AppState;
 use crate::extract::{ApiJson, IdempotencyKey, IfMatch, RequestContext};
 use crate::failures::product_failure;
@@ -194,7 +194,9 @@ pub struct UpdateProduct {
     currency: Option<String>,
     /// A new SKU (unique regardless of case), or `null` to remove it, freeing it for other products.
     #[serde(default, with = "domain::tri_state")]
-    #[schema(value_type = Option<String>, required = false, min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]+$")]
+    #[schema(
+        value_type = Option<String>, required = false, min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]+$"
+    )]
     sku: Option<Option<String>>,
     /// Allowed changes: draft→published, draft→archived, published→archived, archived→published
     /// (409 otherwise); the current status again changes nothing.
@@ -252,8 +254,10 @@ pub struct StockLevel {
     operation_id = "createProduct",
     security(("bearer" = [])),
     params(
-        ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255, pattern = "^[!-~]+$",
-         description = "Makes a retry safe: 1 to 255 visible ASCII characters, unique per request", example = "create-desk-lamp-1"),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255,
+         pattern = "^[!-~]+$",
+         description = "Makes a retry safe: 1 to 255 visible ASCII characters, unique per request",
+         example = "create-desk-lamp-1"),
     ),
     request_body(content = CreateProduct, content_type = "application/json"),
     responses(
@@ -261,7 +265,8 @@ pub struct StockLevel {
          headers(
             ("Location" = String, description = "The product on the read API: `/api/v1/products/{id}`"),
             ("ETag" = String, description = "The version, quoted: `\"1\"`"),
-            ("Idempotent-Replayed" = String, description = "`true` when this is the stored response of an earlier request with the same key"),
+            ("Idempotent-Replayed" = String,
+             description = "`true` when this is the stored response of an earlier request with the same key"),
          )),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
@@ -281,6 +286,7 @@ pub async fn create(
     ApiJson(request): ApiJson<CreateProduct>,
 ) -> Result<Response, ApiError> {
     principal.require(Role::Admin)?;
+    reject_nul(&[("description", request.description.as_deref())])?;
     let scope = format!("POST /api/v1/products {}", principal.user_id);
     let hash = idempotency::fingerprint(&request);
     let id = match &key {
@@ -332,7 +338,8 @@ pub async fn create(
     security(("bearer" = [])),
     params(
         ("id" = Uuid, Path, description = "The product's id (anything else is 404)"),
-        ("If-Match" = Option<String>, Header, nullable = false, description = "The version the change is for, quoted (`\"3\"`, strong comparison), or `*`", example = "\"1\""),
+        ("If-Match" = Option<String>, Header, nullable = false,
+         description = "The version the change is for, quoted (`\"3\"`, strong comparison), or `*`", example = "\"1\""),
     ),
     request_body(content = UpdateProduct, content_type = "application/json"),
     responses(
@@ -359,6 +366,7 @@ pub async fn update(
     ApiJson(request): ApiJson<UpdateProduct>,
 ) -> Result<Response, ApiError> {
     principal.require(Role::Admin)?;
+    reject_nul(&[("description", request.description.as_deref())])?;
     let id = parse_id(&id, "product")?;
     let expected_version = if_match.expected_version()?;
     let command = || ProductCommand::Update {
@@ -394,16 +402,21 @@ pub async fn update(
     security(("bearer" = [])),
     params(
         ("id" = Uuid, Path, description = "The product's id (anything else is 404)"),
-        ("If-Match" = Option<String>, Header, nullable = false, description = "The version the adjustment is for, quoted (`\"3\"`, strong comparison), or `*`", example = "\"2\""),
-        ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255, pattern = "^[!-~]+$",
-         description = "Makes a retry safe: 1 to 255 visible ASCII characters, unique per request", example = "order-1042-shipped"),
+        ("If-Match" = Option<String>, Header, nullable = false,
+         description = "The version the adjustment is for, quoted (`\"3\"`, strong comparison), or `*`",
+         example = "\"2\""),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255,
+         pattern = "^[!-~]+$",
+         description = "Makes a retry safe: 1 to 255 visible ASCII characters, unique per request",
+         example = "order-1042-shipped"),
     ),
     request_body(content = StockAdjustment, content_type = "application/json"),
     responses(
         (status = 200, description = "Adjusted", body = StockLevel,
          headers(
             ("ETag" = String, description = "The product's new version, quoted: `\"3\"`"),
-            ("Idempotent-Replayed" = String, description = "`true` when this is the stored response of an earlier request with the same key"),
+            ("Idempotent-Replayed" = String,
+             description = "`true` when this is the stored response of an earlier request with the same key"),
          )),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
@@ -472,7 +485,9 @@ async fn stock_after(state: &AppState, id: Uuid, version: u64) -> Result<u64, Ap
     security(("bearer" = [])),
     params(
         ("id" = Uuid, Path, description = "The product's id (anything else is 404)"),
-        ("If-Match" = Option<String>, Header, nullable = false, description = "The version the deletion is for, quoted (`\"3\"`, strong comparison), or `*`", example = "\"2\""),
+        ("If-Match" = Option<String>, Header, nullable = false,
+         description = "The version the deletion is for, quoted (`\"3\"`, strong comparison), or `*`",
+         example = "\"2\""),
     ),
     responses(
         (status = 204, description = "Deleted"),

@@ -1,7 +1,7 @@
 use command_api::accounts;
 use command_api::auth::PasswordHasher;
 use event_store::{CommandBus, EventMetadata};
-use domain::Role;
+use domain::{Category, Product, Role};
 use reqwest::Response;
 use serde_json::{json, Value};
 pub use test_support::http::{assert_problem, TEST_JWT_SECRET};
@@ -59,6 +59,44 @@ impl TestApp {
         body["id"].as_str().unwrap().to_owned()
     }
 
+    pub async fn patch_product(&self, token: &str, id: &str, body: Value) -> Response {
+        self.patch(&format!("/api/v1/products/{id}")).bearer_auth(token).json(&body).send().await.unwrap()
+    }
+
+    pub async fn adjust_stock(&self, token: &str, id: &str, body: Value) -> Response {
+        let path = format!("/api/v1/products/{id}/stock-adjustments");
+        self.post(&path).bearer_auth(token).json(&body).send().await.unwrap()
+    }
+
+    pub async fn create_category(&self, token: &str, body: Value) -> Response {
+        self.post("/api/v1/categories").bearer_auth(token).json(&body).send().await.unwrap()
+    }
+
+    /// Creates a category with `slug` (named after it) under `parent`, and returns its id.
+    pub async fn a_category(&self, token: &str, slug: &str, parent: Option<&str>) -> String {
+        let response = self.create_category(token, json!({"name": slug, "slug": slug, "parent_id": parent})).await;
+        assert_eq!(response.status(), 201, "creating category {slug}");
+        let body: Value = response.json().await.unwrap();
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn patch_category(&self, token: &str, id: &str, body: Value) -> Response {
+        self.patch(&format!("/api/v1/categories/{id}")).bearer_auth(token).json(&body).send().await.unwrap()
+    }
+
+    pub async fn delete_category(&self, token: &str, id: &str) -> Response {
+        self.delete(&format!("/api/v1/categories/{id}")).bearer_auth(token).send().await.unwrap()
+    }
+
+    /// Product `id` as the event store folds it (what the next command will be decided on).
+    pub async fn load_product(&self, id: &str) -> Product {
+        CommandBus::new(self.pool.clone()).load::<Product>(id).await.unwrap()
+    }
+
+    pub async fn load_category(&self, id: &str) -> Category {
+        CommandBus::new(self.pool.clone()).load::<Category>(id).await.unwrap()
+    }
+
     pub async fn event_count(&self) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&self.pool).await.unwrap()
     }
@@ -77,7 +115,26 @@ impl TestApp {
     }
 }
 
+/// The id in a create's answer.
+pub async fn created_id(response: Response) -> String {
+    assert_eq!(response.status(), 201, "expected a create");
+    let body: Value = response.json().await.unwrap();
+    body["id"].as_str().unwrap().to_owned()
+}
+
+/// How many of `statuses` are `status`.
+pub fn count(statuses: &[u16], status: u16) -> usize {
+    statuses.iter().filter(|s| **s == status).count()
+}
+
 /// The `field` of each validation error in a problem body.
 pub fn error_fields(problem: &Value) -> Vec<String> {
     problem["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap().to_owned()).collect()
+}
+
+/// The `field` of each validation error, sorted: for checks that do not depend on the order.
+pub fn sorted_error_fields(problem: &Value) -> Vec<String> {
+    let mut fields = error_fields(problem);
+    fields.sort();
+    fields
 }

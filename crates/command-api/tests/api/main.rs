@@ -1,13 +1,18 @@
 //! HTTP tests of the write API against a real Postgres: every test gets its own fresh,
 //! migrated database and its own server on a free port.
 
+mod catalog_rules;
+mod categories;
 mod concurrency;
 mod helpers;
 mod idempotency;
 mod openapi;
 mod operations;
+mod product_fields;
 mod products;
 mod rejections;
+mod settings;
 mod snapshots;
+mod stock;
 mod tokens;
 mod users;
