@@ -85,6 +85,10 @@ pub trait ReadModel {
     const ID_COLUMN: &'static str = "id";
 
     fn version(view: &Self::View) -> i64;
+    /// Rows `save` writes for `view` (for rebuild reports): one, unless a view spans several.
+    fn rows(_view: &Self::View) -> u64 {
+        1
+    }
     fn apply(current: Option<Self::View>, event: &CatalogEvent) -> Result<Self::View, ApplyError>;
     /// The fields `catalogctl verify` compares, by name.
     fn fields(view: &Self::View) -> serde_json::Map<String, serde_json::Value>;

@@ -91,7 +91,7 @@ async fn flush<M: ReadModel>(writer: &mut PgConnection, shadow: &str, batch: &mu
     }
     let rows: Vec<&M::View> = batch.iter().collect();
     M::save(writer, shadow, &rows).await?;
-    let written = batch.len() as u64;
+    let written = batch.iter().map(M::rows).sum();
     batch.clear();
     Ok(written)
 }

@@ -156,6 +156,31 @@ async fn categories_and_products_with_every_new_field_reach_their_read_models_th
     assert!(history::as_of(&pipeline.pool, id, chrono::Utc::now()).await.unwrap().unwrap().deleted);
     assert!(categories::product_counts(&pipeline.pool).await.unwrap().is_empty());
 
+    assert_time_travel_matches_the_event_store(&pipeline, id).await;
     verify_all(&pipeline).await;
     pipeline.assert_read_model_matches_event_store().await;
+}
+
+/// At every version, at every instant an event was recorded and just before it, the history
+/// gives what folding the event store's events up to there gives.
+async fn assert_time_travel_matches_the_event_store(pipeline: &Pipeline, id: Uuid) {
+    let events = event_store::reads::aggregate_history(&pipeline.pool, "Product", &id.to_string(), 0, i64::MAX)
+        .await
+        .unwrap();
+    let fold_until = |until: &dyn Fn(&event_store::CatalogEvent) -> bool| {
+        let mut view = None;
+        for event in events.iter().take_while(|e| until(e)) {
+            view = Some(products::apply(view, event).unwrap());
+        }
+        view
+    };
+    for event in &events {
+        let at_version = history::at_version(&pipeline.pool, id, event.sequence).await.unwrap();
+        assert_eq!(at_version, fold_until(&|e| e.sequence <= event.sequence), "version {}", event.sequence);
+        for at in [event.recorded_at, event.recorded_at - chrono::Duration::microseconds(1)] {
+            let as_of = history::as_of(&pipeline.pool, id, at).await.unwrap();
+            assert_eq!(as_of, fold_until(&|e| e.recorded_at <= at), "as of {at}");
+        }
+    }
+    assert_eq!(history::at_version(&pipeline.pool, id, events.len() as i64 + 1).await.unwrap(), None);
 }
