@@ -17,6 +17,10 @@ const CATALOG_CONFLICT: &str = "CT409";
 /// SQLSTATE of a command that refers to a category that does not exist (or no longer does).
 const CATALOG_UNKNOWN_REFERENCE: &str = "CT422";
 
+/// SQLSTATEs `serialization_failure` and `deadlock_detected`: the append lost to a concurrent one
+/// (two products swapping SKUs at once, say) and was rolled back; the same request may succeed now.
+const TRANSACTION_ROLLBACKS: [&str; 2] = ["40001", "40P01"];
+
 /// SQLSTATE `untranslatable_character`: text with a NUL character (`\u0000`), which Postgres
 /// cannot hold in `text` or `jsonb` (the catalog rules read events as `jsonb`).
 const UNTRANSLATABLE_CHARACTER: &str = "22P05";
@@ -41,11 +45,15 @@ pub fn store_failure<E: std::error::Error>(error: AggregateError<E>) -> ApiError
 /// The answer to a catalog rule the event store refused the append for: the database error's
 /// message is a sentence for people, its DETAIL the request field and its HINT a stable code.
 /// Also text Postgres cannot store, which the routes reject first where they know the field
-/// (see [`crate::routes`]); this is the answer for any they do not.
+/// (see [`crate::routes`]); this is the answer for any they do not. And a transaction Postgres
+/// rolled back to resolve a deadlock: nothing was stored, the client may retry.
 fn refusal(error: &sqlx::Error) -> Option<ApiError> {
     let raised = error.as_database_error()?.try_downcast_ref::<PgDatabaseError>()?;
     match raised.code() {
         UNTRANSLATABLE_CHARACTER => Some(ApiError::invalid_field(nul_violation("body"))),
+        code if TRANSACTION_ROLLBACKS.contains(&code) => {
+            Some(ApiError::Conflict("the request collided with a concurrent change; retry it".into()))
+        }
         CATALOG_CONFLICT => Some(ApiError::Conflict(raised.message().to_owned())),
         CATALOG_UNKNOWN_REFERENCE => Some(ApiError::invalid_field(FieldViolation::new(
             raised.detail().unwrap_or("body"),

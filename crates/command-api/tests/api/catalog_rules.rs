@@ -228,3 +228,28 @@ async fn a_deleted_category_takes_no_products_and_no_children() {
     assert_eq!(app.patch_product(&token, &filed, json!({"name": "renamed"})).await.status(), 200);
     assert_eq!(app.patch_product(&token, &filed, json!({"category_ids": [other]})).await.status(), 200);
 }
+
+/// Two products swapping SKUs at once are both refused: neither can take the SKU the other still
+/// holds. Postgres may see a taken SKU or a deadlock (each gave up its SKU, then waits for the
+/// other's), which it resolves by rolling one back: 409 either way, never 500.
+#[tokio::test]
+async fn products_swapping_skus_at_once_are_refused_never_500() {
+    let app = spawn_app().await;
+    let token = app.admin_token().await;
+    let first = created_id(app.create_product(&token, json!({"name": "x", "price": 1, "sku": "A"})).await).await;
+    let second = created_id(app.create_product(&token, json!({"name": "y", "price": 1, "sku": "B"})).await).await;
+    let mut details = Vec::new();
+    for _ in 0..10 {
+        let requests = [(&first, "B"), (&second, "A")].map(|(id, sku)| {
+            app.patch(&format!("/api/v1/products/{id}")).bearer_auth(&token).json(&json!({"sku": sku}))
+        });
+        for (status, problem) in all_at_once(requests).await {
+            assert_eq!(status, 409, "{problem}");
+            details.push(problem["detail"].as_str().unwrap().to_owned());
+        }
+    }
+    let deadlocks = details.iter().filter(|d| d.contains("concurrent change")).count();
+    println!("swaps: {} refused for a taken sku, {deadlocks} rolled back as deadlocks", details.len() - deadlocks);
+    assert_eq!(app.load_product(&first).await.sku.as_deref(), Some("A"));
+    assert_eq!(app.load_product(&second).await.sku.as_deref(), Some("B"));
+}

@@ -4,6 +4,7 @@
 mod catalog_rules;
 mod categories;
 mod concurrency;
+mod failures;
 mod helpers;
 mod idempotency;
 mod openapi;
