@@ -23,7 +23,8 @@ use crate::cache::{CacheSettings, ProductCache};
 #[derive(Debug, Clone, Parser)]
 #[command(name = "query-api", about = "Catalog's read REST API", version)]
 #[command(mut_arg("jwt_secret", |arg| arg.help(
-    "HMAC secret that verifies bearer tokens (at least 32 bytes; the one command-api signs with). Required in production"
+    "HMAC secret that verifies bearer tokens (at least 32 bytes; the one command-api signs with). \
+     Required in production"
 )))]
 pub struct Settings {
     /// Address to listen on.

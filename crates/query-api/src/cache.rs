@@ -198,7 +198,11 @@ impl ProductCache {
             }
             loop {
                 match tokio::time::timeout_at(deadline, changes.recv()).await {
-                    Ok(Ok(Change::Product { id: changed, version: reached })) if changed == id && reached >= version => break,
+                    Ok(Ok(Change::Product { id: changed, version: reached }))
+                        if changed == id && reached >= version =>
+                    {
+                        break
+                    }
                     Ok(Ok(Change::Resync) | Err(RecvError::Lagged(_))) => break,
                     Ok(Ok(Change::Product { .. } | Change::Categories)) => {}
                     Ok(Err(RecvError::Closed)) | Err(_) => {
@@ -235,7 +239,9 @@ impl ProductCache {
                 None => match self.connect().await {
                     Ok(connected) => connected,
                     Err(error) => {
-                        tracing::warn!(%error, retry_in = ?backoff, "cannot listen for read model changes; serving uncached");
+                        tracing::warn!(
+                            %error, retry_in = ?backoff, "cannot listen for read model changes; serving uncached"
+                        );
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(MAX_BACKOFF);
                         continue;

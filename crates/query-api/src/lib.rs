@@ -1,11 +1,16 @@
-//! Catalog's read API: serves products and user profiles from the read models the projector
-//! writes. It never writes, and never reads the event store.
+//! Catalog's read API: serves products (now, and as they were), categories and user profiles
+//! from the read models the projector writes. It never writes, and never reads the event store:
+//! product history and time travel come from the product history read model.
 //!
 //! # Layout
 //! - [`app`]: settings, shared state, router and middleware; `Application::build` / `run`.
-//! - [`routes`]: one module per resource (`products`, `users`) and the conditional-GET rule.
-//! - [`cache`]: the product detail cache, the `LISTEN` task that invalidates it when a row
-//!   changes, and the notification-driven waits behind `?min_version=`.
+//! - [`routes`]: one module per resource (`products`, `categories`, `users`), who is reading
+//!   (anyone, or an admin: only admins see products that are not published) and the
+//!   conditional-GET rule.
+//! - [`views`]: what is served, built from read-model rows (a product's price in its
+//!   currency's digits and its categories by name; the category tree; history entries).
+//! - [`cache`]: the product detail cache, the `LISTEN` task that invalidates it when a product
+//!   or a category changes, and the notification-driven waits behind `?min_version=`.
 //!
 //! Errors are `http_api::problem::ApiError` (problem+json), as in command-api.
 

@@ -265,8 +265,10 @@ pub fn find(nodes: Vec<CategoryNode>, id: Uuid) -> Option<CategoryNode> {
 /// One event of a product's history.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[schema(example = json!({
-    "version": 3, "type": "ProductUpdated", "at": "2026-01-02T08:30:00Z", "actor": "3f0c6c5e-8a48-5d7e-9d6c-2f1e0c1b7a42",
-    "changes": [{"field": "price", "from": "19.99", "to": "17.50"}, {"field": "status", "from": "draft", "to": "published"}]
+    "version": 3, "type": "ProductUpdated", "at": "2026-01-02T08:30:00Z",
+    "actor": "3f0c6c5e-8a48-5d7e-9d6c-2f1e0c1b7a42",
+    "changes": [{"field": "price", "from": "19.99", "to": "17.50"},
+                {"field": "status", "from": "draft", "to": "published"}]
 }))]
 pub struct HistoryItem {
     /// The product's version after this event.
@@ -345,7 +347,8 @@ mod tests {
         let b = category("B", Some(a.id));
         a.parent_id = Some(b.id);
         let counts = HashMap::from([(desk.id, 2), (lighting.id, 1)]);
-        let all = vec![bulbs.clone(), a.clone(), b.clone(), orphan.clone(), desk.clone(), ceiling.clone(), lighting.clone()];
+        let all =
+            vec![bulbs.clone(), a.clone(), b.clone(), orphan.clone(), desk.clone(), ceiling.clone(), lighting.clone()];
         let nodes = tree(all, &counts);
         let names = |nodes: &[CategoryNode]| nodes.iter().map(|n| n.name.clone()).collect::<Vec<_>>();
         assert_eq!(names(&nodes[..2]), ["Lighting", "Orphan"]);
@@ -354,7 +357,8 @@ mod tests {
         assert_eq!((nodes[0].product_count, nodes[0].children[1].product_count), (1, 2));
         assert_eq!(nodes[1].parent_id, orphan.parent_id);
         // The cycle: both shown, each once.
-        let rest: Vec<_> = nodes[2..].iter().flat_map(|n| [n.name.clone()].into_iter().chain(names(&n.children))).collect();
+        let rest: Vec<_> =
+            nodes[2..].iter().flat_map(|n| [n.name.clone()].into_iter().chain(names(&n.children))).collect();
         assert_eq!(rest, ["A", "B"]);
         let subtree = find(tree(vec![bulbs.clone(), desk.clone(), lighting.clone()], &counts), desk.id).unwrap();
         assert_eq!((subtree.name.as_str(), names(&subtree.children)), ("Desk", vec!["Bulbs".to_owned()]));

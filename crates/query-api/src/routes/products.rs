@@ -153,10 +153,11 @@ pub async fn detail(
     let min_version = integer_param(&params, "min_version", 1, i64::MAX)?;
     let version = integer_param(&params, "version", 1, i64::MAX)?;
     let as_of = instant_param(&params, "as_of")?;
-    let given: Vec<&str> = [("min_version", min_version.is_some()), ("as_of", as_of.is_some()), ("version", version.is_some())]
-        .into_iter()
-        .filter_map(|(name, given)| given.then_some(name))
-        .collect();
+    let given: Vec<&str> =
+        [("min_version", min_version.is_some()), ("as_of", as_of.is_some()), ("version", version.is_some())]
+            .into_iter()
+            .filter_map(|(name, given)| given.then_some(name))
+            .collect();
     if given.len() > 1 {
         return Err(ApiError::BadRequest(format!(
             "query parameters {} cannot be combined: give at most one",

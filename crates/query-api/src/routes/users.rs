@@ -27,7 +27,8 @@ use crate::app::AppState;
     params(
         ("id" = Uuid, Path, description = "The user's id (anything else is 404, for admins)"),
         ("If-None-Match" = Option<String>, Header, nullable = false,
-         description = "Entity tags the client holds (`\"3\"`, `W/\"3\"`, a list, or `*`): 304 if one is current", example = "\"1\""),
+         description = "Entity tags the client holds (`\"3\"`, `W/\"3\"`, a list, or `*`): 304 if one is current",
+         example = "\"1\""),
     ),
     responses(
         (status = 200, description = "The profile", body = super::schemas::User,

@@ -37,7 +37,8 @@ async fn the_tree_nests_children_and_counts_published_products() {
     let garden_node = &tree[0];
     assert_eq!(
         *garden_node,
-        json!({"id": garden, "name": "Garden", "slug": "garden", "parent_id": null, "children": [], "product_count": 0}),
+        json!({"id": garden, "name": "Garden", "slug": "garden", "parent_id": null, "children": [],
+               "product_count": 0}),
         "a deleted child is gone"
     );
     let lighting_node = &tree[1];

@@ -163,7 +163,8 @@ async fn a_product_carries_its_catalog_fields_and_the_list_shows_the_same() {
             "sku": "LAMP-1",
             "category_ids": [desk, gone, unknown, lighting],
             "attributes": {"colour": "brass", "material": "steel"},
-            "images": [{"url": "https://img.example.com/1.jpg", "alt": "Lit"}, {"url": "https://img.example.com/2.jpg"}],
+            "images": [{"url": "https://img.example.com/1.jpg", "alt": "Lit"},
+                       {"url": "https://img.example.com/2.jpg"}],
             "on_hand": 7,
         }))
         .await;
@@ -184,12 +185,14 @@ async fn a_product_carries_its_catalog_fields_and_the_list_shows_the_same() {
     // In the product's order; deleted and unknown categories are left out.
     assert_eq!(
         body["categories"],
-        json!([{"id": desk, "name": "Desk lamps", "slug": "desk-lamps"}, {"id": lighting, "name": "Lighting", "slug": "lighting"}])
+        json!([{"id": desk, "name": "Desk lamps", "slug": "desk-lamps"},
+               {"id": lighting, "name": "Lighting", "slug": "lighting"}])
     );
     assert_eq!(body["attributes"], json!({"colour": "brass", "material": "steel"}));
     assert_eq!(
         body["images"],
-        json!([{"url": "https://img.example.com/1.jpg", "alt": "Lit"}, {"url": "https://img.example.com/2.jpg", "alt": null}])
+        json!([{"url": "https://img.example.com/1.jpg", "alt": "Lit"},
+               {"url": "https://img.example.com/2.jpg", "alt": null}])
     );
     assert_eq!(body["stock"], json!({"on_hand": 5}));
     assert_eq!(body["version"], 2);

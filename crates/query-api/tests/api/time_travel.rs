@@ -168,8 +168,11 @@ fn command(rng: &mut Rng, id: Uuid, product: &Product, categories: &[Uuid], sku_
     }
 }
 
+/// A product as the events fold it, with its creation and last-change instants.
+type Expected = (Product, DateTime<Utc>, DateTime<Utc>);
+
 /// What the API must answer for the product `events` fold into (`None`: no product, 404).
-fn expected(events: &[CatalogEvent]) -> Option<(Product, DateTime<Utc>, DateTime<Utc>)> {
+fn expected(events: &[CatalogEvent]) -> Option<Expected> {
     let product = Product::replay(events.iter().map(product_event));
     if product.id.is_none() || product.deleted {
         return None;
@@ -177,22 +180,33 @@ fn expected(events: &[CatalogEvent]) -> Option<(Product, DateTime<Utc>, DateTime
     Some((product, events[0].recorded_at, events.last().unwrap().recorded_at))
 }
 
+/// What a check found, so the test can tell that it saw every kind of answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Seen {
+    /// No product then (not created yet, deleted, or no such version): 404 to everyone.
+    Missing,
+    /// A published state: the same answer for admins and shoppers.
+    Public,
+    /// A draft or archived state: 200 for admins, 404 for shoppers.
+    Hidden,
+}
+
 /// Asserts that the API's answer for `query` is `expected`, for an admin and for a shopper
 /// (who sees only a published state).
-async fn check(app: &TestApp, id: Uuid, query: &str, expected: Option<&(Product, DateTime<Utc>, DateTime<Utc>)>, names: &BTreeMap<Uuid, String>) {
+async fn check(app: &TestApp, id: Uuid, query: &str, expected: Option<&Expected>, names: &BTreeMap<Uuid, String>) -> Seen {
     let path = format!("/api/v1/products/{id}?{query}");
     let response = app.get(&path).bearer_auth(admin_token()).send().await.unwrap();
     let Some((product, created_at, updated_at)) = expected else {
         assert_problem(response, 404).await;
         assert_eq!(app.read(&path, None).await.0, 404, "{query}");
-        return;
+        return Seen::Missing;
     };
     assert_eq!(response.status(), 200, "{query}");
     assert_eq!(response.headers()["etag"].to_str().unwrap(), format!("\"{}\"", product.version), "{query}");
     let body: Value = response.json().await.unwrap();
     let currency = Currency::parse(&product.currency).unwrap();
-    let categories: Vec<Value> =
-        product.category_ids.iter().map(|id| json!({"id": id, "name": names[id], "slug": names[id].to_lowercase()})).collect();
+    let category = |id: &Uuid| json!({"id": id, "name": names[id], "slug": names[id].to_lowercase()});
+    let categories: Vec<Value> = product.category_ids.iter().map(category).collect();
     let images: Vec<Value> = product.images.iter().map(|image| json!({"url": image.url, "alt": image.alt})).collect();
     let want = json!({
         "id": id,
@@ -218,8 +232,10 @@ async fn check(app: &TestApp, id: Uuid, query: &str, expected: Option<&(Product,
     let (status, shopper) = app.read(&path, Some(&customer_token())).await;
     if product.status == ProductStatus::Published {
         assert_eq!((status, &shopper), (200, &body), "{query}: a published state is public");
+        Seen::Public
     } else {
         assert_eq!(status, 404, "{query}: a {} state is hidden from shoppers", product.status);
+        Seen::Hidden
     }
 }
 
@@ -232,6 +248,7 @@ async fn past_states_are_the_fold_of_the_stored_events_up_to_that_point() {
     let app = spawn_app().await;
     let store = Store::new(&app);
     let mut rng = Rng::seeded();
+    let mut seen = std::collections::BTreeMap::<Seen, usize>::new();
     let mut names = BTreeMap::new();
     let mut categories = Vec::new();
     for name in ["Lamps", "Desks", "Chairs"] {
@@ -268,7 +285,7 @@ async fn past_states_are_the_fold_of_the_stored_events_up_to_that_point() {
         for version in 1..=events.len() + 1 {
             let upto = &events[..version.min(events.len())];
             let expected = if version <= events.len() { expected(upto) } else { None };
-            check(&app, id, &format!("version={version}"), expected.as_ref(), &names).await;
+            *seen.entry(check(&app, id, &format!("version={version}"), expected.as_ref(), &names).await).or_default() += 1;
         }
         // Each event's own instant (inclusive), the microsecond before it, and random instants
         // from just before the first to after the last.
@@ -286,12 +303,15 @@ async fn past_states_are_the_fold_of_the_stored_events_up_to_that_point() {
         for at in instants {
             let upto: Vec<CatalogEvent> = events.iter().filter(|event| event.recorded_at <= at).cloned().collect();
             let expected = if upto.is_empty() { None } else { expected(&upto) };
-            check(&app, id, &format!("as_of={}", instant(at).replace('+', "%2B")), expected.as_ref(), &names).await;
+            let query = format!("as_of={}", instant(at).replace('+', "%2B"));
+            *seen.entry(check(&app, id, &query, expected.as_ref(), &names).await).or_default() += 1;
         }
         // The present, as time travel and as the current read agree.
         let now = expected(&events);
         check(&app, id, &format!("as_of={}", instant(Utc::now())), now.as_ref(), &names).await;
     }
+    eprintln!("answers checked: {seen:?}");
+    assert_eq!(seen.len(), 3, "every kind of answer was checked: {seen:?}");
 }
 
 #[tokio::test]
