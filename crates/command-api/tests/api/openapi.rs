@@ -50,19 +50,69 @@ async fn the_document_and_the_routes_are_exactly_the_write_api() {
 async fn protected_operations_name_the_bearer_scheme_and_document_401_and_403() {
     let app = spawn_app().await;
     let spec = openapi::fetch(&app).await;
-    for (method, path) in [("post", "/api/v1/products"), ("patch", "/api/v1/products/{id}"), ("delete", "/api/v1/products/{id}")] {
+    let protected = [
+        ("post", "/api/v1/products"),
+        ("patch", "/api/v1/products/{id}"),
+        ("delete", "/api/v1/products/{id}"),
+        ("post", "/api/v1/products/{id}/stock-adjustments"),
+        ("post", "/api/v1/categories"),
+        ("patch", "/api/v1/categories/{id}"),
+        ("delete", "/api/v1/categories/{id}"),
+    ];
+    for (method, path) in protected {
         let operation = &spec["paths"][path][method];
         assert_eq!(operation["security"], serde_json::json!([{"bearer": []}]), "{method} {path}");
         for status in ["401", "403", "503"] {
             assert!(operation["responses"][status].is_object(), "{method} {path} documents {status}");
         }
+        if path.ends_with("{id}") || path.ends_with("stock-adjustments") {
+            assert!(operation["responses"]["404"].is_object(), "{method} {path} documents 404");
+            assert!(operation["responses"]["412"].is_object(), "{method} {path} documents 412");
+        }
+        assert!(operation["responses"]["409"].is_object(), "{method} {path} documents 409");
     }
     for path in ["/api/v1/users", "/api/v1/auth/token"] {
         assert!(spec["paths"][path]["post"]["security"].is_null(), "{path} needs no token");
     }
-    let update = &spec["components"]["schemas"]["UpdateProduct"];
-    assert_eq!(update["minProperties"], 1, "an update changes something");
-    assert!(update["maxProperties"].is_null());
+    for schema in ["UpdateProduct", "UpdateCategory"] {
+        let update = &spec["components"]["schemas"][schema];
+        assert_eq!(update["minProperties"], 1, "{schema}: an update changes something");
+        assert!(update["maxProperties"].is_null());
+    }
     let problem = &spec["components"]["responses"]["Unauthorized"]["content"]["application/problem+json"];
     assert_eq!(problem["schema"]["$ref"], "#/components/schemas/Problem");
+}
+
+/// The request schemas name every field the API takes, refuse others, and say which are nullable:
+/// what schemathesis generates requests from.
+#[test]
+fn the_catalog_request_schemas_are_exact() {
+    let spec = serde_json::to_value(command_api::app::openapi()).unwrap();
+    let schemas = &spec["components"]["schemas"];
+    // Sorted: the document's maps are.
+    let fields = |schema: &str| -> Vec<String> {
+        let properties = schemas[schema]["properties"].as_object().unwrap_or_else(|| panic!("{schema}"));
+        assert_eq!(schemas[schema]["additionalProperties"], false, "{schema} refuses unknown fields");
+        let mut names: Vec<String> = properties.keys().cloned().collect();
+        names.sort();
+        names
+    };
+    let product =
+        ["attributes", "category_ids", "currency", "description", "images", "name", "on_hand", "price", "sku", "status"];
+    assert_eq!(fields("CreateProduct"), product);
+    let update: Vec<&str> = product.into_iter().filter(|field| *field != "on_hand").collect();
+    assert_eq!(fields("UpdateProduct"), update, "stock changes only by adjustments");
+    assert_eq!(fields("StockAdjustment"), ["delta", "reason"]);
+    assert_eq!(fields("CreateCategory"), ["description", "name", "parent_id", "slug"]);
+    assert_eq!(fields("UpdateCategory"), ["description", "name", "parent_id", "slug"]);
+    assert_eq!(fields("Image"), ["alt", "url"]);
+    assert_eq!(schemas["CreateProduct"]["required"], serde_json::json!(["name", "price"]));
+    assert_eq!(schemas["CreateCategory"]["required"], serde_json::json!(["name", "slug"]));
+    assert_eq!(schemas["StockAdjustment"]["required"], serde_json::json!(["delta", "reason"]));
+
+    let nullable = |schema: &str, field: &str| schemas[schema]["properties"][field]["type"][1] == "null";
+    assert!(nullable("UpdateProduct", "sku"), "null clears the sku");
+    assert!(!nullable("UpdateProduct", "name"));
+    assert!(nullable("UpdateCategory", "parent_id"), "null moves to the root");
+    assert_eq!(schemas["ProductStatus"]["enum"], serde_json::json!(["draft", "published", "archived"]));
 }
