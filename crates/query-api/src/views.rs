@@ -291,6 +291,9 @@ pub struct HistoryItem {
 /// One field an event changed, with its value before and after (`null`: none).
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Change {
+    /// The field as the product read model names it: `name`, `description`, `price` (a string
+    /// in the currency's digits), `currency`, `sku`, `status`, `category_ids` (ids, not names),
+    /// `attributes`, `images`, `on_hand`, `deleted`; a creation also lists `id` and `created_at`.
     #[schema(example = "price")]
     pub field: String,
     /// The value before (any JSON value; `null` when the field had none, e.g. on creation).

@@ -39,7 +39,8 @@ async fn an_unreachable_database_is_503_with_retry_after() {
     assert_eq!(body["dependencies"]["postgres"]["status"], "down");
     assert_eq!(body["dependencies"]["change_notifications"]["status"], "down");
 
-    for path in ["/api/v1/products", &format!("/api/v1/products/{}", uuid::Uuid::new_v4())] {
+    let product = format!("/api/v1/products/{}", uuid::Uuid::new_v4());
+    for path in ["/api/v1/products", &product, &format!("{product}?version=1"), "/api/v1/categories"] {
         let started = Instant::now();
         let response = server.get(path).send().await.unwrap();
         assert!(response.headers().contains_key("retry-after"), "{path}");
