@@ -97,8 +97,18 @@ fn the_catalog_request_schemas_are_exact() {
         names.sort();
         names
     };
-    let product =
-        ["attributes", "category_ids", "currency", "description", "images", "name", "on_hand", "price", "sku", "status"];
+    let product = [
+        "attributes",
+        "category_ids",
+        "currency",
+        "description",
+        "images",
+        "name",
+        "on_hand",
+        "price",
+        "sku",
+        "status",
+    ];
     assert_eq!(fields("CreateProduct"), product);
     let update: Vec<&str> = product.into_iter().filter(|field| *field != "on_hand").collect();
     assert_eq!(fields("UpdateProduct"), update, "stock changes only by adjustments");
