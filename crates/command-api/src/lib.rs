@@ -1,13 +1,17 @@
-//! Catalog's write API: takes product and user commands over HTTP, checks them against the
-//! domain's aggregates and appends the resulting events to the Postgres event store.
+//! Catalog's write API: takes product, category and user commands over HTTP, checks them against
+//! the domain's aggregates and appends the resulting events to the Postgres event store, whose
+//! transaction also enforces the rules that span aggregates (unique SKUs and slugs, existing
+//! categories, no cycles).
 //! It never touches read models or Kafka.
 //!
 //! # Layout
 //! - [`app`]: settings, shared state, router and middleware; `Application::build` / `run`.
-//! - [`routes`]: one module per resource (`users`, `tokens`, `products`).
+//! - [`routes`]: one module per resource (`users`, `tokens`, `products` with stock adjustments,
+//!   `categories`).
 //! - [`accounts`]: registration and login, also used by `catalogctl user create`.
 //! - [`auth`]: argon2id passwords and login rate limits (tokens and `Principal` are `http_api`'s).
-//! - [`failures`]: the one mapping from a command that did not commit to a problem response.
+//! - [`failures`]: the one mapping from a command that did not commit to a problem response,
+//!   including the catalog rules the event store raises (SQLSTATEs `CT409`, `CT422`).
 //! - [`idempotency`]: `Idempotency-Key` claims and stored responses.
 //! - [`extract`]: extractors that turn bad input into problem responses (`If-Match`, JSON, keys)
 //!   and the request's event metadata.

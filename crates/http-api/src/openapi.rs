@@ -87,7 +87,10 @@ problem_responses! {
     /// 404.
     NotFound => ("No such resource (unknown, deleted or malformed id)", ApiError::NotFound("product"));
     /// 409.
-    Conflict => ("The request conflicts with the current state (taken name, concurrent writes, or a request with this Idempotency-Key still running)",
+    Conflict => ("The request conflicts with the current state; `detail` says how: a username, SKU or slug \
+        another account, product or category has, a status change or stock adjustment the rules refuse, a category \
+        move under its own descendants or the deletion of one with children, concurrent writes, or a request with \
+        this Idempotency-Key still running",
         ApiError::Conflict("username is already taken".into()));
     /// 412.
     PreconditionFailed => ("`If-Match` does not name the current version", ApiError::PreconditionFailed);
@@ -97,7 +100,8 @@ problem_responses! {
     UnsupportedMediaType => ("The body is not sent as `application/json`",
         ApiError::UnsupportedMediaType("expected a body with Content-Type: application/json".into()));
     /// 422.
-    UnprocessableEntity => ("Invalid fields (every one is listed in `errors`), unknown fields, or an Idempotency-Key reused with another body",
+    UnprocessableEntity => ("Invalid fields (every one is listed in `errors`, categories that do not exist too), unknown \
+        fields, or an Idempotency-Key reused with another body",
         ApiError::Invalid(domain::Violations(vec![domain::FieldViolation::new("price", "not_positive", "price must be greater than 0")])));
     /// 429, with `Retry-After`.
     TooManyRequests => ("Too many login attempts for this username or client", ApiError::TooManyRequests { retry_after_secs: 42 }, RETRY_AFTER);
