@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{parse_id, reject_nul, Written};
+use super::{parse_id, Written};
 use crate::app::AppState;
 use crate::extract::{ApiJson, IdempotencyKey, IfMatch, RequestContext};
 use crate::failures::category_failure;
@@ -117,7 +117,6 @@ pub async fn create(
     ApiJson(request): ApiJson<CreateCategory>,
 ) -> Result<Response, ApiError> {
     principal.require(Role::Admin)?;
-    reject_nul(&[("description", request.description.as_deref())])?;
     let scope = format!("POST /api/v1/categories {}", principal.user_id);
     let hash = idempotency::fingerprint(&request);
     let id = match &key {
@@ -189,7 +188,6 @@ pub async fn update(
     ApiJson(request): ApiJson<UpdateCategory>,
 ) -> Result<Response, ApiError> {
     principal.require(Role::Admin)?;
-    reject_nul(&[("description", request.description.as_deref())])?;
     let id = parse_id(&id, "category")?;
     let expected_version = if_match.expected_version()?;
     let command = || CategoryCommand::Update {

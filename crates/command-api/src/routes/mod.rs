@@ -5,7 +5,6 @@ mod products;
 mod tokens;
 mod users;
 
-use domain::Violations;
 use http_api::problem::ApiError;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -14,7 +13,6 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::failures::nul_violation;
 
 pub use products::Price;
 
@@ -46,22 +44,6 @@ pub struct Written {
 /// A path segment that is not a UUID cannot name a `resource`: 404, like any unknown id.
 fn parse_id(raw: &str, resource: &'static str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::NotFound(resource))
-}
-
-/// Descriptions are the one free text the domain lets control characters into (line breaks),
-/// but Postgres cannot store the NUL character: refused here, naming the field, before anything
-/// is appended. (Any other field with one is refused by the store, as `body`.)
-fn reject_nul(fields: &[(&str, Option<&str>)]) -> Result<(), ApiError> {
-    let violations: Vec<_> = fields
-        .iter()
-        .filter(|(_, text)| text.is_some_and(|t| t.contains('\0')))
-        .map(|(field, _)| nul_violation(field))
-        .collect();
-    if violations.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::Invalid(Violations(violations)))
-    }
 }
 
 /// Partial updates need at least one field (`{}` is a 422). Set here rather than with

@@ -20,7 +20,7 @@ use utoipa::openapi::RefOr;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{parse_id, reject_nul, Written};
+use super::{parse_id, Written};
 use crate::app::AppState;
 use crate::extract::{ApiJson, IdempotencyKey, IfMatch, RequestContext};
 use crate::failures::product_failure;
@@ -286,7 +286,6 @@ pub async fn create(
     ApiJson(request): ApiJson<CreateProduct>,
 ) -> Result<Response, ApiError> {
     principal.require(Role::Admin)?;
-    reject_nul(&[("description", request.description.as_deref())])?;
     let scope = format!("POST /api/v1/products {}", principal.user_id);
     let hash = idempotency::fingerprint(&request);
     let id = match &key {
@@ -366,7 +365,6 @@ pub async fn update(
     ApiJson(request): ApiJson<UpdateProduct>,
 ) -> Result<Response, ApiError> {
     principal.require(Role::Admin)?;
-    reject_nul(&[("description", request.description.as_deref())])?;
     let id = parse_id(&id, "product")?;
     let expected_version = if_match.expected_version()?;
     let command = || ProductCommand::Update {

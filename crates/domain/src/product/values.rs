@@ -32,8 +32,17 @@ pub struct Description(String);
 impl Description {
     pub const MAX_CHARS: usize = 500;
 
+    /// Line breaks and tabs are text here; other control characters (NUL above all, which
+    /// no Postgres text or jsonb value can hold) are refused.
     pub fn parse(raw: &str) -> Result<Self, FieldViolation> {
         check_max_chars("description", raw, Self::MAX_CHARS)?;
+        if raw.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
+            return Err(FieldViolation::new(
+                "description",
+                "invalid",
+                "description must not contain control characters other than line breaks and tabs",
+            ));
+        }
         Ok(Self(raw.to_owned()))
     }
 
@@ -308,6 +317,19 @@ impl StockReason {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+#[cfg(test)]
+mod description_tests {
+    use super::*;
+
+    #[test]
+    fn a_description_keeps_line_breaks_and_refuses_other_control_characters() {
+        assert!(Description::parse("two\nlines\tand a tab\r\n").is_ok());
+        for bad in ["nul\u{0}", "bell\u{7}", "escape\u{1b}[0m"] {
+            assert_eq!(Description::parse(bad).unwrap_err().code, "invalid", "{bad:?}");
+        }
     }
 }
 
