@@ -53,11 +53,7 @@ use crate::proc::step;
 use crate::workspace::cargo;
 
 #[derive(Parser)]
-#[command(
-    name = "cargo xtask",
-    bin_name = "cargo xtask",
-    about = "Developer tasks for the catalog workspace"
-)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", about = "Developer tasks for the catalog workspace")]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -161,8 +157,11 @@ mod tests {
 
     #[test]
     fn every_benchmark_is_a_value_of_bench() {
-        let names: Vec<String> =
-            Bench::value_variants().iter().filter_map(|b| b.to_possible_value()).map(|v| v.get_name().to_owned()).collect();
+        let names: Vec<String> = Bench::value_variants()
+            .iter()
+            .filter_map(|b| b.to_possible_value())
+            .map(|v| v.get_name().to_owned())
+            .collect();
         assert_eq!(names, ["write", "pipeline", "rebuild", "soak"]);
         let cli = Cli::try_parse_from(["cargo xtask", "bench", "pipeline"]).unwrap();
         assert!(matches!(cli.command, Cmd::Bench { name: Bench::Pipeline }));

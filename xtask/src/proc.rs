@@ -22,11 +22,7 @@ pub fn warn(msg: impl AsRef<str>) {
 
 /// A shell-like rendering of a command, for error messages.
 pub fn describe(cmd: &Command) -> String {
-    std::iter::once(cmd.get_program())
-        .chain(cmd.get_args())
-        .map(OsStr::to_string_lossy)
-        .collect::<Vec<_>>()
-        .join(" ")
+    std::iter::once(cmd.get_program()).chain(cmd.get_args()).map(OsStr::to_string_lossy).collect::<Vec<_>>().join(" ")
 }
 
 /// Runs a command and fails unless it succeeds. Its stdout goes to our
@@ -42,34 +38,21 @@ pub fn run(cmd: &mut Command) -> Result<()> {
 
 /// Runs a command with inherited stdio and returns its exit status.
 pub fn status(cmd: &mut Command) -> Result<ExitStatus> {
-    cmd.status()
-        .with_context(|| format!("could not run `{}`", describe(cmd)))
+    cmd.status().with_context(|| format!("could not run `{}`", describe(cmd)))
 }
 
 /// Runs a command silently and reports only whether it succeeded; a missing
 /// program counts as failure.
 pub fn succeeds(cmd: &mut Command) -> bool {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
 }
 
 /// Runs a command and returns its trimmed stdout; stderr is included in the
 /// error when it fails.
 pub fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("could not run `{}`", describe(cmd)))?;
+    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("could not run `{}`", describe(cmd)))?;
     if !out.status.success() {
-        bail!(
-            "`{}` failed ({}): {}",
-            describe(cmd),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("`{}` failed ({}): {}", describe(cmd), out.status, String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
@@ -79,10 +62,7 @@ pub fn output(cmd: &mut Command) -> Result<String> {
 /// can't be represented and becomes a plain failure.
 pub fn run_for_exit_code(cmd: &mut Command) -> Result<ExitCode> {
     let status = status(cmd)?;
-    let code = status
-        .code()
-        .or_else(|| status.signal().map(|s| 128 + s))
-        .unwrap_or(1);
+    let code = status.code().or_else(|| status.signal().map(|s| 128 + s)).unwrap_or(1);
     Ok(u8::try_from(code).map_or(ExitCode::FAILURE, ExitCode::from))
 }
 
@@ -114,9 +94,7 @@ pub fn tcp_reachable(addr: &str) -> bool {
     let Ok(addrs) = addr.to_socket_addrs() else {
         return false;
     };
-    addrs
-        .into_iter()
-        .any(|a| TcpStream::connect_timeout(&a, Duration::from_millis(500)).is_ok())
+    addrs.into_iter().any(|a| TcpStream::connect_timeout(&a, Duration::from_millis(500)).is_ok())
 }
 
 /// Polls `check` until it returns true, failing once `timeout` has passed.
@@ -138,15 +116,12 @@ pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool
 /// Looks a program up in PATH, like `command -v`.
 pub fn find_in_path(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|candidate| is_executable(candidate))
+    std::env::split_paths(&path).map(|dir| dir.join(program)).find(|candidate| is_executable(candidate))
 }
 
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    path.metadata()
-        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    path.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 #[cfg(test)]

@@ -117,7 +117,8 @@ pub async fn fresh_database(backends: &Backends, name: &str) -> Result<String> {
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&pool).await?;
     pool.close().await;
     let url = base.with_database(name);
-    let status = catalogctl(&url).arg("migrate").stdout(Stdio::null()).status().context("running catalogctl migrate")?;
+    let status =
+        catalogctl(&url).arg("migrate").stdout(Stdio::null()).status().context("running catalogctl migrate")?;
     anyhow::ensure!(status.success(), "catalogctl migrate failed");
     Ok(url)
 }
@@ -231,10 +232,8 @@ mod tests {
     #[test]
     fn no_two_rows_of_the_ports_table_share_a_port() {
         let rows = [Ports::DEV, Ports::BENCH_WRITE, Ports::BENCH_PIPELINE, Ports::BENCH_SOAK, Ports::FAULTS];
-        let mut addrs: Vec<&str> = rows
-            .iter()
-            .flat_map(|row| Service::ALL.iter().map(|s| row.of(*s)).chain(row.publisher))
-            .collect();
+        let mut addrs: Vec<&str> =
+            rows.iter().flat_map(|row| Service::ALL.iter().map(|s| row.of(*s)).chain(row.publisher)).collect();
         let all = addrs.len();
         addrs.sort_unstable();
         addrs.dedup();

@@ -8,10 +8,7 @@ use std::process::Command;
 /// `CARGO_MANIFEST_DIR` is baked in at compile time, so this is right no
 /// matter which directory `cargo xtask` is invoked from.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask has a parent directory")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask has a parent directory").to_path_buf()
 }
 
 /// Machine-local state (downloaded tools, logs, pid files); gitignored.

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use clap::Subcommand;
 use futures::future::try_join_all;
+use projector::message::DLQ_REASON;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
-use projector::message::DLQ_REASON;
 use serde::Serialize;
 use service_runtime::kafka::KafkaSettings;
 
@@ -66,7 +66,10 @@ pub async fn run(kafka: &KafkaSettings, command: DlqCommand) -> anyhow::Result<(
         DlqCommand::Retry { ids } => {
             let chosen: Vec<&DeadLetter> = letters
                 .iter()
-                .filter(|l| ids.is_empty() || ids.iter().any(|id| Some(id) == l.summary.event_id.as_ref() || *id == l.summary.id))
+                .filter(|l| {
+                    ids.is_empty()
+                        || ids.iter().any(|id| Some(id) == l.summary.event_id.as_ref() || *id == l.summary.id)
+                })
                 .collect();
             let unknown: Vec<&String> = ids
                 .iter()

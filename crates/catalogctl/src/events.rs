@@ -4,9 +4,9 @@ use std::io::Write;
 
 use anyhow::bail;
 use clap::Args;
-use futures::future::try_join_all;
 use event_store::reads;
 use event_store::EventFilter;
+use futures::future::try_join_all;
 use service_runtime::kafka::KafkaSettings;
 use sqlx::PgPool;
 

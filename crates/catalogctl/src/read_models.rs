@@ -54,7 +54,8 @@ async fn rebuild_one<M: ReadModel>(pool: &PgPool) -> anyhow::Result<RebuildRepor
 /// Events, events/s and ETA on stderr; nothing at all when stderr is not a terminal, so logs
 /// and CI output stay clean.
 fn progress_bar(total: u64, table: &str) -> ProgressBar {
-    let target = if std::io::stderr().is_terminal() { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
+    let target =
+        if std::io::stderr().is_terminal() { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
     let bar = ProgressBar::with_draw_target(Some(total), target);
     bar.set_style(
         ProgressStyle::with_template("{msg:>9} [{bar:30}] {human_pos}/{human_len} events, {per_sec}, ETA {eta}")

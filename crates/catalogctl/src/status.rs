@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use event_store::reads;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
-use event_store::reads;
 use serde::Serialize;
 use service_runtime::kafka::KafkaSettings;
 use sqlx::PgPool;
@@ -155,12 +155,10 @@ async fn consumer_lag(kafka: &KafkaSettings, group: &str) -> anyhow::Result<Vec<
             .into_iter()
             .map(|partition| {
                 let (low, high) = consumer.fetch_watermarks(topic, partition, TIMEOUT)?;
-                let committed_offset = committed
-                    .find_partition(topic, partition)
-                    .and_then(|e| match e.offset() {
-                        Offset::Offset(o) => Some(o),
-                        _ => None,
-                    });
+                let committed_offset = committed.find_partition(topic, partition).and_then(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                });
                 // Never negative: some brokers (tansu) report the last batch's base offset as
                 // the end, which can be below an up-to-date committed offset.
                 let lag = (high - committed_offset.unwrap_or(low)).max(0);

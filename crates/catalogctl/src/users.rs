@@ -50,7 +50,9 @@ pub async fn run(pool: &PgPool, command: UserCommand) -> anyhow::Result<()> {
 /// Field-level details for validation errors, so the operator sees what to fix.
 fn describe(error: &RegistrationError) -> String {
     match error {
-        RegistrationError::Invalid(v) => v.0.iter().map(|f| format!("{}: {}", f.field, f.message)).collect::<Vec<_>>().join("; "),
+        RegistrationError::Invalid(v) => {
+            v.0.iter().map(|f| format!("{}: {}", f.field, f.message)).collect::<Vec<_>>().join("; ")
+        }
         _ => String::new(),
     }
 }

@@ -42,8 +42,11 @@ pub async fn register(
     violations.into_result().map_err(RegistrationError::Invalid)?;
     let id = user_id_for(&parsed_username.expect("validated above"));
     let password_hash = hasher.hash(password).await.map_err(RegistrationError::Hashing)?;
-    let register =
-        || UserCommand::Register { username: username.into(), email: email.into(), password_hash: password_hash.clone() };
+    let register = || UserCommand::Register {
+        username: username.into(),
+        email: email.into(),
+        password_hash: password_hash.clone(),
+    };
     // No retry on conflict: a conflict here means someone registered the same name concurrently.
     bus.execute::<User>(&id.to_string(), register, metadata.clone(), false)
         .await

@@ -97,7 +97,6 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
     }
 }
 
-
 /// Which request asked, recorded in every event's metadata. (The trace it belongs to is the
 /// request span's, which the edge layer continued from the caller's `traceparent`.)
 #[derive(Debug, Clone, Default)]
@@ -141,10 +140,8 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
         let Some(value) = parts.headers.get("idempotency-key") else {
             return Ok(IdempotencyKey(None));
         };
-        let valid = value
-            .to_str()
-            .ok()
-            .filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()));
+        let valid =
+            value.to_str().ok().filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()));
         match valid {
             Some(key) => Ok(IdempotencyKey(Some(key.to_owned()))),
             None => Err(ApiError::BadRequest("Idempotency-Key must be 1 to 255 visible ASCII characters".into())),

@@ -94,9 +94,7 @@ pub fn product_failure(error: CommandError<ProductError>, version_pinned: bool) 
 pub fn category_failure(error: CommandError<CategoryError>, version_pinned: bool) -> ApiError {
     match error {
         CommandError::Rejected(CategoryError::Invalid(violations)) => ApiError::Invalid(violations),
-        CommandError::Rejected(CategoryError::AlreadyExists(_)) => {
-            ApiError::Conflict("category already exists".into())
-        }
+        CommandError::Rejected(CategoryError::AlreadyExists(_)) => ApiError::Conflict("category already exists".into()),
         CommandError::Rejected(CategoryError::NotFound | CategoryError::Deleted) => ApiError::NotFound("category"),
         CommandError::Rejected(CategoryError::VersionMismatch { .. }) => ApiError::PreconditionFailed,
         CommandError::Conflict if version_pinned => ApiError::PreconditionFailed,

@@ -81,11 +81,7 @@ pub fn required_text(field: &str, raw: &str, max_chars: usize) -> Result<String,
 /// in every script.
 pub fn check_max_chars(field: &str, raw: &str, max_chars: usize) -> Result<(), FieldViolation> {
     if raw.chars().count() > max_chars {
-        return Err(FieldViolation::new(
-            field,
-            "too_long",
-            format!("{field} must be at most {max_chars} characters"),
-        ));
+        return Err(FieldViolation::new(field, "too_long", format!("{field} must be at most {max_chars} characters")));
     }
     Ok(())
 }

@@ -22,7 +22,6 @@ use cqrs_es::{Aggregate, AggregateContext, AggregateError, CqrsFramework, EventE
 use postgres_es::PostgresEventRepository;
 use sqlx::PgPool;
 
-
 /// Attempts for a command that keeps losing the optimistic-lock race, before answering 409.
 const MAX_ATTEMPTS: u32 = 5;
 

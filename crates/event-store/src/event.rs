@@ -152,7 +152,8 @@ mod tests {
         );
         assert_eq!(registered.payload["UserRegistered"].get("password_hash"), None);
         assert_eq!(registered.payload["UserRegistered"]["username"], "ann");
-        let changed = stored("User", "UserPasswordChanged", "1.0.0", json!({"UserPasswordChanged": {"password_hash": "h"}}));
+        let changed =
+            stored("User", "UserPasswordChanged", "1.0.0", json!({"UserPasswordChanged": {"password_hash": "h"}}));
         assert_eq!(changed.payload, json!({"UserPasswordChanged": {}}));
     }
 

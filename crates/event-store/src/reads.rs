@@ -9,9 +9,9 @@
 use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
+use futures::stream::{BoxStream, StreamExt};
 use serde_json::Value;
 use sqlx::types::Json;
-use futures::stream::{BoxStream, StreamExt};
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
@@ -46,8 +46,7 @@ struct StoredRow {
 
 impl StoredRow {
     fn into_event(self) -> (CommitPosition, CatalogEvent) {
-        let position =
-            CommitPosition { transaction_id: self.transaction_id, global_position: self.global_position };
+        let position = CommitPosition { transaction_id: self.transaction_id, global_position: self.global_position };
         let event = CatalogEvent::from_stored(
             self.event_id,
             self.aggregate_type,

@@ -43,7 +43,9 @@ pub struct Service<S> {
 
 /// The routers an API serves and the OpenAPI document built from those same routers: the
 /// API's routes, and the operational ones (`/health`, `/ready`, `/metrics`, `/openapi.json`).
-pub fn document<S: Clone + Send + Sync + 'static>(api: OpenApiRouter<S>) -> (Router<S>, Router<OperationsState>, OpenApi) {
+pub fn document<S: Clone + Send + Sync + 'static>(
+    api: OpenApiRouter<S>,
+) -> (Router<S>, Router<OperationsState>, OpenApi) {
     let (api, mut spec) = api.split_for_parts();
     let (operations, operations_spec) = crate::openapi::operational_routes().split_for_parts();
     spec.merge(operations_spec);
@@ -103,7 +105,12 @@ pub fn edge_layers(router: Router, cors: CorsLayer) -> Router {
 
 /// CORS for `origins` (none: browsers on other origins are refused), with the methods and
 /// headers an API uses.
-pub fn cors(origins: &[String], methods: impl Into<Vec<Method>>, headers: impl Into<Vec<HeaderName>>, expose: impl Into<Vec<HeaderName>>) -> CorsLayer {
+pub fn cors(
+    origins: &[String],
+    methods: impl Into<Vec<Method>>,
+    headers: impl Into<Vec<HeaderName>>,
+    expose: impl Into<Vec<HeaderName>>,
+) -> CorsLayer {
     let origins: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o.trim()).ok()).collect();
     CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))

@@ -41,7 +41,11 @@ pub struct FieldViolation {
 
 /// A problem response: `description`, the `Problem` schema as `application/problem+json`, an
 /// example rendered from a real `ApiError`, and the given headers.
-fn problem_response(description: &str, example: ApiError, headers: &[(&str, &str, Type)]) -> RefOr<utoipa::openapi::Response> {
+fn problem_response(
+    description: &str,
+    example: ApiError,
+    headers: &[(&str, &str, Type)],
+) -> RefOr<utoipa::openapi::Response> {
     let example = serde_json::to_value(example.problem()).ok();
     let mut response = ResponseBuilder::new().description(description).content(
         PROBLEM_JSON,

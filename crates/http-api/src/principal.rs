@@ -1,8 +1,8 @@
 //! [`Principal`]: who is calling, from a valid bearer token.
 
 use axum::extract::{FromRef, FromRequestParts};
-use axum::http::request::Parts;
 use axum::http::header;
+use axum::http::request::Parts;
 use domain::Role;
 use uuid::Uuid;
 

@@ -93,9 +93,7 @@ impl ApiError {
             Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Not allowed"),
             NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
             Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
-            PreconditionFailed => {
-                (StatusCode::PRECONDITION_FAILED, "precondition-failed", "Precondition failed")
-            }
+            PreconditionFailed => (StatusCode::PRECONDITION_FAILED, "precondition-failed", "Precondition failed"),
             IdempotencyKeyReused => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "idempotency-key-reused", "Idempotency-Key reused")
             }
@@ -157,11 +155,9 @@ impl From<JsonRejection> for ApiError {
                 ApiError::UnsupportedMediaType("expected a body with Content-Type: application/json".into())
             }
             JsonRejection::JsonSyntaxError(e) => ApiError::MalformedBody(e.body_text()),
-            JsonRejection::JsonDataError(e) => ApiError::Invalid(Violations(vec![FieldViolation::new(
-                "body",
-                "schema",
-                e.body_text(),
-            )])),
+            JsonRejection::JsonDataError(e) => {
+                ApiError::Invalid(Violations(vec![FieldViolation::new("body", "schema", e.body_text())]))
+            }
             other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 ApiError::PayloadTooLarge { limit: crate::BODY_LIMIT_BYTES }
             }

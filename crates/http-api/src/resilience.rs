@@ -77,7 +77,11 @@ impl Instrument for BreakerMetrics {
 }
 
 /// Wraps `api` in the breaker and, outside it, the concurrency limit with load shedding.
-pub fn protect<S: Clone + Send + Sync + 'static>(api: Router<S>, max_concurrent_requests: usize, breaker: DatabaseBreaker) -> Router<S> {
+pub fn protect<S: Clone + Send + Sync + 'static>(
+    api: Router<S>,
+    max_concurrent_requests: usize,
+    breaker: DatabaseBreaker,
+) -> Router<S> {
     api.layer(middleware::from_fn_with_state(breaker, guard_database)).layer(
         ServiceBuilder::new()
             .layer(HandleErrorLayer::new(|_: BoxError| async { overloaded() }))

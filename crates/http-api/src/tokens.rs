@@ -128,7 +128,8 @@ mod tests {
     #[test]
     fn alg_none_is_rejected() {
         let now = jsonwebtoken::get_current_timestamp();
-        let payload = format!(r#"{{"sub":"{}","role":"admin","iss":"catalog","iat":{now},"exp":{}}}"#, Uuid::new_v4(), now + 60);
+        let payload =
+            format!(r#"{{"sub":"{}","role":"admin","iss":"catalog","iat":{now},"exp":{}}}"#, Uuid::new_v4(), now + 60);
         let token = format!("{}.{}.", b64(r#"{"alg":"none","typ":"JWT"}"#), b64(&payload));
         assert!(keys().verify(&token).is_err());
     }

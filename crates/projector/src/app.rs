@@ -113,8 +113,12 @@ pub async fn run(
             }
             let mut inner = tokio::task::JoinSet::new();
             if publish {
-                let publisher =
-                    Publisher::new(pool.clone(), producer.clone(), settings.kafka.kafka_topic.clone(), settings.publish_batch_size);
+                let publisher = Publisher::new(
+                    pool.clone(),
+                    producer.clone(),
+                    settings.kafka.kafka_topic.clone(),
+                    settings.publish_batch_size,
+                );
                 inner.spawn(publisher.run(stopped.clone()));
             }
             if project {

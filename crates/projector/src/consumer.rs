@@ -17,12 +17,12 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use event_store::CatalogEvent;
 use futures::future::join_all;
 use futures::FutureExt;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::FutureRecord;
-use event_store::CatalogEvent;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use read_model::{apply_events, ApplyError, Outcome};
 use service_runtime::kafka::RenewableProducer;
@@ -126,7 +126,11 @@ impl Projector {
 
     /// One lane: the whole lane in one transaction; if an event in it cannot be applied,
     /// event by event so only that one is dead-lettered.
-    async fn process_lane(&self, lane: Vec<OwnedMessage>, shutdown: &watch::Receiver<bool>) -> Result<Outcome, Interrupted> {
+    async fn process_lane(
+        &self,
+        lane: Vec<OwnedMessage>,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<Outcome, Interrupted> {
         let decoded: Result<Vec<CatalogEvent>, String> = lane.iter().map(decode).collect();
         if let Ok(events) = decoded {
             // Open until the lane is applied (or dead-lettered), so each span's duration is
@@ -144,7 +148,11 @@ impl Projector {
         Ok(outcome)
     }
 
-    async fn process_one(&self, message: &OwnedMessage, shutdown: &watch::Receiver<bool>) -> Result<Outcome, Interrupted> {
+    async fn process_one(
+        &self,
+        message: &OwnedMessage,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<Outcome, Interrupted> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -198,7 +206,12 @@ impl Projector {
 
     /// Re-produces `message` to the dead-letter topic with the reason, waiting for the broker's
     /// acknowledgement (retrying until it comes): a dead letter is never lost.
-    async fn dead_letter(&self, message: &OwnedMessage, reason: &str, shutdown: &watch::Receiver<bool>) -> Result<(), Interrupted> {
+    async fn dead_letter(
+        &self,
+        message: &OwnedMessage,
+        reason: &str,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<(), Interrupted> {
         let mut headers = OwnedHeaders::new();
         if let Some(original) = message.headers() {
             for header in original.iter() {

@@ -9,9 +9,9 @@
 
 use std::time::{Duration, Instant};
 
-use futures::future::join_all;
 use event_store::reads::{self, CommitPosition};
 use event_store::CatalogEvent;
+use futures::future::join_all;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use service_runtime::kafka::RenewableProducer;
@@ -154,7 +154,6 @@ impl Publisher {
         tracing::debug!(events = batch.len(), checkpoint = ?last, "published");
         Ok(batch.len())
     }
-
 }
 
 /// Produces `event` to `topic` (key, CloudEvents headers, JSON value) and waits for the
@@ -169,10 +168,9 @@ pub async fn produce(producer: &FutureProducer, topic: &str, event: &CatalogEven
         .payload(&value)
         .headers(headers)
         .timestamp(event.recorded_at.timestamp_millis());
-    producer
-        .send(record, QUEUE_TIMEOUT)
-        .await
-        .map_err(|(error, _)| anyhow::Error::new(error).context(format!("broker refused event {}", event.global_position)))?;
+    producer.send(record, QUEUE_TIMEOUT).await.map_err(|(error, _)| {
+        anyhow::Error::new(error).context(format!("broker refused event {}", event.global_position))
+    })?;
     Ok(())
 }
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 use axum::extract::FromRef;
 use axum::http::{header, Method};
 use axum::Router;
-use http_api::middleware;
 use clap::Parser;
+use http_api::middleware;
 use http_api::tokens::{self, TokenKeys};
 use http_api::HttpSettings;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -132,7 +132,13 @@ pub fn router(state: AppState, settings: &Settings, metrics: PrometheusHandle) -
         // Without it the cache is bypassed and `min_version` reads cannot be woken.
         ReadinessCheck::new("change_notifications", move || {
             let listening = products.is_listening();
-            async move { if listening { Ok(()) } else { Err("not listening for read model changes".into()) } }
+            async move {
+                if listening {
+                    Ok(())
+                } else {
+                    Err("not listening for read model changes".into())
+                }
+            }
         }),
     ];
     let cors = middleware::cors(

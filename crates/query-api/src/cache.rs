@@ -310,9 +310,8 @@ impl ProductCache {
     /// Drops every entry, including loads in flight (a new epoch, still listening): they may
     /// hold a category's old name. Floors stay; waiters are not woken (no product changed).
     fn forget_all(&self) {
-        let bumped = self.inner.epoch.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |epoch| {
-            live(epoch).then_some(epoch + 2)
-        });
+        let bumped =
+            self.inner.epoch.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |epoch| live(epoch).then_some(epoch + 2));
         if bumped.is_ok() {
             self.inner.entries.invalidate_all();
             metrics::gauge!("query_cache_entries").set(0.0);

@@ -95,10 +95,7 @@ const COLUMNS: &str = "id, name, slug, parent_id, description, created_at, updat
 
 /// A category by id, deleted ones included (callers check `deleted`).
 pub async fn get<'e>(executor: impl PgExecutor<'e>, id: Uuid) -> Result<Option<CategoryView>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM categories WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(executor)
-        .await
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM categories WHERE id = $1")).bind(id).fetch_optional(executor).await
 }
 
 /// Every live category, by name (id breaks ties).
@@ -245,15 +242,15 @@ mod tests {
         let view = apply(Some(created()), &event(2, json!({"CategoryUpdated": {"name": "Lights"}}))).unwrap();
         assert_eq!((view.name.as_str(), view.slug.as_str(), view.version), ("Lights", "lamps", 2));
         assert_eq!(view.parent_id, Some(Uuid::from_u128(1)));
-        let view = apply(Some(view), &event(3, json!({"CategoryUpdated": {"slug": "lights", "description": "All"}})))
-            .unwrap();
+        let view =
+            apply(Some(view), &event(3, json!({"CategoryUpdated": {"slug": "lights", "description": "All"}}))).unwrap();
         assert_eq!((view.slug.as_str(), view.description.as_str()), ("lights", "All"));
     }
 
     #[test]
     fn a_move_sets_or_clears_the_parent() {
-        let view = apply(Some(created()), &event(2, json!({"CategoryUpdated": {"parent_id": Uuid::from_u128(2)}})))
-            .unwrap();
+        let view =
+            apply(Some(created()), &event(2, json!({"CategoryUpdated": {"parent_id": Uuid::from_u128(2)}}))).unwrap();
         assert_eq!(view.parent_id, Some(Uuid::from_u128(2)));
         let view = apply(Some(view), &event(3, json!({"CategoryUpdated": {"parent_id": null}}))).unwrap();
         assert_eq!((view.parent_id, view.version), (None, 3));

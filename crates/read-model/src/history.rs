@@ -344,8 +344,19 @@ mod tests {
         assert_eq!(
             fields,
             [
-                "attributes", "category_ids", "created_at", "currency", "deleted", "description", "id", "images",
-                "name", "on_hand", "price", "sku", "status"
+                "attributes",
+                "category_ids",
+                "created_at",
+                "currency",
+                "deleted",
+                "description",
+                "id",
+                "images",
+                "name",
+                "on_hand",
+                "price",
+                "sku",
+                "status"
             ]
         );
         assert!(entry.changes.iter().all(|c| c.from.is_null()));
@@ -358,8 +369,11 @@ mod tests {
     fn an_update_lists_only_what_changed_with_from_and_to() {
         let view = history(&[
             created(),
-            event(2, json!({"ProductUpdated": {"name": "Lamp", "currency": "BHD", "price": "19.990",
-                                                "attributes": {"colour": "blue"}}})),
+            event(
+                2,
+                json!({"ProductUpdated": {"name": "Lamp", "currency": "BHD", "price": "19.990",
+                                                "attributes": {"colour": "blue"}}}),
+            ),
         ]);
         let entry = &view.records[1].entry;
         assert_eq!((entry.version, entry.r#type.as_str()), (2, "ProductUpdated"));

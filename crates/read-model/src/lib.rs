@@ -18,7 +18,7 @@ pub mod history;
 pub mod products;
 pub mod projection;
 pub mod rebuild;
-pub mod verify;
 pub mod users;
+pub mod verify;
 
 pub use projection::{apply_events, ApplyError, Outcome};

@@ -205,10 +205,7 @@ impl<'r> sqlx::FromRow<'r, PgRow> for ProductView {
 
 /// A product by id, deleted ones included (callers check `deleted`).
 pub async fn get<'e>(executor: impl PgExecutor<'e>, id: Uuid) -> Result<Option<ProductView>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM products WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(executor)
-        .await
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM products WHERE id = $1")).bind(id).fetch_optional(executor).await
 }
 
 /// One page of live products that pass `filter`, oldest first (id breaks ties), and how many

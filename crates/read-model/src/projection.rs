@@ -44,9 +44,9 @@ impl ApplyError {
                 | sqlx::Error::Tls(_)
                 | sqlx::Error::Protocol(_) => true,
                 // Serialization failures, deadlocks, admin shutdown, connection exceptions.
-                sqlx::Error::Database(db) => db
-                    .code()
-                    .is_some_and(|code| ["40001", "40P01", "57P01", "57P02", "57P03"].contains(&&*code) || code.starts_with("08")),
+                sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                    ["40001", "40P01", "57P01", "57P02", "57P03"].contains(&&*code) || code.starts_with("08")
+                }),
                 _ => false,
             },
         }
@@ -151,13 +151,20 @@ async fn apply_to<M: ReadModel>(connection: &mut PgConnection, events: &[Catalog
         }
         let mut current = views.remove(&id);
         if event.sequence > version + 1 {
-            let missing =
-                reads::aggregate_history(&mut *connection, M::AGGREGATE_TYPE, &event.aggregate_id, version, event.sequence - 1)
-                    .await?;
+            let missing = reads::aggregate_history(
+                &mut *connection,
+                M::AGGREGATE_TYPE,
+                &event.aggregate_id,
+                version,
+                event.sequence - 1,
+            )
+            .await?;
             if missing.len() as i64 != event.sequence - 1 - version {
                 return Err(ApplyError::Malformed(format!(
                     "event {} of {} {} follows version {version}, and the event store does not hold the events between",
-                    event.sequence, M::AGGREGATE_TYPE, event.aggregate_id
+                    event.sequence,
+                    M::AGGREGATE_TYPE,
+                    event.aggregate_id
                 )));
             }
             for earlier in &missing {

@@ -17,8 +17,8 @@
 use futures::TryStreamExt;
 use sqlx::{Connection, PgConnection, PgPool};
 
-use event_store::reads;
 use crate::projection::{apply_events, ApplyError, ReadModel, APPLY_LOCK};
+use event_store::reads;
 
 /// Rows written to the shadow table per statement.
 const WRITE_BATCH: usize = 2000;
@@ -85,7 +85,11 @@ pub async fn rebuild<M: ReadModel>(pool: &PgPool, progress: impl Fn(u64)) -> Res
     Ok(report)
 }
 
-async fn flush<M: ReadModel>(writer: &mut PgConnection, shadow: &str, batch: &mut Vec<M::View>) -> Result<u64, sqlx::Error> {
+async fn flush<M: ReadModel>(
+    writer: &mut PgConnection,
+    shadow: &str,
+    batch: &mut Vec<M::View>,
+) -> Result<u64, sqlx::Error> {
     if batch.is_empty() {
         return Ok(0);
     }
@@ -124,13 +128,12 @@ async fn swap<M: ReadModel>(connection: &mut PgConnection, shadow: &str, snapsho
         let renamed = name.replacen(shadow, table, 1);
         sqlx::query(&format!("ALTER TABLE {table} RENAME CONSTRAINT {name} TO {renamed}")).execute(&mut *tx).await?;
     }
-    let indexes: Vec<String> = sqlx::query_scalar(
-        "SELECT indexname::text FROM pg_indexes WHERE tablename = $1 AND indexname LIKE $2 || '%'",
-    )
-    .bind(table)
-    .bind(shadow)
-    .fetch_all(&mut *tx)
-    .await?;
+    let indexes: Vec<String> =
+        sqlx::query_scalar("SELECT indexname::text FROM pg_indexes WHERE tablename = $1 AND indexname LIKE $2 || '%'")
+            .bind(table)
+            .bind(shadow)
+            .fetch_all(&mut *tx)
+            .await?;
     for name in indexes {
         let renamed = name.replacen(shadow, table, 1);
         sqlx::query(&format!("ALTER INDEX {name} RENAME TO {renamed}")).execute(&mut *tx).await?;

@@ -120,10 +120,12 @@ impl ReadModel for Users {
     }
 
     async fn load(pool: &sqlx::PgPool, ids: &[Uuid]) -> Result<HashMap<Uuid, UserView>, sqlx::Error> {
-        let rows: Vec<UserView> = sqlx::query_as("SELECT id, username, email, roles, active, created_at, updated_at, version FROM users WHERE id = ANY($1)")
-            .bind(ids)
-            .fetch_all(pool)
-            .await?;
+        let rows: Vec<UserView> = sqlx::query_as(
+            "SELECT id, username, email, roles, active, created_at, updated_at, version FROM users WHERE id = ANY($1)",
+        )
+        .bind(ids)
+        .fetch_all(pool)
+        .await?;
         Ok(rows.into_iter().map(|row| (row.id, row)).collect())
     }
 
@@ -214,7 +216,10 @@ mod tests {
         let view = apply(Some(view), &event(4, json!({"UserRoleRevoked": {"role": "customer"}}))).unwrap();
         let view = apply(Some(view), &event(5, json!({"UserPasswordChanged": {"password_hash": "x"}}))).unwrap();
         let view = apply(Some(view), &event(6, json!({"UserDeactivated": {}}))).unwrap();
-        assert_eq!((view.email.as_str(), view.roles.clone(), view.active, view.version), ("b@x.io", vec!["admin".to_owned()], false, 6));
+        assert_eq!(
+            (view.email.as_str(), view.roles.clone(), view.active, view.version),
+            ("b@x.io", vec!["admin".to_owned()], false, 6)
+        );
     }
 
     #[test]

@@ -15,8 +15,8 @@ use serde_json::{Map, Value};
 use sqlx::{Connection, PgPool};
 use uuid::Uuid;
 
-use event_store::reads;
 use crate::projection::{ApplyError, ReadModel};
+use event_store::reads;
 
 /// Aggregates compared per round trip for their rows.
 const CHUNK: usize = 1000;

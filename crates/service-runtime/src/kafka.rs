@@ -106,7 +106,11 @@ pub struct RenewableProducer {
 impl RenewableProducer {
     pub fn new(settings: &KafkaSettings, client_id: &str) -> anyhow::Result<Self> {
         let producer = settings.producer(client_id)?;
-        Ok(Self { settings: settings.clone(), client_id: client_id.to_owned(), current: Arc::new(Mutex::new(producer)) })
+        Ok(Self {
+            settings: settings.clone(),
+            client_id: client_id.to_owned(),
+            current: Arc::new(Mutex::new(producer)),
+        })
     }
 
     /// The producer to send with now (a cheap handle).

@@ -22,9 +22,9 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::Layer;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
 
 use crate::settings::LogFormat;
 
@@ -121,8 +121,7 @@ pub fn current_traceparent() -> Option<String> {
 }
 
 /// Latency buckets in seconds, from sub-millisecond cache hits to slow writes.
-const LATENCY_BUCKETS: &[f64] =
-    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 /// How often recorded histogram samples are folded into their buckets.
 const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);

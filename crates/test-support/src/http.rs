@@ -149,7 +149,8 @@ pub async fn assert_problem(response: Response, status: u16) -> Value {
 macro_rules! serve {
     ($api:ident, $args:expr) => {
         async move {
-            let settings = <$api::Settings as $crate::__private::Parser>::try_parse_from($args).expect("valid test settings");
+            let settings =
+                <$api::Settings as $crate::__private::Parser>::try_parse_from($args).expect("valid test settings");
             let pool = $crate::__private::database::pool(&settings.database).unwrap();
             let metrics = $crate::__private::telemetry::init_metrics();
             let app = $api::Application::build(settings, pool.clone(), metrics).await.expect("build app");

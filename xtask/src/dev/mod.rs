@@ -24,10 +24,7 @@ pub struct Backends {
 
 impl Backends {
     pub fn vars(&self) -> [(&'static str, &str); 2] {
-        [
-            ("DATABASE_URL", &self.database_url),
-            ("KAFKA_BROKERS", &self.kafka_brokers),
-        ]
+        [("DATABASE_URL", &self.database_url), ("KAFKA_BROKERS", &self.kafka_brokers)]
     }
 }
 
@@ -35,8 +32,7 @@ impl Backends {
 /// DATABASE_URL) and the broker. Tests don't need the named database: they
 /// derive their own, throwaway ones from the URL.
 pub fn ensure_backends(create_database: bool) -> Result<Backends> {
-    let database_url =
-        workspace::var("DATABASE_URL").unwrap_or_else(|| postgres::DEFAULT_DATABASE_URL.to_owned());
+    let database_url = workspace::var("DATABASE_URL").unwrap_or_else(|| postgres::DEFAULT_DATABASE_URL.to_owned());
     let db = DbUrl::parse(&database_url)?;
     step("checking PostgreSQL");
     postgres::ensure_running(&db)?;
@@ -45,10 +41,7 @@ pub fn ensure_backends(create_database: bool) -> Result<Backends> {
     }
     step("checking the Kafka broker");
     let kafka_brokers = broker::ensure()?;
-    Ok(Backends {
-        database_url,
-        kafka_brokers,
-    })
+    Ok(Backends { database_url, kafka_brokers })
 }
 
 /// `cargo xtask services`.
@@ -81,7 +74,7 @@ pub fn test(args: &[String]) -> Result<ExitCode> {
 
 /// Whether the extra test arguments pick packages themselves.
 fn selects_packages(args: &[String]) -> bool {
-    args.iter().take_while(|a| *a != "--").any(|a| {
-        a == "-p" || a.starts_with("--package") || (a.starts_with("-p") && !a.starts_with("--"))
-    })
+    args.iter()
+        .take_while(|a| *a != "--")
+        .any(|a| a == "-p" || a.starts_with("--package") || (a.starts_with("-p") && !a.starts_with("--")))
 }

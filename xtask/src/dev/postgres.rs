@@ -27,9 +27,7 @@ pub struct DbUrl {
 
 impl DbUrl {
     pub fn parse(url: &str) -> Result<Self> {
-        let (scheme, rest) = url
-            .split_once("://")
-            .with_context(|| format!("DATABASE_URL `{url}` is not a URL"))?;
+        let (scheme, rest) = url.split_once("://").with_context(|| format!("DATABASE_URL `{url}` is not a URL"))?;
         if scheme != "postgres" && scheme != "postgresql" {
             bail!("DATABASE_URL must use postgres://, got `{scheme}://`");
         }
@@ -41,11 +39,7 @@ impl DbUrl {
         if database.is_empty() || database.contains('/') {
             bail!("DATABASE_URL `{url}` must name exactly one database, e.g. …/catalog");
         }
-        Ok(Self {
-            base: format!("{scheme}://{authority}"),
-            database: database.to_owned(),
-            query: query.to_owned(),
-        })
+        Ok(Self { base: format!("{scheme}://{authority}"), database: database.to_owned(), query: query.to_owned() })
     }
 
     pub fn database(&self) -> &str {
@@ -86,18 +80,13 @@ pub fn ensure_running(url: &DbUrl) -> Result<()> {
         return Ok(());
     }
     if !url.is_local() {
-        bail!(
-            "PostgreSQL at {} is not reachable",
-            url.with_database(url.database())
-        );
+        bail!("PostgreSQL at {} is not reachable", url.with_database(url.database()));
     }
     if proc::find_in_path("pg_ctlcluster").is_none() {
         bail!("PostgreSQL is not accepting connections and pg_ctlcluster is not available to start it");
     }
     start_clusters()?;
-    proc::wait_until("PostgreSQL to accept connections", STARTUP_TIMEOUT, || {
-        accepts_queries(url)
-    })
+    proc::wait_until("PostgreSQL to accept connections", STARTUP_TIMEOUT, || accepts_queries(url))
 }
 
 /// Ensures the database named in the URL exists.
@@ -106,10 +95,7 @@ pub fn ensure_database(url: &DbUrl) -> Result<()> {
         return Ok(());
     }
     step(format!("creating database {}", url.database()));
-    let created = psql(
-        url,
-        &format!("CREATE DATABASE {}", quote_ident(url.database())),
-    );
+    let created = psql(url, &format!("CREATE DATABASE {}", quote_ident(url.database())));
     // Someone else (a parallel xtask) may have created it in the meantime;
     // only the end state matters.
     if let Err(err) = created {
@@ -121,10 +107,7 @@ pub fn ensure_database(url: &DbUrl) -> Result<()> {
 }
 
 fn database_exists(url: &DbUrl) -> Result<bool> {
-    let sql = format!(
-        "SELECT 1 FROM pg_database WHERE datname = {}",
-        quote_literal(url.database())
-    );
+    let sql = format!("SELECT 1 FROM pg_database WHERE datname = {}", quote_literal(url.database()));
     Ok(psql(url, &sql)? == "1")
 }
 
@@ -148,8 +131,7 @@ fn psql_command(url: &DbUrl, sql: &str) -> Command {
 
 /// Starts every local cluster (normally exactly one).
 fn start_clusters() -> Result<()> {
-    let versions =
-        local_clusters().context("PostgreSQL is down and /etc/postgresql does not exist")?;
+    let versions = local_clusters().context("PostgreSQL is down and /etc/postgresql does not exist")?;
     for version in versions {
         step(format!("starting PostgreSQL {version} cluster `main`"));
         // Not fatal: the cluster may already be starting; the readiness wait
@@ -200,10 +182,7 @@ mod tests {
         assert_eq!(url.database(), "catalog");
         assert_eq!(url.host(), "127.0.0.1");
         assert!(url.is_local());
-        assert_eq!(
-            url.maintenance(),
-            "postgres://postgres@127.0.0.1:5432/postgres"
-        );
+        assert_eq!(url.maintenance(), "postgres://postgres@127.0.0.1:5432/postgres");
     }
 
     #[test]
@@ -212,10 +191,7 @@ mod tests {
         assert_eq!(url.database(), "app");
         assert_eq!(url.host(), "db.example");
         assert!(!url.is_local());
-        assert_eq!(
-            url.with_database("other"),
-            "postgresql://u:p@db.example:6543/other?sslmode=require"
-        );
+        assert_eq!(url.with_database("other"), "postgresql://u:p@db.example:6543/other?sslmode=require");
     }
 
     #[test]

@@ -219,10 +219,7 @@ pub struct Ready {
 /// exits (an error: services should run forever) or xtask receives SIGINT,
 /// SIGTERM or SIGHUP (a normal stop).
 pub fn run(children: Vec<(&'static str, Command)>, ready: Ready) -> Result<()> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(foreground(children, ready))
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(foreground(children, ready))
 }
 
 async fn foreground(children: Vec<(&'static str, Command)>, ready: Ready) -> Result<()> {
@@ -352,9 +349,7 @@ async fn announce_when_ready(ready: Ready) {
         }
     };
     if tokio::time::timeout(READY_TIMEOUT, all_up).await.is_err() {
-        proc::warn(format!(
-            "not every service listens after {READY_TIMEOUT:?}; check the logs above"
-        ));
+        proc::warn(format!("not every service listens after {READY_TIMEOUT:?}; check the logs above"));
     }
     eprintln!("{}", ready.banner);
 }

@@ -45,26 +45,16 @@ pub fn run(no_build: bool) -> Result<()> {
     let bin_dir = workspace::target_dir().join("debug");
 
     step("applying migrations");
-    proc::run(
-        Command::new(bin_dir.join("catalogctl"))
-            .arg("migrate")
-            .envs(backends.vars()),
-    )?;
+    proc::run(Command::new(bin_dir.join("catalogctl")).arg("migrate").envs(backends.vars()))?;
 
     let children = Service::ALL
         .map(|service| {
             let mut command = Command::new(bin_dir.join(service.binary()));
-            command
-                .current_dir(workspace::root())
-                .envs(backends.vars())
-                .env("JWT_SECRET", &jwt_secret);
+            command.current_dir(workspace::root()).envs(backends.vars()).env("JWT_SECRET", &jwt_secret);
             (service.binary(), command)
         })
         .into();
-    let ready = Ready {
-        addrs: Service::ALL.map(connect_addr).into(),
-        banner: banner(),
-    };
+    let ready = Ready { addrs: Service::ALL.map(connect_addr).into(), banner: banner() };
     step("starting services (Ctrl-C stops them)");
     let result = supervise::run(children, ready);
     eprintln!("xtask: the broker keeps running; `cargo xtask down` stops it");
@@ -75,10 +65,7 @@ fn ensure_ports_free() -> Result<()> {
     for service in Service::ALL {
         let addr = connect_addr(service);
         if proc::tcp_reachable(&addr) {
-            bail!(
-                "{addr} ({}) is already in use; is another `cargo xtask up` running?",
-                service.binary()
-            );
+            bail!("{addr} ({}) is already in use; is another `cargo xtask up` running?", service.binary());
         }
     }
     Ok(())
@@ -95,15 +82,8 @@ fn banner() -> String {
     let mut text = String::from("\nThe catalog is up:\n");
     for service in Service::ALL {
         let url = format!("http://{}", connect_addr(service));
-        let docs = if service.has_openapi() {
-            format!(", spec {url}/openapi.json")
-        } else {
-            String::new()
-        };
-        text += &format!(
-            "  {:<12} {url}  (health {url}/health{docs})\n",
-            service.binary()
-        );
+        let docs = if service.has_openapi() { format!(", spec {url}/openapi.json") } else { String::new() };
+        text += &format!("  {:<12} {url}  (health {url}/health{docs})\n", service.binary());
     }
     text += "\nCreate an admin user:\n  echo 'a-long-password' | cargo run -q -p catalogctl -- \
              user create --username admin --email admin@example.com --role admin --password-stdin\n\

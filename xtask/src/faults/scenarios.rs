@@ -147,7 +147,8 @@ fn broker_pause(backends: &Backends) -> Result<Outcome> {
         tokio::time::sleep(Duration::from_secs(2)).await;
         ensure!(proc::send_signal(pid.into(), "STOP"), "cannot pause the broker");
         // Longer than the producer's delivery timeout and the consumer's session timeout.
-        let paused = outage_noticed("the projector reports the broker down", Part::Pipeline, Duration::from_secs(10)).await;
+        let paused =
+            outage_noticed("the projector reports the broker down", Part::Pipeline, Duration::from_secs(10)).await;
         proc::send_signal(pid.into(), "CONT");
         paused?;
         tokio::time::sleep(Duration::from_secs(3)).await;
@@ -170,7 +171,8 @@ fn database_restart(backends: &Backends) -> Result<Outcome> {
         let load = Load::start(token);
         tokio::time::sleep(Duration::from_secs(2)).await;
         postgres::pg_ctlcluster(&version, "stop")?;
-        let down = outage_noticed("command-api reports the database down", Part::CommandApi, Duration::from_secs(5)).await;
+        let down =
+            outage_noticed("command-api reports the database down", Part::CommandApi, Duration::from_secs(5)).await;
         postgres::pg_ctlcluster(&version, "start")?;
         down?;
         tokio::time::sleep(Duration::from_secs(3)).await;
@@ -185,7 +187,8 @@ fn database_restart(backends: &Backends) -> Result<Outcome> {
 /// then lets the outage last `longer`. The caller ends the outage whatever this returns.
 async fn outage_noticed(what: &str, part: Part, longer: Duration) -> Result<()> {
     let url = format!("http://{}/ready", part.addr());
-    eventually(what, Duration::from_secs(10), || async { reqwest::get(&url).await.is_ok_and(|r| r.status() == 503) }).await?;
+    eventually(what, Duration::from_secs(10), || async { reqwest::get(&url).await.is_ok_and(|r| r.status() == 503) })
+        .await?;
     tokio::time::sleep(longer).await;
     Ok(())
 }

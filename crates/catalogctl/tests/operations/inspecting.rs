@@ -1,9 +1,9 @@
 use std::time::Duration;
 
+use event_store::reads;
 use projector::publisher::produce;
 use rdkafka::producer::FutureProducer;
 use rdkafka::ClientConfig;
-use event_store::reads;
 
 use crate::support::{eventually, stderr, stdout, System};
 
@@ -73,10 +73,8 @@ async fn dead_letters_can_be_listed_and_retried() {
         !stdout(&system.catalogctl(&["dlq", "list"]).await).is_empty()
     })
     .await;
-    let listed: Vec<serde_json::Value> = stdout(&system.catalogctl(&["dlq", "list"]).await)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let listed: Vec<serde_json::Value> =
+        stdout(&system.catalogctl(&["dlq", "list"]).await).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(listed[0]["event_id"], poison.event_id.to_string());
     assert!(listed[0]["reason"].as_str().unwrap().contains("not a product event"), "{listed:?}");
 

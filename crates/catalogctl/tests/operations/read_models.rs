@@ -36,7 +36,9 @@ async fn a_rebuild_under_write_and_read_load_loses_no_write_fails_no_read_and_ve
         async move {
             let mut failures = Vec::new();
             while !stop.load(Ordering::Relaxed) {
-                for url in [format!("{query_api}/api/v1/products/{known}"), format!("{query_api}/api/v1/products?limit=100")] {
+                for url in
+                    [format!("{query_api}/api/v1/products/{known}"), format!("{query_api}/api/v1/products?limit=100")]
+                {
                     match client.get(&url).send().await {
                         Ok(response) if response.status() == 200 => {}
                         Ok(response) => failures.push(format!("{url}: {}", response.status())),
@@ -105,8 +107,11 @@ async fn verify_names_a_row_changed_by_hand_and_rebuild_repairs_it() {
     assert!(rebuild.status.success(), "{}", stderr(&rebuild));
     let repaired = system.catalogctl(&["verify", "--settle-seconds", "1"]).await;
     assert!(repaired.status.success(), "{}{}", stdout(&repaired), stderr(&repaired));
-    let name: String =
-        sqlx::query_scalar("SELECT name FROM products WHERE id = $1").bind(tampered).fetch_one(&system.pool).await.unwrap();
+    let name: String = sqlx::query_scalar("SELECT name FROM products WHERE id = $1")
+        .bind(tampered)
+        .fetch_one(&system.pool)
+        .await
+        .unwrap();
     assert_eq!(name, "Floor lamp");
 
     // The swapped-in table is the live one in every respect: its trigger (query-api's cache

@@ -6,8 +6,8 @@ use std::process::Output;
 use std::time::Duration;
 
 use clap::Parser;
-use event_store::{CommandBus, EventMetadata};
 use domain::{Category, CategoryCommand, Product, ProductCommand};
+use event_store::{CommandBus, EventMetadata};
 use rust_decimal::Decimal;
 use service_runtime::telemetry;
 use sqlx::PgPool;
@@ -96,7 +96,20 @@ impl System {
         CommandBus::new(self.pool.clone())
             .execute::<Product>(
                 &id.to_string(),
-                || ProductCommand::Create { id, name: name.into(), description: None, price, currency: "EUR".into(), sku: None, status: None, category_ids: Vec::new(), attributes: Default::default(), images: Vec::new(), on_hand: 0, allow_http_images: false },
+                || ProductCommand::Create {
+                    id,
+                    name: name.into(),
+                    description: None,
+                    price,
+                    currency: "EUR".into(),
+                    sku: None,
+                    status: None,
+                    category_ids: Vec::new(),
+                    attributes: Default::default(),
+                    images: Vec::new(),
+                    on_hand: 0,
+                    allow_http_images: false,
+                },
                 EventMetadata::new("test"),
                 true,
             )
@@ -109,7 +122,19 @@ impl System {
         CommandBus::new(self.pool.clone())
             .execute::<Product>(
                 &id.to_string(),
-                || ProductCommand::Update { expected_version: None, name: Some(name.into()), description: None, price: None, currency: None, sku: None, status: None, category_ids: None, attributes: None, images: None, allow_http_images: false },
+                || ProductCommand::Update {
+                    expected_version: None,
+                    name: Some(name.into()),
+                    description: None,
+                    price: None,
+                    currency: None,
+                    sku: None,
+                    status: None,
+                    category_ids: None,
+                    attributes: None,
+                    images: None,
+                    allow_http_images: false,
+                },
                 EventMetadata::new("test"),
                 true,
             )
@@ -170,12 +195,10 @@ impl System {
 
     /// The whole products table, for before/after comparisons.
     pub async fn products_table(&self) -> Vec<(Uuid, String, String, i64, bool, String)> {
-        sqlx::query_as(
-            "SELECT id, name, price::text, version, deleted, updated_at::text FROM products ORDER BY id",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .unwrap()
+        sqlx::query_as("SELECT id, name, price::text, version, deleted, updated_at::text FROM products ORDER BY id")
+            .fetch_all(&self.pool)
+            .await
+            .unwrap()
     }
 
     /// The whole product history table (without the jsonb columns), for before/after comparisons.

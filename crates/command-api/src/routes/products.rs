@@ -444,11 +444,8 @@ pub async fn adjust_stock(
     let scope = format!("POST /api/v1/products/{id}/stock-adjustments {}", principal.user_id);
     let hash = idempotency::fingerprint(&request);
     idempotency::run_once(&state.pool, key.as_deref(), &scope, &hash, || async {
-        let command = || ProductCommand::AdjustStock {
-            delta: request.delta,
-            reason: request.reason.clone(),
-            expected_version,
-        };
+        let command =
+            || ProductCommand::AdjustStock { delta: request.delta, reason: request.reason.clone(), expected_version };
         let version = change_existing(&state, &principal, &context, id, expected_version, command)
             .await?
             .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("an accepted stock adjustment recorded no event")))?;
@@ -507,10 +504,8 @@ pub async fn delete(
     principal.require(Role::Admin)?;
     let id = parse_id(&id, "product")?;
     let expected_version = if_match.expected_version()?;
-    change_existing(&state, &principal, &context, id, expected_version, || ProductCommand::Delete {
-        expected_version,
-    })
-    .await?;
+    change_existing(&state, &principal, &context, id, expected_version, || ProductCommand::Delete { expected_version })
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -3,7 +3,8 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::Json;
 use http_api::openapi::{
-    BadRequest, PayloadTooLarge, ServiceUnavailable, TooManyRequests, Unauthorized, UnprocessableEntity, UnsupportedMediaType,
+    BadRequest, PayloadTooLarge, ServiceUnavailable, TooManyRequests, Unauthorized, UnprocessableEntity,
+    UnsupportedMediaType,
 };
 use http_api::problem::ApiError;
 use serde::{Deserialize, Serialize};

@@ -2,8 +2,10 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use http_api::openapi::{
+    BadRequest, Conflict, PayloadTooLarge, ServiceUnavailable, UnprocessableEntity, UnsupportedMediaType,
+};
 use http_api::problem::ApiError;
-use http_api::openapi::{BadRequest, Conflict, PayloadTooLarge, ServiceUnavailable, UnprocessableEntity, UnsupportedMediaType};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -83,11 +85,7 @@ pub async fn register(
             context.metadata("anonymous"),
         )
         .await?;
-        Ok((
-            StatusCode::CREATED,
-            [(header::LOCATION, format!("/api/v1/users/{id}"))],
-            Json(Registered { id }),
-        )
+        Ok((StatusCode::CREATED, [(header::LOCATION, format!("/api/v1/users/{id}"))], Json(Registered { id }))
             .into_response())
     })
     .await

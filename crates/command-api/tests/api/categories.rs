@@ -57,10 +57,7 @@ async fn a_category_is_renamed_moved_and_moved_back_to_the_root_with_if_match() 
     assert_eq!(patch("\"2\"", json!({"parent_id": null})).await.unwrap().status(), 200);
 
     let events = app.events_of(&lamps).await;
-    assert_eq!(
-        events[1].1,
-        json!({"CategoryUpdated": change})
-    );
+    assert_eq!(events[1].1, json!({"CategoryUpdated": change}));
     assert_eq!(events[2].1, json!({"CategoryUpdated": {"parent_id": null}}), "null moves it to the root");
     let category = app.load_category(&lamps).await;
     assert_eq!((category.name.as_str(), category.slug.as_str(), category.parent_id), ("Lamps", "all-lamps", None));

@@ -9,7 +9,11 @@ async fn twelve_concurrent_patches_with_one_if_match_give_one_200_and_eleven_412
     let id = app.a_product(&token).await;
     let path = format!("/api/v1/products/{id}");
     let requests = (0..12).map(|i| {
-        app.patch(&path).bearer_auth(&token).header("if-match", "\"1\"").json(&json!({"name": format!("Name {i}")})).send()
+        app.patch(&path)
+            .bearer_auth(&token)
+            .header("if-match", "\"1\"")
+            .json(&json!({"name": format!("Name {i}")}))
+            .send()
     });
     let statuses: Vec<u16> =
         futures::future::join_all(requests).await.into_iter().map(|r| r.unwrap().status().as_u16()).collect();
@@ -24,7 +28,8 @@ async fn concurrent_patches_without_if_match_all_land_or_get_409_never_500() {
     let token = app.admin_token().await;
     let id = app.a_product(&token).await;
     let path = format!("/api/v1/products/{id}");
-    let requests = (0..12).map(|i| app.patch(&path).bearer_auth(&token).json(&json!({"price": format!("{}.00", i + 1)})).send());
+    let requests =
+        (0..12).map(|i| app.patch(&path).bearer_auth(&token).json(&json!({"price": format!("{}.00", i + 1)})).send());
     let statuses: Vec<u16> =
         futures::future::join_all(requests).await.into_iter().map(|r| r.unwrap().status().as_u16()).collect();
     assert!(statuses.iter().all(|s| *s == 200 || *s == 409), "{statuses:?}");

@@ -1,7 +1,7 @@
 use command_api::accounts;
 use command_api::auth::PasswordHasher;
-use event_store::{CommandBus, EventMetadata};
 use domain::{Category, Product, Role};
+use event_store::{CommandBus, EventMetadata};
 use reqwest::Response;
 use serde_json::{json, Value};
 pub use test_support::http::{assert_problem, TEST_JWT_SECRET};

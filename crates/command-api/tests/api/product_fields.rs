@@ -272,12 +272,12 @@ async fn allowed_status_transitions_are_200_and_others_409_with_the_rule() {
         created_id(app.create_product(&token, json!({"name": "y", "price": 1, "status": "draft"})).await).await;
 
     for (id, status, expected) in [
-        (&draft, "published", 200),     // draft→published
-        (&draft, "draft", 409),         // published→draft
-        (&draft, "published", 200),     // unchanged: allowed, records no status
-        (&draft, "archived", 200),      // published→archived
-        (&draft, "draft", 409),         // archived→draft
-        (&draft, "published", 200),     // archived→published
+        (&draft, "published", 200),         // draft→published
+        (&draft, "draft", 409),             // published→draft
+        (&draft, "published", 200),         // unchanged: allowed, records no status
+        (&draft, "archived", 200),          // published→archived
+        (&draft, "draft", 409),             // archived→draft
+        (&draft, "published", 200),         // archived→published
         (&archived_draft, "archived", 200), // draft→archived
     ] {
         let before = app.events_of(id).await.len();

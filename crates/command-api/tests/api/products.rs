@@ -42,7 +42,8 @@ async fn prices_are_read_exactly_from_numbers_and_strings() {
 #[tokio::test]
 async fn the_callers_trace_continues_into_the_event_metadata() {
     // As in main: the OpenTelemetry layer gives the request span its trace context.
-    let _tracing = service_runtime::telemetry::init_tracing("command-api", service_runtime::settings::LogFormat::Pretty);
+    let _tracing =
+        service_runtime::telemetry::init_tracing("command-api", service_runtime::settings::LogFormat::Pretty);
     let app = spawn_app().await;
     let token = app.admin_token().await;
     let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -66,13 +67,19 @@ async fn the_callers_trace_continues_into_the_event_metadata() {
 
 #[tokio::test]
 async fn a_request_without_traceparent_starts_a_trace_of_its_own() {
-    let _tracing = service_runtime::telemetry::init_tracing("command-api", service_runtime::settings::LogFormat::Pretty);
+    let _tracing =
+        service_runtime::telemetry::init_tracing("command-api", service_runtime::settings::LogFormat::Pretty);
     let app = spawn_app().await;
     let token = app.admin_token().await;
     let mut trace_ids = Vec::new();
     for name in ["First", "Second"] {
-        let response =
-            app.post("/api/v1/products").bearer_auth(&token).json(&json!({"name": name, "price": "1.00"})).send().await.unwrap();
+        let response = app
+            .post("/api/v1/products")
+            .bearer_auth(&token)
+            .json(&json!({"name": name, "price": "1.00"}))
+            .send()
+            .await
+            .unwrap();
         let body: Value = response.json().await.unwrap();
         let events = app.events_of(body["id"].as_str().unwrap()).await;
         let recorded = events[0].2["traceparent"].as_str().expect("a traceparent in the metadata").to_owned();
@@ -87,8 +94,13 @@ async fn a_partial_update_changes_only_given_fields_and_bumps_the_version() {
     let app = spawn_app().await;
     let token = app.admin_token().await;
     let id = app.a_product(&token).await;
-    let response =
-        app.patch(&format!("/api/v1/products/{id}")).bearer_auth(&token).json(&json!({"price": "24.50"})).send().await.unwrap();
+    let response = app
+        .patch(&format!("/api/v1/products/{id}"))
+        .bearer_auth(&token)
+        .json(&json!({"price": "24.50"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["etag"], "\"2\"");
     let body: Value = response.json().await.unwrap();
@@ -103,7 +115,10 @@ async fn if_match_with_the_current_version_succeeds_and_a_stale_one_is_412() {
     let token = app.admin_token().await;
     let id = app.a_product(&token).await;
     let patch = |etag: &'static str| {
-        app.patch(&format!("/api/v1/products/{id}")).bearer_auth(&token).header("if-match", etag).json(&json!({"name": "New"}))
+        app.patch(&format!("/api/v1/products/{id}"))
+            .bearer_auth(&token)
+            .header("if-match", etag)
+            .json(&json!({"name": "New"}))
     };
     assert_eq!(patch("\"1\"").send().await.unwrap().status(), 200);
     let before = app.event_count().await;
@@ -119,10 +134,16 @@ async fn updating_or_deleting_an_unknown_product_is_404() {
     let app = spawn_app().await;
     let token = app.admin_token().await;
     let unknown = uuid::Uuid::new_v4();
-    let response =
-        app.patch(&format!("/api/v1/products/{unknown}")).bearer_auth(&token).json(&json!({"name": "x"})).send().await.unwrap();
+    let response = app
+        .patch(&format!("/api/v1/products/{unknown}"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "x"}))
+        .send()
+        .await
+        .unwrap();
     assert_problem(response, 404).await;
-    assert_problem(app.delete(&format!("/api/v1/products/{unknown}")).bearer_auth(&token).send().await.unwrap(), 404).await;
+    assert_problem(app.delete(&format!("/api/v1/products/{unknown}")).bearer_auth(&token).send().await.unwrap(), 404)
+        .await;
     assert_problem(app.delete("/api/v1/products/not-a-uuid").bearer_auth(&token).send().await.unwrap(), 404).await;
 }
 
@@ -153,7 +174,8 @@ async fn product_writes_need_a_token_and_the_admin_role() {
     assert_problem(anonymous, 401).await;
     assert_problem(app.create_product(&customer, json!({"name": "x", "price": 1})).await, 403).await;
     let path = format!("/api/v1/products/{id}");
-    assert_problem(app.patch(&path).bearer_auth(&customer).json(&json!({"name": "x"})).send().await.unwrap(), 403).await;
+    assert_problem(app.patch(&path).bearer_auth(&customer).json(&json!({"name": "x"})).send().await.unwrap(), 403)
+        .await;
     assert_problem(app.delete(&path).bearer_auth(&customer).send().await.unwrap(), 403).await;
     assert_problem(app.delete(&path).send().await.unwrap(), 401).await;
     assert_eq!(app.event_count().await, before);
@@ -171,8 +193,7 @@ async fn a_granted_admin_role_takes_effect_at_the_next_login() {
 async fn validation_errors_name_each_field() {
     let app = spawn_app().await;
     let token = app.admin_token().await;
-    let response =
-        app.create_product(&token, json!({"name": "", "description": "d".repeat(501), "price": "-1"})).await;
+    let response = app.create_product(&token, json!({"name": "", "description": "d".repeat(501), "price": "-1"})).await;
     let problem = assert_problem(response, 422).await;
     assert_eq!(error_fields(&problem), ["name", "description", "price"]);
     assert_eq!(problem["errors"][2]["code"], "not_positive");

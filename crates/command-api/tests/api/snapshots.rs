@@ -1,19 +1,21 @@
 //! Aggregate snapshots: a product loaded from its snapshot plus the events after it is the
 //! product its whole history folds to, and a snapshot that no longer reads is replaced.
 
-use event_store::CommandBus;
 use domain::Product;
+use event_store::CommandBus;
 use serde_json::json;
 
 use crate::helpers::{spawn_app_with, TestApp};
 
 /// The stored snapshots of `id`: (last_sequence, current_snapshot).
 async fn snapshots_of(pool: &sqlx::PgPool, id: &str) -> Vec<(i64, i64)> {
-    sqlx::query_as("SELECT last_sequence, current_snapshot FROM snapshots WHERE aggregate_id = $1 ORDER BY last_sequence")
-        .bind(id)
-        .fetch_all(pool)
-        .await
-        .unwrap()
+    sqlx::query_as(
+        "SELECT last_sequence, current_snapshot FROM snapshots WHERE aggregate_id = $1 ORDER BY last_sequence",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await
+    .unwrap()
 }
 
 async fn change_price(app: &TestApp, token: &str, id: &str, cents: u32) -> String {

@@ -63,8 +63,8 @@ async fn repeated_logins_from_one_client_are_rate_limited() {
 
 #[tokio::test]
 async fn a_deactivated_user_cannot_log_in() {
-    use event_store::{CommandBus, EventMetadata};
     use domain::{User, UserCommand};
+    use event_store::{CommandBus, EventMetadata};
     let app = spawn_app().await;
     let id = app.create_user("frank", ADMIN_PASSWORD, &[]).await;
     CommandBus::new(app.pool.clone())

@@ -32,7 +32,8 @@ async fn registering_a_user_returns_its_id_and_location_and_stores_no_plaintext(
 async fn a_taken_username_is_409_even_with_other_case() {
     let app = spawn_app().await;
     let register = |username: &'static str| {
-        app.post("/api/v1/users").json(&json!({"username": username, "email": "a@example.com", "password": "long enough pw"}))
+        app.post("/api/v1/users")
+            .json(&json!({"username": username, "email": "a@example.com", "password": "long enough pw"}))
     };
     assert_eq!(register("alice").send().await.unwrap().status(), 201);
     let before = app.event_count().await;

@@ -75,8 +75,7 @@ impl Category {
                 if parent_id == Some(id) {
                     violations.push(self_parent());
                 }
-                let description =
-                    violations.check(Description::parse(description.as_deref().unwrap_or("")));
+                let description = violations.check(Description::parse(description.as_deref().unwrap_or("")));
                 violations.into_result().map_err(CategoryError::Invalid)?;
                 // All Some here: every None pushed a violation above.
                 Ok(CategoryEvent::CategoryCreated {
@@ -99,8 +98,7 @@ impl Category {
                 }
                 let name = name.and_then(|n| violations.check(CategoryName::parse(&n)));
                 let slug = slug.and_then(|s| violations.check(Slug::parse(&s)));
-                let description =
-                    description.and_then(|d| violations.check(Description::parse(&d)));
+                let description = description.and_then(|d| violations.check(Description::parse(&d)));
                 if parent.flatten().is_some_and(|p| Some(p) == self.id) {
                     violations.push(self_parent());
                 }
@@ -315,11 +313,8 @@ mod tests {
 
     #[test]
     fn a_category_cannot_be_moved_under_itself() {
-        let error = CategoryTest::with(())
-            .given(vec![created()])
-            .when(update(Some(Some(id()))))
-            .inspect_result()
-            .unwrap_err();
+        let error =
+            CategoryTest::with(()).given(vec![created()]).when(update(Some(Some(id())))).inspect_result().unwrap_err();
         assert_eq!(violation_codes(error), vec![("parent_id".into(), "self_parent".into())]);
     }
 
@@ -368,7 +363,10 @@ mod tests {
 
     #[test]
     fn commands_on_an_unknown_category_are_not_found() {
-        CategoryTest::with(()).given_no_previous_events().when(update(Some(None))).then_expect_error(CategoryError::NotFound);
+        CategoryTest::with(())
+            .given_no_previous_events()
+            .when(update(Some(None)))
+            .then_expect_error(CategoryError::NotFound);
         CategoryTest::with(())
             .given_no_previous_events()
             .when(CategoryCommand::Delete { expected_version: None })
@@ -404,7 +402,12 @@ mod tests {
         let category = Category::replay(vec![
             created(),
             moved(Some(None)),
-            CategoryEvent::CategoryUpdated { name: Some("Lights".into()), slug: None, description: None, parent_id: None },
+            CategoryEvent::CategoryUpdated {
+                name: Some("Lights".into()),
+                slug: None,
+                description: None,
+                parent_id: None,
+            },
         ]);
         assert_eq!(category.version, 3);
         assert_eq!(category.parent_id, None, "moved to the root, and a later update without parent kept it there");

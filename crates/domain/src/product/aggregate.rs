@@ -102,7 +102,10 @@ impl Product {
                 violations.push(FieldViolation::new(
                     "currency",
                     "required",
-                    format!("the product's currency is no longer accepted ({}); give a currency with the price", reason.message),
+                    format!(
+                        "the product's currency is no longer accepted ({}); give a currency with the price",
+                        reason.message
+                    ),
                 ));
                 None
             }
@@ -130,8 +133,7 @@ impl Product {
                 }
                 let mut violations = Violations::default();
                 let name = violations.check(ProductName::parse(&name));
-                let description =
-                    violations.check(Description::parse(description.as_deref().unwrap_or("")));
+                let description = violations.check(Description::parse(description.as_deref().unwrap_or("")));
                 let currency = violations.check(Currency::parse(&currency));
                 let price = price_in(&mut violations, price, currency);
                 let sku = match sku {
@@ -141,9 +143,10 @@ impl Product {
                 let category_ids = violations.check(CategoryIds::parse(category_ids));
                 let attributes = violations.check_all(Attributes::parse(attributes));
                 let images = violations.check_all(Images::parse(images, allow_http_images));
-                let on_hand = violations.check(u64::try_from(on_hand).map_err(|_| {
-                    FieldViolation::new("on_hand", "negative", "on_hand must be 0 or more")
-                }));
+                let on_hand = violations.check(
+                    u64::try_from(on_hand)
+                        .map_err(|_| FieldViolation::new("on_hand", "negative", "on_hand must be 0 or more")),
+                );
                 violations.into_result().map_err(ProductError::Invalid)?;
                 // Every value is Some here: each None pushed a violation above.
                 let price = price.unwrap();
@@ -194,8 +197,7 @@ impl Product {
                     ));
                 }
                 let name = name.and_then(|n| violations.check(ProductName::parse(&n)));
-                let description =
-                    description.and_then(|d| violations.check(Description::parse(&d)));
+                let description = description.and_then(|d| violations.check(Description::parse(&d)));
                 // Outer None: no currency given; inner None: given but invalid (already reported).
                 let new_currency = currency.map(|c| violations.check(Currency::parse(&c)));
                 let price = match (price, new_currency) {
@@ -268,11 +270,7 @@ impl Product {
                 violations.into_result().map_err(ProductError::Invalid)?;
                 let on_hand = u64::try_from(after)
                     .map_err(|_| ProductError::InsufficientStock { on_hand: self.on_hand, delta })?;
-                Ok(ProductEvent::ProductStockAdjusted {
-                    delta,
-                    reason: reason.unwrap().as_str().to_owned(),
-                    on_hand,
-                })
+                Ok(ProductEvent::ProductStockAdjusted { delta, reason: reason.unwrap().as_str().to_owned(), on_hand })
             }
             ProductCommand::Delete { expected_version } => {
                 self.ensure_live(expected_version)?;
@@ -621,7 +619,10 @@ mod tests {
                     status: Some(Draft),
                     category_ids: vec![a, b, a],
                     attributes: attributes.clone(),
-                    images: vec![ProductImage { url: "https://EXAMPLE.com/lamp.png".into(), alt: Some(" Lamp ".into()) }],
+                    images: vec![ProductImage {
+                        url: "https://EXAMPLE.com/lamp.png".into(),
+                        alt: Some(" Lamp ".into()),
+                    }],
                     on_hand: 7,
                     ..Default::default()
                 }
@@ -644,7 +645,9 @@ mod tests {
 
     #[test]
     fn a_new_product_is_published_unless_another_status_is_asked_for() {
-        for (asked, recorded) in [(None, Published), (Some(Draft), Draft), (Some(Published), Published), (Some(Archived), Archived)] {
+        for (asked, recorded) in
+            [(None, Published), (Some(Draft), Draft), (Some(Published), Published), (Some(Archived), Archived)]
+        {
             ProductTest::with(())
                 .given_no_previous_events()
                 .when(Create { status: asked, ..Default::default() }.command())
@@ -654,7 +657,8 @@ mod tests {
 
     #[test]
     fn prices_are_recorded_with_exactly_the_currencys_digits() {
-        for (price, currency, recorded) in [("19.99", "EUR", "19.99"), ("1999", "JPY", "1999"), ("1.5", "BHD", "1.500")] {
+        for (price, currency, recorded) in [("19.99", "EUR", "19.99"), ("1999", "JPY", "1999"), ("1.5", "BHD", "1.500")]
+        {
             ProductTest::with(())
                 .given_no_previous_events()
                 .when(Create { price, currency, ..Default::default() }.command())
@@ -788,11 +792,15 @@ mod tests {
         ProductTest::with(())
             .given(vec![Created { price: "20.00", ..Default::default() }.event()])
             .when(Update { currency: Some("JPY"), ..Default::default() }.command())
-            .then_expect_events(vec![Updated { price: Some("20"), currency: Some("JPY"), ..Default::default() }.event()]);
+            .then_expect_events(vec![
+                Updated { price: Some("20"), currency: Some("JPY"), ..Default::default() }.event()
+            ]);
         ProductTest::with(())
             .given(vec![created()])
             .when(Update { currency: Some("BHD"), ..Default::default() }.command())
-            .then_expect_events(vec![Updated { price: Some("19.990"), currency: Some("BHD"), ..Default::default() }.event()]);
+            .then_expect_events(vec![
+                Updated { price: Some("19.990"), currency: Some("BHD"), ..Default::default() }.event()
+            ]);
         // The same currency again changes no price.
         ProductTest::with(())
             .given(vec![created()])
@@ -805,9 +813,14 @@ mod tests {
         ProductTest::with(())
             .given(vec![created()])
             .when(Update { price: Some("1999"), currency: Some("JPY"), ..Default::default() }.command())
-            .then_expect_events(vec![Updated { price: Some("1999"), currency: Some("JPY"), ..Default::default() }.event()]);
+            .then_expect_events(vec![
+                Updated { price: Some("1999"), currency: Some("JPY"), ..Default::default() }.event()
+            ]);
         assert_eq!(
-            rejected(vec![created()], Update { price: Some("0"), currency: Some("ABC"), ..Default::default() }.command()),
+            rejected(
+                vec![created()],
+                Update { price: Some("0"), currency: Some("ABC"), ..Default::default() }.command()
+            ),
             vec![("currency".into(), "unknown".into()), ("price".into(), "not_positive".into())]
         );
     }
@@ -822,7 +835,9 @@ mod tests {
         ProductTest::with(())
             .given(vec![kuna])
             .when(Update { price: Some("5"), currency: Some("EUR"), ..Default::default() }.command())
-            .then_expect_events(vec![Updated { price: Some("5.00"), currency: Some("EUR"), ..Default::default() }.event()]);
+            .then_expect_events(vec![
+                Updated { price: Some("5.00"), currency: Some("EUR"), ..Default::default() }.event()
+            ]);
     }
 
     #[test]
@@ -914,7 +929,15 @@ mod tests {
             .event()]);
         ProductTest::with(())
             .given(vec![created()])
-            .when(Update { category_ids: Some(vec![]), attributes: Some(BTreeMap::new()), images: Some(vec![]), ..Default::default() }.command())
+            .when(
+                Update {
+                    category_ids: Some(vec![]),
+                    attributes: Some(BTreeMap::new()),
+                    images: Some(vec![]),
+                    ..Default::default()
+                }
+                .command(),
+            )
             .then_expect_events(vec![Updated {
                 category_ids: Some(vec![]),
                 attributes: Some(BTreeMap::new()),
@@ -948,7 +971,10 @@ mod tests {
             ]
         );
         assert_eq!(
-            rejected(vec![created()], Update { images: Some(vec![image("https://example.com/x.png"); 21]), ..Default::default() }.command()),
+            rejected(
+                vec![created()],
+                Update { images: Some(vec![image("https://example.com/x.png"); 21]), ..Default::default() }.command()
+            ),
             vec![("images".into(), "too_many".into())]
         );
         let fifty_one = (0..51).map(|i| (format!("k{i}"), "v".to_owned())).collect();
@@ -988,10 +1014,7 @@ mod tests {
 
     #[test]
     fn stock_adjustments_record_the_delta_and_the_level_after() {
-        ProductTest::with(())
-            .given(vec![created()])
-            .when(adjust(10))
-            .then_expect_events(vec![adjusted(10, 10)]);
+        ProductTest::with(()).given(vec![created()]).when(adjust(10)).then_expect_events(vec![adjusted(10, 10)]);
         ProductTest::with(())
             .given(vec![created(), adjusted(10, 10)])
             .when(adjust(-10))
@@ -1121,9 +1144,14 @@ mod tests {
         let json = serde_json::to_value(created()).unwrap();
         assert_eq!(json["ProductCreated"]["price"], json!("19.99"));
         assert_eq!(json["ProductCreated"]["status"], json!("published"));
-        let yen = serde_json::to_value(Created { price: "1999", currency: "JPY", ..Default::default() }.event()).unwrap();
-        assert_eq!((&yen["ProductCreated"]["price"], &yen["ProductCreated"]["currency"]), (&json!("1999"), &json!("JPY")));
-        let dinar = serde_json::to_value(Created { price: "1.500", currency: "BHD", ..Default::default() }.event()).unwrap();
+        let yen =
+            serde_json::to_value(Created { price: "1999", currency: "JPY", ..Default::default() }.event()).unwrap();
+        assert_eq!(
+            (&yen["ProductCreated"]["price"], &yen["ProductCreated"]["currency"]),
+            (&json!("1999"), &json!("JPY"))
+        );
+        let dinar =
+            serde_json::to_value(Created { price: "1.500", currency: "BHD", ..Default::default() }.event()).unwrap();
         assert_eq!(dinar["ProductCreated"]["price"], json!("1.500"));
     }
 
@@ -1152,7 +1180,10 @@ mod tests {
         for (event, wire) in [
             (Updated { name: Some("Lamp"), ..Default::default() }.event(), json!({"ProductUpdated": {"name": "Lamp"}})),
             (Updated { sku: Some(None), ..Default::default() }.event(), json!({"ProductUpdated": {"sku": null}})),
-            (Updated { sku: Some(Some("LAMP-01")), ..Default::default() }.event(), json!({"ProductUpdated": {"sku": "LAMP-01"}})),
+            (
+                Updated { sku: Some(Some("LAMP-01")), ..Default::default() }.event(),
+                json!({"ProductUpdated": {"sku": "LAMP-01"}}),
+            ),
         ] {
             assert_eq!(serde_json::to_value(&event).unwrap(), wire);
             assert_eq!(serde_json::from_value::<ProductEvent>(wire).unwrap(), event);

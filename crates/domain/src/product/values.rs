@@ -97,8 +97,7 @@ pub enum ProductStatus {
 
 impl ProductStatus {
     /// Every allowed change of status, in words, for error messages.
-    pub const TRANSITIONS: &'static str =
-        "draft→published, draft→archived, published→archived, archived→published";
+    pub const TRANSITIONS: &'static str = "draft→published, draft→archived, published→archived, archived→published";
 
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -426,8 +425,7 @@ mod tests {
 
     #[test]
     fn attributes_allow_50_keys_of_up_to_40_chars_and_200_char_values() {
-        let fifty: BTreeMap<String, String> =
-            (0..50).map(|i| (format!("{i:0>40}"), "é".repeat(200))).collect();
+        let fifty: BTreeMap<String, String> = (0..50).map(|i| (format!("{i:0>40}"), "é".repeat(200))).collect();
         assert!(Attributes::parse(fifty.clone()).is_ok());
         let mut fifty_one = fifty;
         fifty_one.insert("extra".into(), "v".into());

@@ -8,11 +8,24 @@ use super::Role;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum UserEvent {
     /// Version 2.0.0; 1.0 named the field `name` and kept it as typed (see the event store's `upcasting`).
-    UserRegistered { id: Uuid, username: String, email: String, password_hash: String },
-    UserEmailChanged { email: String },
-    UserPasswordChanged { password_hash: String },
-    UserRoleGranted { role: Role },
-    UserRoleRevoked { role: Role },
+    UserRegistered {
+        id: Uuid,
+        username: String,
+        email: String,
+        password_hash: String,
+    },
+    UserEmailChanged {
+        email: String,
+    },
+    UserPasswordChanged {
+        password_hash: String,
+    },
+    UserRoleGranted {
+        role: Role,
+    },
+    UserRoleRevoked {
+        role: Role,
+    },
     UserDeactivated {},
 }
 

@@ -164,9 +164,8 @@ async fn categories_and_products_with_every_new_field_reach_their_read_models_th
 /// At every version, at every instant an event was recorded and just before it, the history
 /// gives what folding the event store's events up to there gives.
 async fn assert_time_travel_matches_the_event_store(pipeline: &Pipeline, id: Uuid) {
-    let events = event_store::reads::aggregate_history(&pipeline.pool, "Product", &id.to_string(), 0, i64::MAX)
-        .await
-        .unwrap();
+    let events =
+        event_store::reads::aggregate_history(&pipeline.pool, "Product", &id.to_string(), 0, i64::MAX).await.unwrap();
     let fold_until = |until: &dyn Fn(&event_store::CatalogEvent) -> bool| {
         let mut view = None;
         for event in events.iter().take_while(|e| until(e)) {

@@ -51,7 +51,8 @@ async fn two_projectors_in_one_group_share_the_partitions_and_apply_every_event_
     let one = pipeline.projector("all", &[]);
     let two = pipeline.projector("all", &[]);
     eventually("the group has split the six partitions between both", Duration::from_secs(90), || async {
-        let (a, b) = (one.metric("projector_assigned_partitions").await, two.metric("projector_assigned_partitions").await);
+        let (a, b) =
+            (one.metric("projector_assigned_partitions").await, two.metric("projector_assigned_partitions").await);
         a > 0.0 && b > 0.0 && a + b == 6.0
     })
     .await;

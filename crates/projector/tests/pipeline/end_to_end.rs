@@ -78,7 +78,10 @@ async fn create_update_and_delete_through_command_api_become_visible_in_query_ap
     assert_eq!(read.status(), 200);
     assert_eq!(read.headers()["etag"], "\"1\"");
     let body: Value = read.json().await.unwrap();
-    assert_eq!((&body["name"], &body["description"], &body["price"], &body["version"]), (&json!("Lamp"), &json!("Brass"), &json!("19.99"), &json!(1)));
+    assert_eq!(
+        (&body["name"], &body["description"], &body["price"], &body["version"]),
+        (&json!("Lamp"), &json!("Brass"), &json!("19.99"), &json!(1))
+    );
 
     // The product is cached now. Update it; once the update is projected, a plain read (no
     // min_version) shows it within a second.
@@ -104,16 +107,19 @@ async fn create_update_and_delete_through_command_api_become_visible_in_query_ap
     .await;
     assert!(projected_at.elapsed() < Duration::from_secs(1));
 
-    let listed: Value = client.get(format!("{}/api/v1/products", apis.query)).send().await.unwrap().json().await.unwrap();
+    let listed: Value =
+        client.get(format!("{}/api/v1/products", apis.query)).send().await.unwrap().json().await.unwrap();
     assert_eq!(listed["total"], 1);
     assert_eq!(listed["items"][0]["name"], "Lamp");
 
     // Delete: the product is gone from the read side too.
-    let deleted = client.delete(format!("{}/api/v1/products/{id}", apis.command)).bearer_auth(&token).send().await.unwrap();
+    let deleted =
+        client.delete(format!("{}/api/v1/products/{id}", apis.command)).bearer_auth(&token).send().await.unwrap();
     assert_eq!(deleted.status(), 204);
     let gone = client.get(format!("{product}?min_version=3")).send().await.unwrap();
     assert_eq!(gone.status(), 404);
-    let listed: Value = client.get(format!("{}/api/v1/products", apis.query)).send().await.unwrap().json().await.unwrap();
+    let listed: Value =
+        client.get(format!("{}/api/v1/products", apis.query)).send().await.unwrap().json().await.unwrap();
     assert_eq!(listed["total"], 0);
 
     // The admin's profile reached the users read model, without credentials.

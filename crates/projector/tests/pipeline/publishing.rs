@@ -66,7 +66,10 @@ async fn every_event_reaches_kafka_with_cloudevents_headers_and_without_credenti
         assert!(!value.contains("password"), "credential material left the event store: {value}");
     }
     let types: Vec<&str> = received.iter().map(|(_, h, _)| h["ce_type"].as_str()).collect();
-    assert!(types.contains(&"catalog.product.created.v2") && types.contains(&"catalog.user.registered.v2"), "{types:?}");
+    assert!(
+        types.contains(&"catalog.product.created.v2") && types.contains(&"catalog.user.registered.v2"),
+        "{types:?}"
+    );
 
     let published: i64 = sqlx::query_scalar("SELECT published_total FROM publisher_checkpoints WHERE topic = $1")
         .bind(&pipeline.topic)
@@ -90,7 +93,9 @@ async fn a_late_commit_with_a_lower_position_is_still_published_and_projected() 
          VALUES ('Product', $1, 1, 'ProductCreated', '1.0.0', $2, '{}')",
     )
     .bind(late.to_string())
-    .bind(sqlx::types::Json(serde_json::json!({"ProductCreated": {"id": late, "name": "Late", "description": "", "price": "1.00"}})))
+    .bind(sqlx::types::Json(
+        serde_json::json!({"ProductCreated": {"id": late, "name": "Late", "description": "", "price": "1.00"}}),
+    ))
     .execute(&mut *transaction_a)
     .await
     .unwrap();
@@ -138,8 +143,10 @@ async fn a_long_open_transaction_stalls_publishing_visibly_and_publishing_catche
     assert_eq!(pipeline.product_version(held).await, 0, "not published while the older transaction is open");
 
     long.commit().await.unwrap();
-    eventually("publishing catches up", Duration::from_secs(30), || async { pipeline.product_version(held).await == 1 })
-        .await;
+    eventually("publishing catches up", Duration::from_secs(30), || async {
+        pipeline.product_version(held).await == 1
+    })
+    .await;
     eventually("the lag is gone", Duration::from_secs(10), || async {
         publisher.metric("publisher_lag_events").await == 0.0
     })

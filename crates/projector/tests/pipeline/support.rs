@@ -4,12 +4,12 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use event_store::{CommandBus, EventMetadata};
 use domain::{Product, ProductCommand};
+use event_store::CatalogEvent;
+use event_store::{CommandBus, EventMetadata};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::FutureProducer;
 use rdkafka::ClientConfig;
-use event_store::CatalogEvent;
 use rust_decimal::Decimal;
 use sqlx::PgPool;
 pub use test_support::eventually;
@@ -75,7 +75,20 @@ impl Pipeline {
         self.commands()
             .execute::<Product>(
                 &id.to_string(),
-                || ProductCommand::Create { id, name: name.into(), description: None, price, currency: "EUR".into(), sku: None, status: None, category_ids: Vec::new(), attributes: Default::default(), images: Vec::new(), on_hand: 0, allow_http_images: false },
+                || ProductCommand::Create {
+                    id,
+                    name: name.into(),
+                    description: None,
+                    price,
+                    currency: "EUR".into(),
+                    sku: None,
+                    status: None,
+                    category_ids: Vec::new(),
+                    attributes: Default::default(),
+                    images: Vec::new(),
+                    on_hand: 0,
+                    allow_http_images: false,
+                },
                 EventMetadata::new("test"),
                 true,
             )
@@ -88,7 +101,19 @@ impl Pipeline {
         self.commands()
             .execute::<Product>(
                 &id.to_string(),
-                || ProductCommand::Update { expected_version: None, name: Some(name.into()), description: None, price: None, currency: None, sku: None, status: None, category_ids: None, attributes: None, images: None, allow_http_images: false },
+                || ProductCommand::Update {
+                    expected_version: None,
+                    name: Some(name.into()),
+                    description: None,
+                    price: None,
+                    currency: None,
+                    sku: None,
+                    status: None,
+                    category_ids: None,
+                    attributes: None,
+                    images: None,
+                    allow_http_images: false,
+                },
                 EventMetadata::new("test"),
                 true,
             )

@@ -94,7 +94,8 @@ async fn a_callers_trace_runs_through_the_kafka_header_into_the_projectors_span(
                 continue; // the admin's user events
             }
             let headers = message.headers().expect("headers");
-            let traceparent = headers.iter().find(|h| h.key == "traceparent").and_then(|h| h.value).expect("traceparent");
+            let traceparent =
+                headers.iter().find(|h| h.key == "traceparent").and_then(|h| h.value).expect("traceparent");
             break String::from_utf8(traceparent.to_vec()).unwrap();
         }
     })
@@ -107,7 +108,10 @@ async fn a_callers_trace_runs_through_the_kafka_header_into_the_projectors_span(
 
     // The projector's span for that event is in the same trace, a child of that span.
     eventually("the projector exports its project_event span", Duration::from_secs(30), || async {
-        collector.spans_named("project_event").iter().any(|(_, trace, parent)| trace == CALLER_TRACE_ID && *parent == command_span_id)
+        collector
+            .spans_named("project_event")
+            .iter()
+            .any(|(_, trace, parent)| trace == CALLER_TRACE_ID && *parent == command_span_id)
     })
     .await;
     // Spans of events written without a caller's trace are traces of their own.
@@ -134,7 +138,8 @@ async fn metrics_cover_appends_pool_and_per_partition_consumer_lag() {
         assert_eq!(created.status(), 201);
     }
     let text = client.get(format!("{}/metrics", apis.command)).send().await.unwrap().text().await.unwrap();
-    let appended = sample(&text, "events_appended_total", &["aggregate_type=\"Product\"", "event_type=\"ProductCreated\""]);
+    let appended =
+        sample(&text, "events_appended_total", &["aggregate_type=\"Product\"", "event_type=\"ProductCreated\""]);
     assert_eq!(appended, Some(3.0), "{text}");
     assert!(sample(&text, "db_pool_connections", &["state=\"idle\""]).is_some(), "{text}");
     assert!(sample(&text, "db_pool_connections", &["state=\"in_use\""]).is_some(), "{text}");

@@ -45,7 +45,10 @@ async fn the_tree_nests_children_and_counts_published_products() {
     assert_eq!(names(&lighting_node["children"]), ["Ceiling lamps", "Desk lamps"]);
     assert_eq!(lighting_node["product_count"], 1, "direct members only");
     let desk_node = &lighting_node["children"][1];
-    assert_eq!((desk_node["id"].as_str(), desk_node["parent_id"].as_str()), (Some(&*desk.to_string()), Some(&*lighting.to_string())));
+    assert_eq!(
+        (desk_node["id"].as_str(), desk_node["parent_id"].as_str()),
+        (Some(&*desk.to_string()), Some(&*lighting.to_string()))
+    );
     assert_eq!(desk_node["product_count"], 2, "live published products only");
     assert_eq!(desk_node["slug"], "desk-lamps");
     assert_eq!(desk_node["children"][0]["id"], bulbs.to_string());
@@ -56,7 +59,11 @@ async fn the_tree_nests_children_and_counts_published_products() {
         let (status, node) = app.read(&format!("/api/v1/categories/{desk}"), token.as_deref()).await;
         assert_eq!((status, &node), (200, desk_node));
     }
-    for path in [format!("/api/v1/categories/{removed}"), format!("/api/v1/categories/{}", Uuid::new_v4()), "/api/v1/categories/x".into()] {
+    for path in [
+        format!("/api/v1/categories/{removed}"),
+        format!("/api/v1/categories/{}", Uuid::new_v4()),
+        "/api/v1/categories/x".into(),
+    ] {
         let body = assert_problem(app.get(&path).send().await.unwrap(), 404).await;
         assert_eq!(body["detail"], "category not found", "{path}");
     }

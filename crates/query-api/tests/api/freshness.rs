@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::helpers::{assert_problem, eventually, product_created, product_deleted, product_updated, spawn_app, spawn_app_with, TestApp};
+use crate::helpers::{
+    assert_problem, eventually, product_created, product_deleted, product_updated, spawn_app, spawn_app_with, TestApp,
+};
 
 async fn version_of(app: &TestApp, path: &str) -> (u16, Value) {
     let response = app.get(path).send().await.unwrap();
@@ -43,10 +45,8 @@ async fn an_update_shows_on_the_next_read_of_a_cached_product() {
     assert!(written.elapsed() < Duration::from_secs(1));
 
     app.apply(&[product_deleted(id, 3)]).await;
-    eventually("the delete is served", Duration::from_secs(1), || async {
-        version_of(&app, &path).await.0 == 404
-    })
-    .await;
+    eventually("the delete is served", Duration::from_secs(1), || async { version_of(&app, &path).await.0 == 404 })
+        .await;
 }
 
 #[tokio::test]
@@ -117,7 +117,9 @@ async fn min_version_reads_a_product_whose_creation_is_not_projected_yet() {
     let writer = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let mut transaction = pool.begin().await.unwrap();
-        read_model::apply_events(&mut transaction, &[product_created(id, "New", "3.00", chrono::Utc::now())]).await.unwrap();
+        read_model::apply_events(&mut transaction, &[product_created(id, "New", "3.00", chrono::Utc::now())])
+            .await
+            .unwrap();
         transaction.commit().await.unwrap();
     });
     let response = app.get(&format!("/api/v1/products/{id}?min_version=1")).send().await.unwrap();

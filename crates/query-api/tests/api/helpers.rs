@@ -2,8 +2,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use domain::{CategoryEvent, ProductEvent, Role};
-use http_api::tokens::TokenKeys;
 use event_store::CatalogEvent;
+use http_api::tokens::TokenKeys;
 use serde::Serialize;
 use serde_json::{json, Value};
 pub use test_support::eventually;
@@ -73,7 +73,14 @@ impl TestApp {
             Utc::now(),
         )];
         for (i, role) in extra_roles.iter().enumerate() {
-            events.push(event("User", id, 2 + i as i64, "UserRoleGranted", json!({"UserRoleGranted": {"role": role}}), Utc::now()));
+            events.push(event(
+                "User",
+                id,
+                2 + i as i64,
+                "UserRoleGranted",
+                json!({"UserRoleGranted": {"role": role}}),
+                Utc::now(),
+            ));
         }
         self.apply(&events).await;
         (id, token(id, token_role))
@@ -81,16 +88,30 @@ impl TestApp {
 }
 
 /// A stored event as the projector would receive it.
-pub fn event(aggregate_type: &str, id: Uuid, sequence: i64, event_type: &str, payload: Value, at: DateTime<Utc>) -> CatalogEvent {
+pub fn event(
+    aggregate_type: &str,
+    id: Uuid,
+    sequence: i64,
+    event_type: &str,
+    payload: Value,
+    at: DateTime<Utc>,
+) -> CatalogEvent {
     let version = if event_type == "UserRegistered" { domain::UserEvent::REGISTERED_VERSION } else { "1.0.0" };
     stored(aggregate_type, id, sequence, event_type, version, payload, at)
 }
 
 /// A domain event (`ProductEvent`, `CategoryEvent`) of aggregate `id` at `sequence`, stored in
 /// its current version.
-pub fn domain_event(aggregate_type: &str, id: Uuid, sequence: i64, event: &impl Serialize, at: DateTime<Utc>) -> CatalogEvent {
+pub fn domain_event(
+    aggregate_type: &str,
+    id: Uuid,
+    sequence: i64,
+    event: &impl Serialize,
+    at: DateTime<Utc>,
+) -> CatalogEvent {
     let payload = serde_json::to_value(event).unwrap();
-    let event_type = payload.as_object().and_then(|tagged| tagged.keys().next()).expect("an externally tagged event").clone();
+    let event_type =
+        payload.as_object().and_then(|tagged| tagged.keys().next()).expect("an externally tagged event").clone();
     let version = if event_type == "ProductCreated" { ProductEvent::CREATED_VERSION } else { "1.0.0" };
     stored(aggregate_type, id, sequence, &event_type, version, payload, at)
 }
@@ -101,7 +122,8 @@ pub fn product_created_with(id: Uuid, fields: Value, at: DateTime<Utc>) -> Catal
     let mut body = json!({"id": id, "name": "Lamp", "description": "About Lamp", "price": "19.99", "currency": "EUR",
                           "status": "published"});
     body.as_object_mut().unwrap().extend(fields.as_object().expect("an object of fields").clone());
-    let event: ProductEvent = serde_json::from_value(json!({ "ProductCreated": body })).expect("a valid ProductCreated");
+    let event: ProductEvent =
+        serde_json::from_value(json!({ "ProductCreated": body })).expect("a valid ProductCreated");
     domain_event("Product", id, 1, &event, at)
 }
 
@@ -149,7 +171,8 @@ fn stored(
 }
 
 pub fn product_created(id: Uuid, name: &str, price: &str, at: DateTime<Utc>) -> CatalogEvent {
-    let payload = json!({"ProductCreated": {"id": id, "name": name, "description": format!("About {name}"), "price": price}});
+    let payload =
+        json!({"ProductCreated": {"id": id, "name": name, "description": format!("About {name}"), "price": price}});
     event("Product", id, 1, "ProductCreated", payload, at)
 }
 

@@ -82,7 +82,9 @@ async fn the_history_lists_every_event_newest_first_with_what_it_changed() {
     let items = body["items"].as_array().unwrap();
     let summary: Vec<(i64, &str, &str)> = items
         .iter()
-        .map(|item| (item["version"].as_i64().unwrap(), item["type"].as_str().unwrap(), item["actor"].as_str().unwrap()))
+        .map(|item| {
+            (item["version"].as_i64().unwrap(), item["type"].as_str().unwrap(), item["actor"].as_str().unwrap())
+        })
         .collect();
     assert_eq!(
         summary,
@@ -94,7 +96,8 @@ async fn the_history_lists_every_event_newest_first_with_what_it_changed() {
             (1, "ProductCreated", "alice"),
         ]
     );
-    let at: Vec<chrono::DateTime<chrono::Utc>> = items.iter().map(|item| item["at"].as_str().unwrap().parse().unwrap()).collect();
+    let at: Vec<chrono::DateTime<chrono::Utc>> =
+        items.iter().map(|item| item["at"].as_str().unwrap().parse().unwrap()).collect();
     assert!(at.windows(2).all(|pair| pair[0] >= pair[1]), "{at:?}");
 
     let [deleted, renamed, stocked, published, created] = &items[..] else { unreachable!() };
@@ -144,14 +147,23 @@ async fn the_history_is_for_admins_only_and_404_for_products_that_never_existed(
     assert_problem(response, 401).await;
     assert_problem(app.get(&path).bearer_auth("not-a-token").send().await.unwrap(), 401).await;
     // Authorisation before existence: a customer learns nothing about any id.
-    for path in [path.clone(), format!("/api/v1/products/{}/history", Uuid::new_v4()), "/api/v1/products/x/history".into()] {
+    for path in
+        [path.clone(), format!("/api/v1/products/{}/history", Uuid::new_v4()), "/api/v1/products/x/history".into()]
+    {
         let body = assert_problem(app.get(&path).bearer_auth(customer_token()).send().await.unwrap(), 403).await;
         assert_eq!(body["type"], "/problems/forbidden");
     }
     for path in [format!("/api/v1/products/{}/history", Uuid::new_v4()), "/api/v1/products/x/history".into()] {
         assert_problem(app.get(&path).bearer_auth(admin_token()).send().await.unwrap(), 404).await;
     }
-    for (query, name) in [("limit=0", "limit"), ("limit=101", "limit"), ("limit=x", "limit"), ("cursor=x", "cursor"), ("cursor=0", "cursor"), ("cursor=", "cursor")] {
+    for (query, name) in [
+        ("limit=0", "limit"),
+        ("limit=101", "limit"),
+        ("limit=x", "limit"),
+        ("cursor=x", "cursor"),
+        ("cursor=0", "cursor"),
+        ("cursor=", "cursor"),
+    ] {
         let response = app.get(&format!("{path}?{query}")).bearer_auth(admin_token()).send().await.unwrap();
         let body = assert_problem(response, 400).await;
         assert!(body["detail"].as_str().unwrap().contains(&format!("`{name}`")), "{query}: {body}");

@@ -64,7 +64,8 @@ async fn profiles_and_history_need_the_bearer_scheme_and_products_take_it_option
     ] {
         let operation = &spec["paths"][path]["get"];
         assert_eq!(operation["security"], json!([{}, {"bearer": []}]), "{path}: anonymous, or with a token");
-        let documented: BTreeSet<&str> = operation["responses"].as_object().unwrap().keys().map(String::as_str).collect();
+        let documented: BTreeSet<&str> =
+            operation["responses"].as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(documented, statuses.iter().copied().collect(), "{path}");
     }
     for path in ["/api/v1/categories", "/api/v1/categories/{id}"] {
@@ -152,7 +153,9 @@ async fn every_answer_matches_its_documented_schema() {
     let (_, body) = app.read(&product, None).await;
     let schema = json!({"$ref": "#/components/schemas/Product"});
     assert_eq!(conforms(&spec, &schema, &body, ""), Ok(()));
-    for (field, bad) in [("extra", json!(1)), ("status", json!("gone")), ("id", json!("x")), ("stock", json!({"on_hand": -1}))] {
+    for (field, bad) in
+        [("extra", json!(1)), ("status", json!("gone")), ("id", json!("x")), ("stock", json!({"on_hand": -1}))]
+    {
         let mut wrong = body.clone();
         wrong[field] = bad;
         assert!(conforms(&spec, &schema, &wrong, "").is_err(), "{field}");
@@ -165,10 +168,22 @@ async fn every_answer_matches_its_documented_schema() {
     assert!(conforms(&spec, &schema, &wrong, "").is_err(), "sku is always sent");
 
     // Every field of the read API's own types is always sent (`null` when empty).
-    for name in ["Product", "Page", "CategoryRef", "Image", "Stock", "CategoryNode", "HistoryPage", "HistoryItem", "Change", "User"] {
+    for name in [
+        "Product",
+        "Page",
+        "CategoryRef",
+        "Image",
+        "Stock",
+        "CategoryNode",
+        "HistoryPage",
+        "HistoryItem",
+        "Change",
+        "User",
+    ] {
         let schema = &spec["components"]["schemas"][name];
         let described: BTreeSet<&str> = schema["properties"].as_object().unwrap().keys().map(String::as_str).collect();
-        let required: BTreeSet<&str> = schema["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        let required: BTreeSet<&str> =
+            schema["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
         assert_eq!(required, described, "{name}: every field is always present");
     }
 }

@@ -38,8 +38,20 @@ async fn a_product_has_its_fields_an_exact_price_and_an_etag() {
     assert_eq!(
         keys,
         [
-            "attributes", "categories", "created_at", "currency", "description", "id", "images", "name", "price", "sku",
-            "status", "stock", "updated_at", "version"
+            "attributes",
+            "categories",
+            "created_at",
+            "currency",
+            "description",
+            "id",
+            "images",
+            "name",
+            "price",
+            "sku",
+            "status",
+            "stock",
+            "updated_at",
+            "version"
         ]
     );
 }
@@ -68,7 +80,11 @@ async fn unknown_deleted_and_malformed_ids_are_404() {
     let deleted = app.a_product("Gone", "1.00").await;
     app.apply(&[product_deleted(deleted, 2)]).await;
 
-    for path in [format!("/api/v1/products/{}", Uuid::new_v4()), format!("/api/v1/products/{deleted}"), "/api/v1/products/not-a-uuid".into()] {
+    for path in [
+        format!("/api/v1/products/{}", Uuid::new_v4()),
+        format!("/api/v1/products/{deleted}"),
+        "/api/v1/products/not-a-uuid".into(),
+    ] {
         let body = assert_problem(app.get(&path).send().await.unwrap(), 404).await;
         assert_eq!(body["type"], "/problems/not-found", "{path}");
     }
@@ -205,13 +221,21 @@ async fn a_product_carries_its_catalog_fields_and_the_list_shows_the_same() {
 async fn prices_have_exactly_their_currency_digits() {
     let app = spawn_app().await;
     let mut expected = Vec::new();
-    for (price, currency, served) in
-        [("1999", "JPY", "1999"), ("1.5", "BHD", "1.500"), ("1.500", "BHD", "1.500"), ("20", "EUR", "20.00"), ("0.1", "KWD", "0.100")]
-    {
+    for (price, currency, served) in [
+        ("1999", "JPY", "1999"),
+        ("1.5", "BHD", "1.500"),
+        ("1.500", "BHD", "1.500"),
+        ("20", "EUR", "20.00"),
+        ("0.1", "KWD", "0.100"),
+    ] {
         let id = app.a_product_with(json!({"price": price, "currency": currency})).await;
         let (status, body) = app.read(&format!("/api/v1/products/{id}"), None).await;
         assert_eq!(status, 200);
-        assert_eq!((body["price"].as_str(), body["currency"].as_str()), (Some(served), Some(currency)), "{price} {currency}");
+        assert_eq!(
+            (body["price"].as_str(), body["currency"].as_str()),
+            (Some(served), Some(currency)),
+            "{price} {currency}"
+        );
         expected.push((id.to_string(), served));
     }
     // A currency change records the price rescaled to the new digits.
@@ -263,8 +287,12 @@ async fn shoppers_see_only_published_products_and_admins_see_and_filter_every_st
         async move {
             let (status, page) = app.read(&format!("/api/v1/products{query}"), token.as_deref()).await;
             assert_eq!(status, 200, "{query}: {page}");
-            let names: Vec<String> =
-                page["items"].as_array().unwrap().iter().map(|item| item["name"].as_str().unwrap().to_owned()).collect();
+            let names: Vec<String> = page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|item| item["name"].as_str().unwrap().to_owned())
+                .collect();
             (names, page["total"].as_i64().unwrap())
         }
     };
@@ -304,11 +332,15 @@ async fn a_cached_product_that_stops_being_published_disappears_for_shoppers() {
     assert_eq!(app.read(&path, None).await.0, 404);
 
     app.apply(&[product_updated(id, 2, json!({"status": "published"}))]).await;
-    eventually("published for shoppers", Duration::from_secs(2), || async { app.read(&path, None).await.0 == 200 }).await;
+    eventually("published for shoppers", Duration::from_secs(2), || async { app.read(&path, None).await.0 == 200 })
+        .await;
     assert_eq!(app.read(&path, None).await.1["version"], 2, "cached now");
 
     app.apply(&[product_updated(id, 3, json!({"status": "archived"}))]).await;
-    eventually("archived: gone for shoppers", Duration::from_secs(2), || async { app.read(&path, None).await.0 == 404 }).await;
+    eventually("archived: gone for shoppers", Duration::from_secs(2), || async {
+        app.read(&path, None).await.0 == 404
+    })
+    .await;
     let (status, body) = app.read(&path, Some(&admin)).await;
     assert_eq!((status, body["status"].as_str()), (200, Some("archived")));
 }

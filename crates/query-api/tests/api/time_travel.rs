@@ -125,13 +125,23 @@ fn command(rng: &mut Rng, id: Uuid, product: &Product, categories: &[Uuid], sku_
                 allow_http_images: false,
             };
             let ProductCommand::Update {
-                name, description, price: new_price, currency, sku, status, category_ids, attributes: attrs, images: imgs, ..
+                name,
+                description,
+                price: new_price,
+                currency,
+                sku,
+                status,
+                category_ids,
+                attributes: attrs,
+                images: imgs,
+                ..
             } = &mut update
             else {
                 unreachable!()
             };
             // Each field with some chance; a status change in most updates, so states alternate.
-            while name.is_none() && new_price.is_none() && status.is_none() && category_ids.is_none() && attrs.is_none() {
+            while name.is_none() && new_price.is_none() && status.is_none() && category_ids.is_none() && attrs.is_none()
+            {
                 if rng.chance(30) {
                     *name = Some(format!("Renamed {}", rng.below(1000)));
                 }
@@ -151,7 +161,8 @@ fn command(rng: &mut Rng, id: Uuid, product: &Product, categories: &[Uuid], sku_
                 }
                 if rng.chance(50) {
                     // Not always an allowed transition: a refused one stores nothing, which is fine.
-                    *status = Some(*rng.pick(&[ProductStatus::Draft, ProductStatus::Published, ProductStatus::Archived]));
+                    *status =
+                        Some(*rng.pick(&[ProductStatus::Draft, ProductStatus::Published, ProductStatus::Archived]));
                 }
                 if rng.chance(25) {
                     *category_ids = Some(rng.subset(categories));
@@ -193,7 +204,13 @@ enum Seen {
 
 /// Asserts that the API's answer for `query` is `expected`, for an admin and for a shopper
 /// (who sees only a published state).
-async fn check(app: &TestApp, id: Uuid, query: &str, expected: Option<&Expected>, names: &BTreeMap<Uuid, String>) -> Seen {
+async fn check(
+    app: &TestApp,
+    id: Uuid,
+    query: &str,
+    expected: Option<&Expected>,
+    names: &BTreeMap<Uuid, String>,
+) -> Seen {
     let path = format!("/api/v1/products/{id}?{query}");
     let response = app.get(&path).bearer_auth(admin_token()).send().await.unwrap();
     let Some((product, created_at, updated_at)) = expected else {
@@ -254,7 +271,16 @@ async fn past_states_are_the_fold_of_the_stored_events_up_to_that_point() {
     for name in ["Lamps", "Desks", "Chairs"] {
         let id = Uuid::new_v4();
         store
-            .category(id, CategoryCommand::Create { id, name: name.into(), slug: name.to_lowercase(), parent_id: None, description: None })
+            .category(
+                id,
+                CategoryCommand::Create {
+                    id,
+                    name: name.into(),
+                    slug: name.to_lowercase(),
+                    parent_id: None,
+                    description: None,
+                },
+            )
             .await;
         store.project("Category", id).await;
         names.insert(id, name.to_owned());
@@ -285,7 +311,9 @@ async fn past_states_are_the_fold_of_the_stored_events_up_to_that_point() {
         for version in 1..=events.len() + 1 {
             let upto = &events[..version.min(events.len())];
             let expected = if version <= events.len() { expected(upto) } else { None };
-            *seen.entry(check(&app, id, &format!("version={version}"), expected.as_ref(), &names).await).or_default() += 1;
+            *seen
+                .entry(check(&app, id, &format!("version={version}"), expected.as_ref(), &names).await)
+                .or_default() += 1;
         }
         // Each event's own instant (inclusive), the microsecond before it, and random instants
         // from just before the first to after the last.
@@ -298,7 +326,9 @@ async fn past_states_are_the_fold_of_the_stored_events_up_to_that_point() {
             instants.push(event.recorded_at - chrono::Duration::microseconds(1));
         }
         for _ in 0..8 {
-            instants.push(first - chrono::Duration::microseconds(1_000) + chrono::Duration::microseconds(rng.range(0, span)));
+            instants.push(
+                first - chrono::Duration::microseconds(1_000) + chrono::Duration::microseconds(rng.range(0, span)),
+            );
         }
         for at in instants {
             let upto: Vec<CatalogEvent> = events.iter().filter(|event| event.recorded_at <= at).cloned().collect();
@@ -334,8 +364,13 @@ async fn time_travel_parameters_are_checked_and_answers_carry_their_version() {
         assert_eq!(response.json::<Value>().await.unwrap()["name"], "Draft", "{query}");
         // A draft then: hidden from shoppers.
         assert_eq!(app.read(&format!("{path}?{query}"), None).await.0, 404, "{query}");
-        let revalidated =
-            app.get(&format!("{path}?{query}")).bearer_auth(&admin).header("if-none-match", "\"1\"").send().await.unwrap();
+        let revalidated = app
+            .get(&format!("{path}?{query}"))
+            .bearer_auth(&admin)
+            .header("if-none-match", "\"1\"")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(revalidated.status(), 304);
     }
     assert_eq!(app.read(&format!("{path}?version=2"), None).await.1["name"], "Out");

@@ -13,9 +13,10 @@ async fn a_profile_needs_a_valid_bearer_token() {
     assert_eq!(response.headers()["www-authenticate"], "Bearer");
     assert_problem(response, 401).await;
     assert_problem(app.get(&path).bearer_auth("not-a-token").send().await.unwrap(), 401).await;
-    let forged = http_api::tokens::TokenKeys::new(b"another-secret-another-secret-xx", std::time::Duration::from_secs(60))
-        .issue(id, Role::Admin)
-        .unwrap();
+    let forged =
+        http_api::tokens::TokenKeys::new(b"another-secret-another-secret-xx", std::time::Duration::from_secs(60))
+            .issue(id, Role::Admin)
+            .unwrap();
     assert_problem(app.get(&path).bearer_auth(forged).send().await.unwrap(), 401).await;
 }
 
@@ -42,8 +43,13 @@ async fn users_read_their_own_profile_and_admins_read_any() {
         keys.sort_unstable();
         assert_eq!(keys, ["active", "created_at", "email", "id", "roles", "updated_at", "username", "version"]);
     }
-    let revalidated =
-        app.get(&format!("/api/v1/users/{ann}")).bearer_auth(&ann_token).header("if-none-match", "\"1\"").send().await.unwrap();
+    let revalidated = app
+        .get(&format!("/api/v1/users/{ann}"))
+        .bearer_auth(&ann_token)
+        .header("if-none-match", "\"1\"")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(revalidated.status(), 304);
 }
 
@@ -52,7 +58,9 @@ async fn other_users_learn_nothing_not_even_existence() {
     let app = spawn_app().await;
     let (_, ann_token) = app.a_user("ann", &[], Role::Customer).await;
     let (bob, _) = app.a_user("bob", &[], Role::Customer).await;
-    for path in [format!("/api/v1/users/{bob}"), format!("/api/v1/users/{}", Uuid::new_v4()), "/api/v1/users/not-a-uuid".into()] {
+    for path in
+        [format!("/api/v1/users/{bob}"), format!("/api/v1/users/{}", Uuid::new_v4()), "/api/v1/users/not-a-uuid".into()]
+    {
         let body = assert_problem(app.get(&path).bearer_auth(&ann_token).send().await.unwrap(), 403).await;
         assert_eq!(body["type"], "/problems/forbidden", "{path}");
     }
@@ -67,6 +75,11 @@ async fn admins_get_404_for_unknown_or_malformed_ids() {
     }
     // A valid token for a user the read model does not hold (yet): their own profile is 404.
     let newcomer = Uuid::new_v4();
-    let response = app.get(&format!("/api/v1/users/{newcomer}")).bearer_auth(token(newcomer, Role::Customer)).send().await.unwrap();
+    let response = app
+        .get(&format!("/api/v1/users/{newcomer}"))
+        .bearer_auth(token(newcomer, Role::Customer))
+        .send()
+        .await
+        .unwrap();
     assert_problem(response, 404).await;
 }

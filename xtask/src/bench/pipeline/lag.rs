@@ -10,7 +10,10 @@ use rdkafka::Message;
 use sqlx::PgPool;
 use tokio::task::JoinSet;
 
-use super::{create_topic, projector_like_consumer, publisher_like_producer, start_projector, Names, DEFAULT_PUBLISH_BATCH_SIZE, DESCRIPTION, FETCH_WAIT_MAX_MS, NAME, PRICE};
+use super::{
+    create_topic, projector_like_consumer, publisher_like_producer, start_projector, Names, DEFAULT_PUBLISH_BATCH_SIZE,
+    DESCRIPTION, FETCH_WAIT_MAX_MS, NAME, PRICE,
+};
 use crate::bench::harness::percentile;
 use crate::proc::step;
 use crate::system::{Ports, Service, System};
@@ -77,7 +80,12 @@ pub(super) async fn end_to_end_lag(system: &mut System, pool: &PgPool, names: &N
 /// one message at a time at the lowest lag rate, and a consumer with the projector's settings
 /// but `fetch_wait_ms` (None: librdkafka's default) receives it; latency from the send to the
 /// receipt.
-pub(super) async fn broker_hop(brokers: &str, topic: &str, group: &str, fetch_wait_ms: Option<u32>) -> Result<BrokerHop> {
+pub(super) async fn broker_hop(
+    brokers: &str,
+    topic: &str,
+    group: &str,
+    fetch_wait_ms: Option<u32>,
+) -> Result<BrokerHop> {
     let setting = fetch_wait_ms.map_or("librdkafka's default".to_owned(), |ms| format!("{ms} ms"));
     step(format!("phase 3 baseline: broker hop, fetch.wait.max.ms {setting}, {BROKER_HOP_MESSAGES} messages"));
     create_topic(brokers, topic).await?;
@@ -97,7 +105,8 @@ pub(super) async fn broker_hop(brokers: &str, topic: &str, group: &str, fetch_wa
                 .send(FutureRecord::to(topic).key(&key).payload(PRICE), Duration::from_secs(5))
                 .await
                 .map_err(|(error, _)| anyhow::anyhow!("broker hop: produce failed: {error}"))?;
-            let message = tokio::time::timeout(timeout, consumer.recv()).await.context("broker hop: nothing received")??;
+            let message =
+                tokio::time::timeout(timeout, consumer.recv()).await.context("broker hop: nothing received")??;
             anyhow::ensure!(message.key() == Some(key.as_bytes()), "broker hop: received an unexpected message");
             anyhow::Ok(sent.elapsed().as_secs_f64() * 1000.0)
         }
@@ -200,7 +209,8 @@ async fn create_product(client: &reqwest::Client, token: &str) -> Result<(String
     let at_201 = Instant::now();
     let status = response.status();
     if status != 201 {
-        let detail = response.json::<serde_json::Value>().await.ok().and_then(|b| b["detail"].as_str().map(str::to_owned));
+        let detail =
+            response.json::<serde_json::Value>().await.ok().and_then(|b| b["detail"].as_str().map(str::to_owned));
         anyhow::bail!("create returned {status}: {}", detail.unwrap_or_default());
     }
     let body: serde_json::Value = response.json().await?;

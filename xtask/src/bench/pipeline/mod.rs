@@ -102,7 +102,16 @@ pub async fn run(backends: &Backends) -> Result<()> {
     let reads = reads::cached_read_vs_trivial(&mut system, &pool, &wrk).await?;
     pool.close().await;
 
-    report::report(&report::Results { publishers, raw_producer, projector, raw_consumer, lags, round_trip, hops, reads })
+    report::report(&report::Results {
+        publishers,
+        raw_producer,
+        projector,
+        raw_consumer,
+        lags,
+        round_trip,
+        hops,
+        reads,
+    })
 }
 
 /// Topic and group names unique to this run: tansu keeps topics while it runs, and a reused
@@ -147,10 +156,10 @@ fn start_projector(system: &mut System, role: &str, topic: &str, group: &str, pu
 }
 
 async fn create_topic(brokers: &str, topic: &str) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", brokers).create()?;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", brokers).create()?;
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    for result in admin.create_topics(&[NewTopic::new(topic, PARTITIONS, TopicReplication::Fixed(1))], &options).await? {
+    for result in admin.create_topics(&[NewTopic::new(topic, PARTITIONS, TopicReplication::Fixed(1))], &options).await?
+    {
         result.map_err(|(topic, code)| anyhow::anyhow!("cannot create topic {topic}: {code}"))?;
     }
     Ok(())
@@ -179,7 +188,12 @@ fn projector_like_consumer(brokers: &str, group: &str) -> ClientConfig {
 
 /// Polls `current` every `interval` until it reaches `EVENTS`, failing if a process of
 /// `system` exits or the count stops moving for `STALL_TIMEOUT`.
-async fn watch_progress<F, Fut>(what: &str, system: &mut System, interval: Duration, mut current: F) -> Result<Throughput>
+async fn watch_progress<F, Fut>(
+    what: &str,
+    system: &mut System,
+    interval: Duration,
+    mut current: F,
+) -> Result<Throughput>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<i64, sqlx::Error>>,

@@ -8,15 +8,24 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::Message;
 use sqlx::PgPool;
 
-use super::{projector_like_consumer, start_projector, watch_progress, Names, Throughput, DEFAULT_PUBLISH_BATCH_SIZE, EVENTS, FETCH_WAIT_MAX_MS, STALL_TIMEOUT};
+use super::{
+    projector_like_consumer, start_projector, watch_progress, Names, Throughput, DEFAULT_PUBLISH_BATCH_SIZE, EVENTS,
+    FETCH_WAIT_MAX_MS, STALL_TIMEOUT,
+};
 use crate::proc::step;
 use crate::system::{Service, System};
 
 /// Phase 2: `projector --role project` with a new group, over the topic phase 1 filled.
-pub(super) async fn projector_throughput(system: &mut System, pool: &PgPool, topic: &str, names: &Names) -> Result<Throughput> {
+pub(super) async fn projector_throughput(
+    system: &mut System,
+    pool: &PgPool,
+    topic: &str,
+    names: &Names,
+) -> Result<Throughput> {
     step(format!("phase 2: projector, {EVENTS} events from {topic} into products"));
     start_projector(system, "project", topic, &names.group("project"), DEFAULT_PUBLISH_BATCH_SIZE)?;
-    let projected = move || async move { sqlx::query_scalar::<_, i64>("SELECT count(*) FROM products").fetch_one(pool).await };
+    let projected =
+        move || async move { sqlx::query_scalar::<_, i64>("SELECT count(*) FROM products").fetch_one(pool).await };
     let throughput = watch_progress("projected products", system, Duration::from_millis(50), projected).await?;
     system.stop(Service::Projector.binary());
     Ok(throughput)
@@ -48,8 +57,5 @@ pub(super) async fn raw_consumer_throughput(brokers: &str, topic: &str, group: &
     let first = first.expect("at least one message");
     anyhow::ensure!(bytes > 0, "the messages had no payload");
     consumer.unsubscribe();
-    Ok(Throughput {
-        startup: first - started,
-        per_sec: (EVENTS - 1) as f64 / first.elapsed().as_secs_f64(),
-    })
+    Ok(Throughput { startup: first - started, per_sec: (EVENTS - 1) as f64 / first.elapsed().as_secs_f64() })
 }

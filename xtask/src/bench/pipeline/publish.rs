@@ -10,7 +10,10 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use sqlx::PgPool;
 
-use super::{create_topic, publisher_like_producer, start_projector, watch_progress, Throughput, DESCRIPTION, EVENTS, NAME, PRICE};
+use super::{
+    create_topic, publisher_like_producer, start_projector, watch_progress, Throughput, DESCRIPTION, EVENTS, NAME,
+    PRICE,
+};
 use crate::proc::step;
 use crate::system::{Service, System};
 
@@ -49,14 +52,21 @@ pub(super) async fn fill_event_store(pool: &PgPool) -> Result<()> {
 }
 
 /// Phase 1: `projector --role publish` from the pre-filled store to a new topic.
-pub(super) async fn publisher_throughput(system: &mut System, pool: &PgPool, topic: &str, batch_size: u32) -> Result<Throughput> {
+pub(super) async fn publisher_throughput(
+    system: &mut System,
+    pool: &PgPool,
+    topic: &str,
+    batch_size: u32,
+) -> Result<Throughput> {
     step(format!("phase 1: publisher, batches of {batch_size}, {EVENTS} events to {topic}"));
     start_projector(system, "publish", topic, "unused-by-publish", batch_size)?;
     let published = move || async move {
-        sqlx::query_scalar::<_, i64>("SELECT coalesce((SELECT published_total FROM publisher_checkpoints WHERE topic = $1), 0)")
-            .bind(topic)
-            .fetch_one(pool)
-            .await
+        sqlx::query_scalar::<_, i64>(
+            "SELECT coalesce((SELECT published_total FROM publisher_checkpoints WHERE topic = $1), 0)",
+        )
+        .bind(topic)
+        .fetch_one(pool)
+        .await
     };
     let throughput = watch_progress("published events", system, Duration::from_millis(20), published).await?;
     system.stop(Service::Projector.binary());
@@ -121,7 +131,8 @@ struct SampleMessage {
 impl SampleMessage {
     fn new(position: i64) -> Self {
         let id = uuid::Uuid::new_v4().to_string();
-        let payload = serde_json::json!({"ProductCreated": {"id": id, "name": NAME, "description": DESCRIPTION, "price": PRICE}});
+        let payload =
+            serde_json::json!({"ProductCreated": {"id": id, "name": NAME, "description": DESCRIPTION, "price": PRICE}});
         Self { value: serde_json::to_vec(&payload).expect("JSON"), id, position: position.to_string() }
     }
 

@@ -32,9 +32,10 @@ pub(super) struct Reads {
 /// Phase 4: one query-api process, `wrk` on a cached product and then on `/health`.
 pub(super) async fn cached_read_vs_trivial(system: &mut System, pool: &PgPool, wrk: &Path) -> Result<Reads> {
     step(format!("phase 4: cached product GET vs /health, wrk {HTTP_CONNECTIONS} connections, {HTTP_DURATION:?} each"));
-    let id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM products WHERE NOT deleted ORDER BY created_at, id LIMIT 1")
-        .fetch_one(pool)
-        .await?;
+    let id: uuid::Uuid =
+        sqlx::query_scalar("SELECT id FROM products WHERE NOT deleted ORDER BY created_at, id LIMIT 1")
+            .fetch_one(pool)
+            .await?;
     system.start(Service::QueryApi, |c| c)?;
     let client = reqwest::Client::new();
     get_product(&client, &id.to_string(), false).await?.context("the product to cache is not visible")?;

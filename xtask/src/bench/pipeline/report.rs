@@ -83,7 +83,13 @@ fn throughput_table(results: &Results) -> String {
         let stage = format!("publish: store → Kafka, batches of {batch_size}");
         (stage, throughput, "raw producer", &results.raw_producer, PUBLISH_TARGET)
     });
-    let projector = ("project: Kafka → read model".to_owned(), &results.projector, "raw consumer", &results.raw_consumer, PROJECT_TARGET);
+    let projector = (
+        "project: Kafka → read model".to_owned(),
+        &results.projector,
+        "raw consumer",
+        &results.raw_consumer,
+        PROJECT_TARGET,
+    );
     for (stage, pipeline, baseline_name, baseline, target) in publishers.chain([projector]) {
         table.push_str(&format!(
             "| {stage} | {:.0} | {:.1} | {baseline_name} | {:.0} | {:.2} | ≥ {target:.0}/s | {} |\n",
@@ -127,7 +133,8 @@ fn lag_table(lags: &[Lag]) -> String {
 fn hop_table(hops: &[BrokerHop]) -> String {
     let mut table = String::from("| consumer fetch.wait.max.ms | send → receive p50 ms | p99 ms |\n|---|---|---|\n");
     for hop in hops {
-        let setting = hop.fetch_wait_ms.map_or("librdkafka's default (500)".to_owned(), |ms| format!("{ms}, as the projector"));
+        let setting =
+            hop.fetch_wait_ms.map_or("librdkafka's default (500)".to_owned(), |ms| format!("{ms}, as the projector"));
         table.push_str(&format!("| {setting} | {:.1} | {:.1} |\n", hop.p50_ms, hop.p99_ms));
     }
     table
