@@ -1,20 +1,15 @@
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::http::StatusCode;
+use axum::response::Response;
 use domain::{Category, CategoryCommand, Role};
-use http_api::etag;
-use http_api::openapi::{
-    BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, PreconditionFailed, ServiceUnavailable, Unauthorized,
-    UnprocessableEntity, UnsupportedMediaType,
-};
+use http_api::openapi::{Conflict, Forbidden, NotFound, PreconditionFailed, ServiceUnavailable, Unauthorized};
 use http_api::principal::Principal;
 use http_api::problem::ApiError;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{parse_id, Written};
+use super::{changed, created, parse_id, ChangeProblems, CreateProblems, Written};
 use crate::app::AppState;
 use crate::extract::{ApiJson, IdempotencyKey, IfMatch, RequestContext};
 use crate::failures::category_failure;
@@ -99,14 +94,7 @@ pub struct UpdateCategory {
             ("Idempotent-Replayed" = String,
              description = "`true` when this is the stored response of an earlier request with the same key"),
          )),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 409, response = Conflict),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
-        (status = 422, response = UnprocessableEntity),
-        (status = 503, response = ServiceUnavailable),
+        CreateProblems,
     )
 )]
 pub async fn create(
@@ -137,12 +125,7 @@ pub async fn create(
             .await
             .map_err(|e| category_failure(e, false))?
             .unwrap_or(1);
-        Ok((
-            StatusCode::CREATED,
-            [(header::LOCATION, format!("/api/v1/categories/{id}")), (header::ETAG, etag(version))],
-            Json(Written { id, version }),
-        )
-            .into_response())
+        Ok(created("/api/v1/categories", id, version))
     })
     .await
 }
@@ -167,16 +150,7 @@ pub async fn create(
     responses(
         (status = 200, description = "Changed", body = Written,
          headers(("ETag" = String, description = "The new version, quoted: `\"2\"`"))),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 404, response = NotFound),
-        (status = 409, response = Conflict),
-        (status = 412, response = PreconditionFailed),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
-        (status = 422, response = UnprocessableEntity),
-        (status = 503, response = ServiceUnavailable),
+        ChangeProblems,
     )
 )]
 pub async fn update(
@@ -200,7 +174,7 @@ pub async fn update(
     let version = change_existing(&state, &principal, &context, id, expected_version, command)
         .await?
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("an accepted category update recorded no event")))?;
-    Ok(([(header::ETAG, etag(version))], Json(Written { id, version })).into_response())
+    Ok(changed(id, version))
 }
 
 /// Delete a category (admin).

@@ -5,6 +5,13 @@ mod products;
 mod tokens;
 mod users;
 
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use http_api::openapi::{
+    BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, PreconditionFailed, ServiceUnavailable, Unauthorized,
+    UnprocessableEntity, UnsupportedMediaType,
+};
 use http_api::problem::ApiError;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -44,6 +51,66 @@ pub struct Written {
 /// A path segment that is not a UUID cannot name a `resource`: 404, like any unknown id.
 fn parse_id(raw: &str, resource: &'static str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::NotFound(resource))
+}
+
+/// A create's answer: 201 with the new resource's read-API address (`collection` is its path,
+/// such as `/api/v1/products`), its version as the `ETag`, and `{id, version}`.
+fn created(collection: &str, id: Uuid, version: u64) -> Response {
+    let headers = [(header::LOCATION, format!("{collection}/{id}")), (header::ETAG, http_api::etag(version))];
+    (StatusCode::CREATED, headers, Json(Written { id, version })).into_response()
+}
+
+/// A change's answer: 200 with the new version as the `ETag` and `{id, version}`.
+fn changed(id: Uuid, version: u64) -> Response {
+    ([(header::ETAG, http_api::etag(version))], Json(Written { id, version })).into_response()
+}
+
+/// The problems a create can answer besides its 201 (one list, so the operations cannot drift).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // only documents responses; never built
+enum CreateProblems {
+    #[response(status = 400)]
+    BadRequest(#[ref_response] BadRequest),
+    #[response(status = 401)]
+    Unauthorized(#[ref_response] Unauthorized),
+    #[response(status = 403)]
+    Forbidden(#[ref_response] Forbidden),
+    #[response(status = 409)]
+    Conflict(#[ref_response] Conflict),
+    #[response(status = 413)]
+    PayloadTooLarge(#[ref_response] PayloadTooLarge),
+    #[response(status = 415)]
+    UnsupportedMediaType(#[ref_response] UnsupportedMediaType),
+    #[response(status = 422)]
+    UnprocessableEntity(#[ref_response] UnprocessableEntity),
+    #[response(status = 503)]
+    ServiceUnavailable(#[ref_response] ServiceUnavailable),
+}
+
+/// The problems a change of an existing product or category can answer besides its 200.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // only documents responses; never built
+enum ChangeProblems {
+    #[response(status = 400)]
+    BadRequest(#[ref_response] BadRequest),
+    #[response(status = 401)]
+    Unauthorized(#[ref_response] Unauthorized),
+    #[response(status = 403)]
+    Forbidden(#[ref_response] Forbidden),
+    #[response(status = 404)]
+    NotFound(#[ref_response] NotFound),
+    #[response(status = 409)]
+    Conflict(#[ref_response] Conflict),
+    #[response(status = 412)]
+    PreconditionFailed(#[ref_response] PreconditionFailed),
+    #[response(status = 413)]
+    PayloadTooLarge(#[ref_response] PayloadTooLarge),
+    #[response(status = 415)]
+    UnsupportedMediaType(#[ref_response] UnsupportedMediaType),
+    #[response(status = 422)]
+    UnprocessableEntity(#[ref_response] UnprocessableEntity),
+    #[response(status = 503)]
+    ServiceUnavailable(#[ref_response] ServiceUnavailable),
 }
 
 /// Partial updates need at least one field (`{}` is a 422). Set here rather than with

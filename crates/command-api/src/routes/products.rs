@@ -7,10 +7,7 @@ use axum::Json;
 use cqrs_es::Aggregate as _;
 use domain::{Product, ProductCommand, ProductImage, ProductStatus, Role};
 use http_api::etag;
-use http_api::openapi::{
-    BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, PreconditionFailed, ServiceUnavailable, Unauthorized,
-    UnprocessableEntity, UnsupportedMediaType,
-};
+use http_api::openapi::{Conflict, Forbidden, NotFound, PreconditionFailed, ServiceUnavailable, Unauthorized};
 use http_api::principal::Principal;
 use http_api::problem::ApiError;
 use rust_decimal::Decimal;
@@ -20,7 +17,7 @@ use utoipa::openapi::RefOr;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{parse_id, Written};
+use super::{changed, created, parse_id, ChangeProblems, CreateProblems, Written};
 use crate::app::AppState;
 use crate::extract::{ApiJson, IdempotencyKey, IfMatch, RequestContext};
 use crate::failures::product_failure;
@@ -268,14 +265,7 @@ pub struct StockLevel {
             ("Idempotent-Replayed" = String,
              description = "`true` when this is the stored response of an earlier request with the same key"),
          )),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 409, response = Conflict),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
-        (status = 422, response = UnprocessableEntity),
-        (status = 503, response = ServiceUnavailable),
+        CreateProblems,
     )
 )]
 pub async fn create(
@@ -313,12 +303,7 @@ pub async fn create(
             .await
             .map_err(|e| product_failure(e, false))?
             .unwrap_or(1);
-        Ok((
-            StatusCode::CREATED,
-            [(header::LOCATION, format!("/api/v1/products/{id}")), (header::ETAG, etag(version))],
-            Json(Written { id, version }),
-        )
-            .into_response())
+        Ok(created("/api/v1/products", id, version))
     })
     .await
 }
@@ -344,16 +329,7 @@ pub async fn create(
     responses(
         (status = 200, description = "Changed", body = Written,
          headers(("ETag" = String, description = "The new version, quoted: `\"2\"`"))),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 404, response = NotFound),
-        (status = 409, response = Conflict),
-        (status = 412, response = PreconditionFailed),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
-        (status = 422, response = UnprocessableEntity),
-        (status = 503, response = ServiceUnavailable),
+        ChangeProblems,
     )
 )]
 pub async fn update(
@@ -383,7 +359,7 @@ pub async fn update(
     let version = change_existing(&state, &principal, &context, id, expected_version, command)
         .await?
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("an accepted update recorded no event")))?;
-    Ok(([(header::ETAG, etag(version))], Json(Written { id, version })).into_response())
+    Ok(changed(id, version))
 }
 
 /// Adjust a product's stock (admin).
@@ -416,16 +392,7 @@ pub async fn update(
             ("Idempotent-Replayed" = String,
              description = "`true` when this is the stored response of an earlier request with the same key"),
          )),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 404, response = NotFound),
-        (status = 409, response = Conflict),
-        (status = 412, response = PreconditionFailed),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
-        (status = 422, response = UnprocessableEntity),
-        (status = 503, response = ServiceUnavailable),
+        ChangeProblems,
     )
 )]
 #[allow(clippy::too_many_arguments)] // One extractor each, as axum hands them over.

@@ -62,3 +62,52 @@ pub enum ProductCommand {
         expected_version: Option<u64>,
     },
 }
+
+impl ProductCommand {
+    /// A published product with only a name, a description and a price, and nothing else (no
+    /// SKU, categories, attributes, images or stock): what tools and tests need.
+    pub fn create_basic(
+        id: Uuid,
+        name: impl Into<String>,
+        description: Option<String>,
+        price: Decimal,
+        currency: impl Into<String>,
+    ) -> Self {
+        Self::Create {
+            id,
+            name: name.into(),
+            description,
+            price,
+            currency: currency.into(),
+            sku: None,
+            status: None,
+            category_ids: Vec::new(),
+            attributes: BTreeMap::new(),
+            images: Vec::new(),
+            on_hand: 0,
+            allow_http_images: false,
+        }
+    }
+
+    /// An update of any of name, description and price, leaving the rest as it is.
+    pub fn edit_basics(
+        expected_version: Option<u64>,
+        name: Option<String>,
+        description: Option<String>,
+        price: Option<Decimal>,
+    ) -> Self {
+        Self::Update {
+            expected_version,
+            name,
+            description,
+            price,
+            currency: None,
+            sku: None,
+            status: None,
+            category_ids: None,
+            attributes: None,
+            images: None,
+            allow_http_images: false,
+        }
+    }
+}

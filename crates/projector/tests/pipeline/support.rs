@@ -75,20 +75,7 @@ impl Pipeline {
         self.commands()
             .execute::<Product>(
                 &id.to_string(),
-                || ProductCommand::Create {
-                    id,
-                    name: name.into(),
-                    description: None,
-                    price,
-                    currency: "EUR".into(),
-                    sku: None,
-                    status: None,
-                    category_ids: Vec::new(),
-                    attributes: Default::default(),
-                    images: Vec::new(),
-                    on_hand: 0,
-                    allow_http_images: false,
-                },
+                || ProductCommand::create_basic(id, name, None, price, "EUR"),
                 EventMetadata::new("test"),
                 true,
             )
@@ -101,19 +88,7 @@ impl Pipeline {
         self.commands()
             .execute::<Product>(
                 &id.to_string(),
-                || ProductCommand::Update {
-                    expected_version: None,
-                    name: Some(name.into()),
-                    description: None,
-                    price: None,
-                    currency: None,
-                    sku: None,
-                    status: None,
-                    category_ids: None,
-                    attributes: None,
-                    images: None,
-                    allow_http_images: false,
-                },
+                || ProductCommand::edit_basics(None, Some(name.into()), None, None),
                 EventMetadata::new("test"),
                 true,
             )
