@@ -25,7 +25,7 @@ impl Rig {
     pub(super) async fn check_after_fault(&mut self, tally: &Tally, within: Duration) -> Result<String> {
         tally.ensure_clean()?;
         self.all_ready(within).await?;
-        self.check_store(&tally.acknowledged).await
+        self.check_store(&tally.acknowledged, &tally.acknowledged_changes).await
     }
 
     /// Every process still runs (none died or needed a restart) and answers `/ready` with 200
@@ -42,9 +42,9 @@ impl Rig {
         Ok(())
     }
 
-    /// Every acknowledged product is in the event store, and `catalogctl verify` finds the
-    /// read models equal to its fold.
-    async fn check_store(&self, acknowledged: &[String]) -> Result<String> {
+    /// Every acknowledged product is in the event store, every acknowledged change reached
+    /// its version there, and `catalogctl verify` finds the read models equal to its fold.
+    async fn check_store(&self, acknowledged: &[String], changes: &[(String, i64)]) -> Result<String> {
         let stored: i64 = sqlx::query_scalar(
             "SELECT count(DISTINCT aggregate_id) FROM events WHERE aggregate_type = 'Product' AND aggregate_id = ANY($1)",
         )
@@ -56,6 +56,24 @@ impl Rig {
             "{} acknowledged products, {stored} in the event store",
             acknowledged.len()
         );
+        let (ids, versions): (Vec<String>, Vec<i64>) = changes.iter().cloned().unzip();
+        let lost: Vec<(String, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT a.id, a.version, max(e.sequence)
+               FROM unnest($1::text[], $2::bigint[]) AS a (id, version)
+               LEFT JOIN events e ON e.aggregate_id = a.id
+              GROUP BY a.id, a.version
+             HAVING coalesce(max(e.sequence), 0) < a.version",
+        )
+        .bind(&ids)
+        .bind(&versions)
+        .fetch_all(&self.pool)
+        .await?;
+        ensure!(
+            lost.is_empty(),
+            "{} acknowledged changes are not in the event store, e.g. {:?}",
+            lost.len(),
+            &lost[..lost.len().min(3)]
+        );
         let verify = catalogctl(&self.system.url)
             .args(["verify", "--settle-seconds", "60"])
             .env("RUST_LOG", "warn")
@@ -66,6 +84,10 @@ impl Rig {
             "catalogctl verify found differences: {}",
             String::from_utf8_lossy(&verify.stdout).lines().take(3).collect::<Vec<_>>().join(" | ")
         );
-        Ok(format!("{} acknowledged writes all stored, read models verified", acknowledged.len()))
+        Ok(format!(
+            "{} acknowledged creates and {} changes all stored, read models verified",
+            acknowledged.len(),
+            changes.len()
+        ))
     }
 }
