@@ -99,8 +99,8 @@ impl Writer {
     /// Creates product `n`, then changes it (stock, and publication for drafts), renames the
     /// category every 20th round, and reads a page.
     async fn round(&self, n: u64) {
-        let draft = n % 2 == 0;
-        let (currency, price) = if n % 3 == 0 { ("JPY", "999") } else { ("EUR", "9.99") };
+        let draft = n.is_multiple_of(2);
+        let (currency, price) = if n.is_multiple_of(3) { ("JPY", "999") } else { ("EUR", "9.99") };
         let mut product = json!({
             "name": format!("Fault {n}"), "price": price, "currency": currency,
             "sku": format!("F-{}-{n}", self.run), "on_hand": 5,
@@ -113,7 +113,7 @@ impl Writer {
         let created = self.send("POST product", self.post("/api/v1/products", &product)).await;
         if let Some(id) = created.as_ref().and_then(|c| c["id"].as_str()) {
             self.tally.lock().expect("tally").acknowledged.push(id.to_owned());
-            let adjustment = json!({"delta": if n % 4 == 0 { -2 } else { 3 }, "reason": "fault load"});
+            let adjustment = json!({"delta": if n.is_multiple_of(4) { -2 } else { 3 }, "reason": "fault load"});
             let path = format!("/api/v1/products/{id}/stock-adjustments");
             self.acknowledge(id, self.send("POST stock", self.post(&path, &adjustment)).await);
             if draft {
