@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, FromRef};
@@ -19,8 +20,10 @@ use service_runtime::operations::ReadinessCheck;
 use service_runtime::settings::{DatabaseSettings, LogSettings};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::auth::{LoginLimiter, LoginLimits, PasswordHasher};
+use crate::import::Importer;
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "command-api", about = "Catalog's write REST API", version)]
@@ -55,6 +58,16 @@ pub struct Settings {
     #[arg(long, env = "LOGIN_ATTEMPTS_PER_CLIENT", default_value_t = NonZeroU32::new(60).unwrap())]
     pub login_attempts_per_client: NonZeroU32,
 
+    /// Product imports (`POST /api/v1/products/import`) running at once; one more is answered
+    /// 503 with `Retry-After`.
+    #[arg(long, env = "IMPORT_MAX_RUNNING", default_value_t = 2)]
+    pub import_max_running: usize,
+
+    /// Lines one import works on at once. Each holds at most one database connection at a
+    /// time, so imports take at most `IMPORT_MAX_RUNNING` × this many of the pool's connections.
+    #[arg(long, env = "IMPORT_CONCURRENCY", default_value_t = crate::import::DEFAULT_CONCURRENCY)]
+    pub import_concurrency: usize,
+
     /// Store an aggregate snapshot every this many events, so a command replays at most that
     /// many events instead of the aggregate's whole history; 0 turns snapshots off.
     #[arg(long, env = "SNAPSHOT_EVERY", default_value_t = event_store::DEFAULT_SNAPSHOT_EVERY)]
@@ -73,6 +86,9 @@ pub struct AppState {
     pub default_currency: Currency,
     /// Plain `http` image URLs are accepted (development only; https everywhere else).
     pub allow_http_images: bool,
+    /// Bulk imports, and the permits of those running (`IMPORT_MAX_RUNNING`).
+    pub importer: Importer,
+    pub imports: Arc<Semaphore>,
 }
 
 impl FromRef<AppState> for TokenKeys {
@@ -97,14 +113,29 @@ impl Application {
             per_username_per_minute: settings.login_attempts_per_username,
             per_client_per_minute: settings.login_attempts_per_client,
         });
+        let commands = CommandBus::new(pool.clone()).with_snapshot_every(settings.snapshot_every);
+        let allow_http_images = settings.http.is_development();
+        let importer = Importer::new(commands.clone(), pool.clone(), default_currency, allow_http_images)
+            .with_concurrency(settings.import_concurrency);
+        let import_connections = settings.import_max_running.saturating_mul(settings.import_concurrency.max(1));
+        if import_connections >= settings.database.database_max_connections as usize {
+            tracing::warn!(
+                import_connections,
+                pool = settings.database.database_max_connections,
+                "running imports can take every database connection; lower IMPORT_MAX_RUNNING or \
+                 IMPORT_CONCURRENCY, or raise DATABASE_MAX_CONNECTIONS"
+            );
+        }
         let state = AppState {
             pool: pool.clone(),
-            commands: CommandBus::new(pool.clone()).with_snapshot_every(settings.snapshot_every),
+            commands,
             hasher: PasswordHasher::owasp_minimum(),
             tokens,
             login_limiter: login_limiter.clone(),
             default_currency,
-            allow_http_images: settings.http.is_development(),
+            allow_http_images,
+            importer,
+            imports: Arc::new(Semaphore::new(settings.import_max_running)),
         };
         let router = router(state, &settings, metrics);
         let listener = TcpListener::bind(settings.addr).await?;

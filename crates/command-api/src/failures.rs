@@ -64,6 +64,33 @@ fn refusal(error: &sqlx::Error) -> Option<ApiError> {
     }
 }
 
+/// A catalog rule the event store refused an append for (a taken SKU, a category that does not
+/// exist), as the field it concerns: the database error's DETAIL names the request field, its
+/// HINT is a stable code, its message a sentence. `None` for every other failure.
+pub fn rule_violation<E: std::error::Error>(error: &AggregateError<E>) -> Option<FieldViolation> {
+    let raised = raised(error)?;
+    [CATALOG_CONFLICT, CATALOG_UNKNOWN_REFERENCE].contains(&raised.code()).then(|| {
+        FieldViolation::new(raised.detail().unwrap_or("body"), raised.hint().unwrap_or("conflict"), raised.message())
+    })
+}
+
+/// The append was refused because another product holds the SKU, perhaps only since a moment
+/// ago (a concurrent create of the same new SKU): CT409 on the field `sku`.
+pub fn is_sku_taken<E: std::error::Error>(error: &AggregateError<E>) -> bool {
+    raised(error).is_some_and(|raised| raised.code() == CATALOG_CONFLICT && raised.detail() == Some("sku"))
+}
+
+/// A transaction Postgres rolled back to resolve a deadlock or a serialization failure.
+pub fn is_rolled_back<E: std::error::Error>(error: &AggregateError<E>) -> bool {
+    raised(error).is_some_and(|raised| TRANSACTION_ROLLBACKS.contains(&raised.code()))
+}
+
+/// The Postgres error an append failed with, if that is what it failed with.
+fn raised<E: std::error::Error>(error: &AggregateError<E>) -> Option<&PgDatabaseError> {
+    let AggregateError::UnexpectedError(cause) = error else { return None };
+    cause.downcast_ref::<sqlx::Error>()?.as_database_error()?.try_downcast_ref::<PgDatabaseError>()
+}
+
 /// A text field with a NUL character (`\u0000`), which nothing can store.
 pub fn nul_violation(field: &str) -> FieldViolation {
     FieldViolation::new(field, "invalid", format!("{field} must not contain the NUL character (\\u0000)"))

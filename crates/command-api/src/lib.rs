@@ -9,6 +9,8 @@
 //! - [`routes`]: one module per resource (`users`, `tokens`, `products` with stock adjustments,
 //!   `categories`).
 //! - [`accounts`]: registration and login, also used by `catalogctl user create`.
+//! - [`import`]: bulk import of products from NDJSON or CSV, upserted by SKU; used by
+//!   `POST /api/v1/products/import` and `catalogctl import`.
 //! - [`auth`]: argon2id passwords and login rate limits (tokens and `Principal` are `http_api`'s).
 //! - [`failures`]: the one mapping from a command that did not commit to a problem response,
 //!   including the catalog rules the event store raises (SQLSTATEs `CT409`, `CT422`).
@@ -25,6 +27,7 @@ pub mod auth;
 pub mod extract;
 pub mod failures;
 pub mod idempotency;
+pub mod import;
 pub mod routes;
 
 pub use app::{AppState, Application, Settings};

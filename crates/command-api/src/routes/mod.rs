@@ -1,7 +1,8 @@
 //! The write API's routes, one module per resource.
 
 mod categories;
-mod products;
+mod import;
+pub(crate) mod products;
 mod tokens;
 mod users;
 
@@ -32,6 +33,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(products::create))
         .routes(routes!(products::update, products::delete))
         .routes(routes!(products::adjust_stock))
+        .routes(routes!(import::import_products))
         .routes(routes!(categories::create))
         .routes(routes!(categories::update, categories::delete));
     require_a_change(router.get_openapi_mut(), &["UpdateProduct", "UpdateCategory"]);
@@ -136,7 +138,7 @@ fn document() -> utoipa::openapi::OpenApi {
         (name = "auth", description = "Bearer tokens for a username and password"),
         (name = "products", description = "Product writes (admin only), with `If-Match` and `Idempotency-Key`: \
             SKU, price in a currency, publication status, categories, attributes, images, and stock, which \
-            changes only by adjustments"),
+            changes only by adjustments; bulk import by SKU from NDJSON or CSV"),
         (name = "categories", description = "Category writes (admin only), with `If-Match` and \
             `Idempotency-Key`: the tree products are filed under. Slugs are unique; a category cannot move \
             under its own descendants, nor be deleted while it has child categories"),

@@ -88,7 +88,7 @@ impl ToSchema for Attributes {}
 #[derive(ToSchema)]
 #[schema(as = ProductStatus, rename_all = "lowercase")]
 #[allow(dead_code)] // Documents `domain::ProductStatus`, which requests deserialise into.
-enum StatusSchema {
+pub(crate) enum StatusSchema {
     Draft,
     Published,
     Archived,
@@ -109,7 +109,7 @@ pub struct Image {
     alt: Option<String>,
 }
 
-fn images(images: &[Image]) -> Vec<ProductImage> {
+pub(crate) fn images(images: &[Image]) -> Vec<ProductImage> {
     images.iter().map(|image| ProductImage { url: image.url.clone(), alt: image.alt.clone() }).collect()
 }
 

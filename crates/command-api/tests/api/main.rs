@@ -7,6 +7,7 @@ mod concurrency;
 mod failures;
 mod helpers;
 mod idempotency;
+mod import;
 mod openapi;
 mod operations;
 mod product_fields;
