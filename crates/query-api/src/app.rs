@@ -55,6 +55,13 @@ pub struct Settings {
     #[arg(long, env = "PRODUCT_CACHE_TTL_SECONDS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub product_cache_ttl_seconds: u64,
+
+    /// Up to how many matching products a listing's `total` is exact; beyond, it is the query
+    /// planner's estimate (`total_is_estimate`). Counting costs a read per product, so keep it
+    /// bounded; the documented value is the default.
+    #[arg(long, env = "LIST_EXACT_TOTAL_LIMIT", default_value_t = 10_000,
+          value_parser = clap::value_parser!(i64).range(1..=1_000_000))]
+    pub list_exact_total_limit: i64,
 }
 
 /// Everything a handler may need, cheap to clone.
@@ -64,6 +71,8 @@ pub struct AppState {
     pub products: ProductCache,
     pub tokens: TokenKeys,
     pub min_version_wait: Duration,
+    /// Listings count their matches exactly up to this many (`LIST_EXACT_TOTAL_LIMIT`).
+    pub exact_total_limit: i64,
 }
 
 impl FromRef<AppState> for TokenKeys {
@@ -102,6 +111,7 @@ impl Application {
             // Only verifies tokens; the lifetime is command-api's business.
             tokens: TokenKeys::new(&secret, tokens::MAX_TOKEN_TTL),
             min_version_wait,
+            exact_total_limit: settings.list_exact_total_limit,
         };
         let router = router(state, &settings, metrics);
         let listener = TcpListener::bind(settings.addr).await?;
@@ -145,7 +155,7 @@ pub fn router(state: AppState, settings: &Settings, metrics: PrometheusHandle) -
         &settings.http.cors_allowed_origins,
         [Method::GET, Method::HEAD],
         [header::AUTHORIZATION, header::IF_NONE_MATCH],
-        [header::ETAG, header::RETRY_AFTER],
+        [header::ETAG, header::RETRY_AFTER, header::LINK],
     );
     middleware::service(middleware::Service {
         api: crate::routes::router(),

@@ -7,6 +7,8 @@
 //! - [`routes`]: one module per resource (`products`, `categories`, `users`), who is reading
 //!   (anyone, or an admin: only admins see products that are not published) and the
 //!   conditional-GET rule.
+//! - [`listing`]: the product listing's parameters (search text, filters, sort, paging,
+//!   facets) checked into a request, and its opaque cursor; the SQL is `read_model::search`.
 //! - [`views`]: what is served, built from read-model rows (a product's price in its
 //!   currency's digits and its categories by name; the category tree; history entries).
 //! - [`cache`]: the product detail cache, the `LISTEN` task that invalidates it when a product
@@ -16,6 +18,7 @@
 
 pub mod app;
 pub mod cache;
+pub mod listing;
 pub mod routes;
 pub mod views;
 

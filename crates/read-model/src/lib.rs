@@ -18,6 +18,7 @@ pub mod history;
 pub mod products;
 pub mod projection;
 pub mod rebuild;
+pub mod search;
 pub mod users;
 pub mod verify;
 

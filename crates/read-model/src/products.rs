@@ -40,13 +40,6 @@ pub struct ProductView {
     pub deleted: bool,
 }
 
-/// Which products a page lists.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ProductFilter {
-    /// `None`: every status. Readers who are not admins pass `Some(vec![Published])`.
-    pub statuses: Option<Vec<ProductStatus>>,
-}
-
 /// `price` written the one way the read side writes it, whether it comes from an event or from
 /// a `numeric(18,4)` column (which gives every amount 4 fraction digits): trailing zeros beyond
 /// the currency's digits dropped, padded to at least its digits (`19.9900` EUR is `19.99`, `20`
@@ -206,36 +199,6 @@ impl<'r> sqlx::FromRow<'r, PgRow> for ProductView {
 /// A product by id, deleted ones included (callers check `deleted`).
 pub async fn get<'e>(executor: impl PgExecutor<'e>, id: Uuid) -> Result<Option<ProductView>, sqlx::Error> {
     sqlx::query_as(&format!("SELECT {COLUMNS} FROM products WHERE id = $1")).bind(id).fetch_optional(executor).await
-}
-
-/// One page of live products that pass `filter`, oldest first (id breaks ties), and how many
-/// live products pass it.
-pub async fn page(
-    connection: &mut PgConnection,
-    limit: i64,
-    offset: i64,
-    filter: &ProductFilter,
-) -> Result<(Vec<ProductView>, i64), sqlx::Error> {
-    let statuses: Option<Vec<&str>> =
-        filter.statuses.as_ref().map(|statuses| statuses.iter().map(ProductStatus::as_str).collect());
-    let items = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM products
-          WHERE NOT deleted AND ($3::text[] IS NULL OR status = ANY($3))
-          ORDER BY created_at, id
-          LIMIT $1 OFFSET $2"
-    ))
-    .bind(limit)
-    .bind(offset)
-    .bind(&statuses)
-    .fetch_all(&mut *connection)
-    .await?;
-    let total = sqlx::query_scalar(
-        "SELECT count(*) FROM products WHERE NOT deleted AND ($1::text[] IS NULL OR status = ANY($1))",
-    )
-    .bind(&statuses)
-    .fetch_one(&mut *connection)
-    .await?;
-    Ok((items, total))
 }
 
 /// The view as `verify` compares it and the history model records it: every serialised field

@@ -13,64 +13,192 @@ use std::sync::Arc;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use domain::{ProductStatus, Role};
+use domain::Role;
 use http_api::openapi::{BadRequest, Forbidden, NotFound, ServiceUnavailable, Unauthorized};
 use http_api::principal::Principal;
 use http_api::problem::ApiError;
 use read_model::history;
-use read_model::products::{self, ProductFilter};
+use read_model::products;
+use read_model::search::{self, FacetRequest, Filter, Start};
 use serde::Serialize;
+use sqlx::PgConnection;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::schemas::{DetailParams, HistoryParams, ListParams};
 use super::{integer_param, query_params, Params, Reader};
 use crate::app::AppState;
+use crate::listing::{CategoryRef, Cursor, ListRequest, DEFAULT_LIMIT, MAX_LIMIT};
 use crate::views::{self, HistoryItem, Product};
 
-const DEFAULT_LIMIT: i64 = 20;
-const MAX_LIMIT: i64 = 100;
+/// How long a listing's cursor keeps the listing frozen at its first page (see
+/// `read_model::search`); an older cursor continues from its position over the products as
+/// they are now.
+const FREEZE_FOR: chrono::TimeDelta = chrono::TimeDelta::minutes(15);
+/// With no search text, a planner estimate this many times the exact-total limit is trusted to
+/// be above it (and is the answer) without counting; never below this many products.
+const TRUSTED_ESTIMATE_FACTOR: i64 = 10;
+const TRUSTED_ESTIMATE_FLOOR: i64 = 100_000;
 
-/// One page of products, oldest first (id breaks ties).
+/// One page of products.
 #[derive(Serialize, ToSchema)]
 #[schema(example = json!({
     "items": [{"id": "0b6c51d4-8e2f-4b7a-a1c3-95de2f607a18", "name": "Desk lamp", "description": "",
                "price": "19.99", "currency": "EUR", "sku": null, "status": "published", "categories": [],
-               "attributes": {}, "images": [], "stock": {"on_hand": 0},
+               "attributes": {"brand": "Lumen"}, "images": [], "stock": {"on_hand": 0},
                "created_at": "2026-01-01T12:00:00Z", "updated_at": "2026-01-01T12:00:00Z", "version": 1}],
-    "limit": 20, "offset": 0, "total": 1
+    "next_cursor": "eyJzIjoiY3JlYXRlZCJ9",
+    "limit": 1, "offset": 0, "total": 2, "total_is_estimate": false,
+    "facets": {"category": null, "brand": [{"value": "Lumen", "count": 2}], "price": null}
 }))]
 pub struct Page {
+    /// The products, in the listing's order, each exactly as `GET /api/v1/products/{id}` shows it.
     items: Vec<Product>,
+    /// Pass as `?cursor=` (with the same other parameters) for the next page; `null` on the last
+    /// page. Opaque. The `Link` header carries the whole next URL.
+    #[schema(required = true)]
+    next_cursor: Option<String>,
     #[schema(minimum = 1, maximum = 100)]
     limit: i64,
-    #[schema(minimum = 0)]
+    /// The `offset` asked for (deprecated), 0 otherwise.
+    #[schema(minimum = 0, maximum = 10000)]
     offset: i64,
-    /// The products this reader may see (with this `status` filter) in all.
+    /// How many products match in all (not only this page): exact up to 10,000, an estimate
+    /// beyond (`total_is_estimate`).
     #[schema(minimum = 0)]
     total: i64,
+    /// `total` is the query planner's estimate: more than 10,000 products match.
+    total_is_estimate: bool,
+    /// The facets asked for with `?facets=`; `null` when none were.
+    #[schema(required = true)]
+    facets: Option<Facets>,
 }
 
-/// List products.
+/// Counts over the products that match the query and every filter except the facet's own:
+/// `category` ignores `category`, `brand` ignores `attr.brand`, `price` ignores `price_min` and
+/// `price_max`. A facet not asked for is `null`.
+#[derive(Serialize, ToSchema)]
+pub struct Facets {
+    /// Categories with matching products in them or in their subcategories, most first (then
+    /// by name); at most 100.
+    #[schema(required = true)]
+    category: Option<Vec<CategoryFacet>>,
+    /// Values of the `brand` attribute, most first (then by value); at most 100.
+    #[schema(required = true)]
+    brand: Option<Vec<ValueFacet>>,
+    /// Price ranges (1-2-5 steps) that hold matching products, cheapest first.
+    #[schema(required = true)]
+    price: Option<Vec<PriceFacet>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CategoryFacet {
+    id: Uuid,
+    name: String,
+    /// Matching products in the category or any of its descendants (each once).
+    #[schema(minimum = 1)]
+    count: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ValueFacet {
+    value: String,
+    #[schema(minimum = 1)]
+    count: i64,
+}
+
+/// Products priced from `min` (inclusive) up to `max` (exclusive).
+#[derive(Serialize, ToSchema)]
+pub struct PriceFacet {
+    #[schema(pattern = r"^[0-9]+$", example = "10")]
+    min: String,
+    /// `null`: no upper bound.
+    #[schema(required = true, pattern = r"^[0-9]+$", example = "20")]
+    max: Option<String>,
+    #[schema(minimum = 1)]
+    count: i64,
+}
+
+impl From<search::Facets> for Facets {
+    fn from(facets: search::Facets) -> Self {
+        Facets {
+            category: facets.category.map(|entries| {
+                entries
+                    .into_iter()
+                    .map(|entry| CategoryFacet { id: entry.id, name: entry.name, count: entry.count })
+                    .collect()
+            }),
+            brand: facets.brand.map(|entries| {
+                entries.into_iter().map(|entry| ValueFacet { value: entry.value, count: entry.count }).collect()
+            }),
+            price: facets.price.map(|ranges| {
+                ranges
+                    .into_iter()
+                    .map(|range| PriceFacet {
+                        min: range.min.normalize().to_string(),
+                        max: range.max.map(|max| max.normalize().to_string()),
+                        count: range.count,
+                    })
+                    .collect()
+            }),
+        }
+    }
+}
+
+/// List and search products.
 ///
-/// Live products, oldest first (id breaks ties): `?limit=` (1–100, default 20) and `?offset=`
-/// (≥ 0, default 0). `total` counts every product the reader may see, in the same snapshot as
-/// `items`. Without a token, or with a customer's, only published products are listed (and
-/// counted); `?status=` other than `published` is then 403. Admins see every status and may
-/// filter by one with `?status=`. A token that does not verify is 401.
+/// Live products that match the search text and filters, in the requested order, a page at a
+/// time. Without a token, or with a customer's, only published products are listed, counted
+/// and faceted; `?status=` other than `published` is then 403. Admins see every status and may
+/// filter by one. A token that does not verify is 401.
+///
+/// **Search** (`q`): every word must match the name, SKU, an attribute value or the
+/// description, as written or by its stem (`lamps` finds "lamp"); the last word also as a
+/// prefix, as it is typed (`espr` finds "espresso"). If no product matches the words, the
+/// search tolerates typos instead (`espreso` finds "Espresso machine"), by similarity to the
+/// name, SKU and brand. Sorted by relevance unless `sort` says otherwise.
+///
+/// **Filters** combine (all must hold): `category` (id or slug; its subcategories included),
+/// `currency`, `price_min` / `price_max` (inclusive, with `currency`), `in_stock`, `status`, and
+/// any number of `attr.<key>=<value>` (for example `attr.brand=Acme&attr.brand=Lumen&attr.colour=red`:
+/// values of one key are alternatives, every key must match; at most 50 such parameters).
+///
+/// **Order** (`sort`): `relevance` (with `q`; the default then), `price`, `-price`, `name`,
+/// `-name`, `created` (the default otherwise), `-created`, `updated`, `-updated`; ties are
+/// broken by id, in the same direction, so the order is total.
+///
+/// **Pages**: `limit` (1–100, default 20) per page; follow `next_cursor` (or the `Link: <...>;
+/// rel="next"` header) for the next. Pages after the first place products as they were when
+/// the first page was read, for 15 minutes: a product whose price, name or other sort key
+/// changes meanwhile is neither listed twice nor skipped, and is shown as it is now (one
+/// deleted since, or no longer visible to the reader, is left out; products created since
+/// appear in a new listing). `offset` (at most 10,000) still works but is deprecated.
+///
+/// **Totals and facets**: `total` is exact up to 10,000 matches, an estimate beyond
+/// (`total_is_estimate`). `facets=category,brand,price` adds counts for the query and filters,
+/// each facet ignoring its own filter.
 #[utoipa::path(
     get,
     path = "/api/v1/products",
     tag = "products",
     operation_id = "listProducts",
     security((), ("bearer" = [])),
-    params(ListParams),
+    params(
+        ListParams,
+        ("attr.brand" = Option<Vec<String>>, Query, explode = true,
+         description = "Only products whose `brand` attribute is one of these values (repeat the parameter for \
+                        several). Every attribute filters the same way: `attr.<key>=<value>`, keys of `a-z`, `0-9` \
+                        and `_` (1–40), values of 1–200 characters; values of one key are alternatives, all keys \
+                        must match; at most 50 `attr.` parameters",
+         example = json!(["Acme"])),
+    ),
     responses(
-        (status = 200, description = "A page of products", body = Page),
+        (status = 200, description = "A page of products", body = Page,
+         headers(("Link" = String, description = "`<...>; rel=\"next\"`: the URL of the next page, when there is one"))),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
@@ -80,30 +208,114 @@ pub struct Page {
 pub async fn list(
     State(state): State<AppState>,
     reader: Reader,
-    query: Result<Query<Params>, QueryRejection>,
-) -> Result<Json<Page>, ApiError> {
-    let params = query_params(query)?;
-    let limit = integer_param(&params, "limit", 1, MAX_LIMIT)?.unwrap_or(DEFAULT_LIMIT);
-    let offset = integer_param(&params, "offset", 0, i64::MAX)?.unwrap_or(0);
-    let status = match params.get("status") {
-        None => None,
-        Some(raw) => Some(raw.trim().parse::<ProductStatus>().map_err(|_| {
-            ApiError::BadRequest(format!("query parameter `status` must be draft, published or archived, not {raw:?}"))
-        })?),
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(pairs) = query.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
+    let request = ListRequest::parse(&pairs, reader.admin)?;
+    let offset = request.offset.unwrap_or(0);
+
+    let mut filter = Filter {
+        statuses: request.statuses.clone(),
+        text: None,
+        categories: None,
+        currency: request.currency.clone(),
+        price_min: request.price_min,
+        price_max: request.price_max,
+        in_stock: request.in_stock,
+        attributes: request.attributes.clone(),
     };
-    let statuses = match (reader.admin, status) {
-        (true, status) => status.map(|status| vec![status]),
-        (false, None | Some(ProductStatus::Published)) => Some(vec![ProductStatus::Published]),
-        (false, Some(_)) => return Err(ApiError::Forbidden(Role::Admin.as_str())),
+    // One snapshot for the page, the count and the facets, so they agree.
+    let mut transaction = state.pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
+    if let Some(category) = &request.category {
+        let (id, slug) = match category {
+            CategoryRef::Id(id) => (Some(*id), None),
+            CategoryRef::Slug(slug) => (None, Some(slug.as_str())),
+        };
+        filter.categories = Some(search::category_and_descendants(&mut transaction, id, slug).await?);
+    }
+    if let Some(q) = &request.q {
+        let mut text = search::prepare_text(&mut transaction, q).await?;
+        text.fuzzy = request.cursor.as_ref().is_some_and(|cursor| cursor.fuzzy);
+        filter.text = Some(text);
+    }
+    let start = match &request.cursor {
+        Some(cursor) => Start::After {
+            position: cursor.position.clone(),
+            frozen_at: (Utc::now() - cursor.frozen_at < FREEZE_FOR).then_some(cursor.frozen_at),
+        },
+        None => Start::Offset(offset),
     };
-    // One snapshot for the page and the count, so `total` agrees with `items`.
-    let mut transaction = state.pool.begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *transaction).await?;
-    let (items, total) = products::page(&mut transaction, limit, offset, &ProductFilter { statuses }).await?;
+    let mut page = search::page(&mut transaction, &filter, request.sort, request.limit, &start).await?;
+    // Words that match nothing (with these filters): tolerate typos instead.
+    let strict = filter.text.as_ref().is_some_and(|text| !text.fuzzy) && request.cursor.is_none();
+    if strict && page.items.is_empty() && (offset == 0 || !search::exists(&mut transaction, &filter).await?) {
+        if let Some(text) = &mut filter.text {
+            text.fuzzy = true;
+        }
+        page = search::page(&mut transaction, &filter, request.sort, request.limit, &start).await?;
+    }
+    let (total, total_is_estimate) = match (&request.cursor, &page.next) {
+        // Nothing follows this first or offset page: the count is in hand.
+        (None, None) if !page.items.is_empty() || offset == 0 => (offset + page.items.len() as i64, false),
+        _ => total(&mut transaction, &filter, state.exact_total_limit).await?,
+    };
+    let facets = match request.facets == FacetRequest::default() {
+        true => None,
+        false => Some(Facets::from(search::facets(&mut transaction, &filter, request.facets).await?)),
+    };
     transaction.commit().await?;
+
+    let next_cursor = page.next.map(|position| {
+        Cursor {
+            position,
+            frozen_at: page.frozen_at,
+            fuzzy: filter.text.as_ref().is_some_and(|text| text.fuzzy),
+            fingerprint: request.fingerprint(),
+        }
+        .encode(request.sort)
+    });
     // Category names as they are now: a rename committed since is no reason to fail the page.
-    let items = views::products(&state.pool, items).await?;
-    Ok(Json(Page { items, limit, offset, total }))
+    let items = views::products(&state.pool, page.items).await?;
+    let link = next_cursor.as_deref().map(|cursor| next_link(&pairs, cursor));
+    let body = Json(Page { items, next_cursor, limit: request.limit, offset, total, total_is_estimate, facets });
+    Ok(match link.and_then(|link| HeaderValue::from_str(&link).ok()) {
+        Some(link) => ([(header::LINK, link)], body).into_response(),
+        None => body.into_response(),
+    })
+}
+
+/// `total` and whether it is an estimate: products are counted up to `limit`; beyond, the
+/// planner's estimate answers (at least `limit + 1`). Without a search text, an estimate far
+/// above the limit is trusted without counting.
+async fn total(connection: &mut PgConnection, filter: &Filter, limit: i64) -> Result<(i64, bool), ApiError> {
+    let mut estimate = None;
+    if filter.text.is_none() {
+        let planned = search::estimate(connection, filter).await?;
+        if planned >= (limit * TRUSTED_ESTIMATE_FACTOR).max(TRUSTED_ESTIMATE_FLOOR) {
+            return Ok((planned, true));
+        }
+        estimate = Some(planned);
+    }
+    let counted = search::count(connection, filter, limit + 1).await?;
+    if counted <= limit {
+        return Ok((counted, false));
+    }
+    let planned = match estimate {
+        Some(planned) => planned,
+        None => search::estimate(connection, filter).await?,
+    };
+    Ok((planned.max(limit + 1), true))
+}
+
+/// The URL of the next page: this request's parameters, without `offset` and `cursor`, with
+/// `cursor`.
+fn next_link(pairs: &[(String, String)], cursor: &str) -> String {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    for (name, value) in pairs.iter().filter(|(name, _)| name != "cursor" && name != "offset") {
+        query.append_pair(name, value);
+    }
+    query.append_pair("cursor", cursor);
+    format!("</api/v1/products?{}>; rel=\"next\"", query.finish())
 }
 
 /// Get a product, now or as it was.

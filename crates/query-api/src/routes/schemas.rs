@@ -45,20 +45,81 @@ pub enum Role {
     Customer,
 }
 
-/// The parameters of `GET /api/v1/products`. Anything else is a 400 naming the parameter.
+/// The parameters of `GET /api/v1/products` (and `attr.<key>`, documented with the operation).
+/// A bad value is a 400 naming the parameter; unknown parameters are ignored.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
-    /// Products per page: 1 to 100.
-    #[param(minimum = 1, maximum = 100, default = 20, example = 10)]
-    pub limit: Option<i64>,
-    /// Products to skip: 0 or more.
-    #[param(minimum = 0, default = 0, example = 0)]
-    pub offset: Option<i64>,
+    /// Search text: at most 200 characters and 10 words. Every word must match the name, SKU, an
+    /// attribute value or the description (as written or by its stem); the last also as a
+    /// prefix (unless the text ends with a space). When no product matches the words, products
+    /// whose name, SKU or brand is similar enough to the text are found instead (typos). Text
+    /// without a letter or digit searches nothing.
+    #[param(example = "espresso machine")]
+    pub q: Option<String>,
+    /// Only products in this category or any of its subcategories: its id or its slug (an
+    /// unknown or deleted one matches nothing).
+    #[param(example = "lighting")]
+    pub category: Option<String>,
+    /// Only products priced in this currency (ISO 4217). Required with `price_min` and `price_max`.
+    #[param(pattern = "^[A-Z]{3}$", example = "EUR")]
+    pub currency: Option<String>,
+    /// Only products priced at least this much (in `currency`): a decimal number ≥ 0 with at most
+    /// 4 fraction digits.
+    #[param(pattern = r"^[0-9]+(\.[0-9]{1,4})?$", example = "10")]
+    pub price_min: Option<String>,
+    /// Only products priced at most this much (in `currency`); not below `price_min`.
+    #[param(pattern = r"^[0-9]+(\.[0-9]{1,4})?$", example = "99.99")]
+    pub price_max: Option<String>,
+    /// `true`: only products with stock on hand; `false`: only those without.
+    #[param(example = true)]
+    pub in_stock: Option<bool>,
     /// Only products with this status. Admins only, except `published` (all that others see
     /// anyway): anything else without an admin token is 403.
     #[param(value_type = Option<crate::views::Status>, example = "published")]
     pub status: Option<String>,
+    /// The order: `relevance` (best match first; needs `q`, and is the default with it),
+    /// `price`, `-price`, `name`, `-name`, `created` (the default without `q`), `-created`,
+    /// `updated`, `-updated` (`-`: descending). Ties are broken by id, in the same direction.
+    #[param(value_type = Option<SortOrder>, example = "price")]
+    pub sort: Option<String>,
+    /// Facets to count, comma-separated: `category`, `brand`, `price`.
+    #[param(pattern = "^(category|brand|price)(,(category|brand|price))*$", example = "category,brand")]
+    pub facets: Option<String>,
+    /// Products per page: 1 to 100.
+    #[param(minimum = 1, maximum = 100, default = 20, example = 10)]
+    pub limit: Option<i64>,
+    /// The `next_cursor` of the previous page (opaque), with every other parameter but `limit`
+    /// unchanged; a cursor of another listing is 400.
+    #[param(example = "eyJzIjoiY3JlYXRlZCJ9")]
+    pub cursor: Option<String>,
+    /// Deprecated: products to skip, 0 to 10,000 (follow `next_cursor` instead). Not with `cursor`.
+    #[param(minimum = 0, maximum = 10000, default = 0, example = 0)]
+    #[deprecated]
+    pub offset: Option<i64>,
+}
+
+/// The orders of `GET /api/v1/products`.
+#[derive(ToSchema)]
+pub enum SortOrder {
+    #[schema(rename = "relevance")]
+    Relevance,
+    #[schema(rename = "price")]
+    Price,
+    #[schema(rename = "-price")]
+    PriceDescending,
+    #[schema(rename = "name")]
+    Name,
+    #[schema(rename = "-name")]
+    NameDescending,
+    #[schema(rename = "created")]
+    Created,
+    #[schema(rename = "-created")]
+    CreatedDescending,
+    #[schema(rename = "updated")]
+    Updated,
+    #[schema(rename = "-updated")]
+    UpdatedDescending,
 }
 
 /// Read-your-writes and time travel for `GET /api/v1/products/{id}`: at most one of them.

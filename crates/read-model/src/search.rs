@@ -1,0 +1,621 @@
+//! Finding products: full-text search with typo tolerance, filters, sorts, keyset pages, counts
+//! and facets, over the products read model (`migrations/*_product_search.sql`).
+//!
+//! # Text
+//! `search_document` (a generated column) holds every word of a product's name and SKU (weight
+//! A), attribute values (B) and description (C), each both stemmed (`english`) and as written
+//! (`simple`). A query's words are parsed by Postgres the same way ([`prepare_text`]); every word
+//! must match (as written, or by its stem), and the last one also as a prefix, since it may be
+//! half typed. When no product matches the words (with the filters), the search is *fuzzy*
+//! instead: trigram word similarity (`pg_trgm`, `%>`) between the query and `search_text`
+//! (name, SKU and brand), so `espreso` finds "Espresso machine". The mode is decided on the
+//! first page and kept by its cursor.
+//!
+//! # Pages
+//! Every sort is total (the id breaks ties, in the sort's direction), so a page continues after
+//! the last row of the previous one ([`Position`]). Pages after the first are *frozen* at the
+//! instant of the first page: a product that changed since then is placed (and filtered) as it
+//! was at that instant (from `product_history`), so a change that moves it cannot make it
+//! appear twice or be skipped, and products created since are left for a new listing. What a
+//! page returns is always the product as it is now; one that was deleted since, or that the
+//! reader may no longer see, is left out.
+
+use chrono::{DateTime, Utc};
+use domain::ProductStatus;
+use rust_decimal::Decimal;
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
+use uuid::Uuid;
+
+use crate::products::ProductView;
+
+/// The attribute that the `brand` facet counts.
+pub const BRAND: &str = "brand";
+
+/// Lower bounds of the price facet's ranges (after the first, which starts at 0); the last range
+/// is open.
+const PRICE_BOUNDS: &[i64] = &[
+    1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000,
+    1_000_000,
+];
+
+/// Entries a value facet (`category`, `brand`) lists at most, most frequent first.
+pub const FACET_ENTRIES: i64 = 100;
+
+/// Which products a listing matches. Every field narrows it; `None` or empty narrows nothing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Filter {
+    /// `None`: every status. Readers who are not admins pass `Some(vec![Published])`.
+    pub statuses: Option<Vec<ProductStatus>>,
+    pub text: Option<Text>,
+    /// Products listed in any of these categories (the filter's category and its descendants).
+    pub categories: Option<Vec<Uuid>>,
+    pub currency: Option<String>,
+    /// Inclusive.
+    pub price_min: Option<Decimal>,
+    /// Inclusive.
+    pub price_max: Option<Decimal>,
+    /// `true`: on hand > 0; `false`: none on hand.
+    pub in_stock: Option<bool>,
+    /// Attribute key and the values it may have: values of one key are alternatives, keys must
+    /// all match.
+    pub attributes: Vec<(String, Vec<String>)>,
+}
+
+/// A search text, ready for SQL (see [`prepare_text`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Text {
+    /// The query as typed (trimmed), for trigram similarity.
+    pub raw: String,
+    /// The words as a `tsquery` (text form); `None` when the text has no searchable word.
+    pub tsquery: Option<String>,
+    /// Match by trigram similarity instead of by words.
+    pub fuzzy: bool,
+}
+
+/// An order of the listing. Each is total: ties are broken by id, in the same direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Sort {
+    /// Best match first (needs a text).
+    Relevance,
+    Price,
+    PriceDesc,
+    Name,
+    NameDesc,
+    Created,
+    CreatedDesc,
+    Updated,
+    UpdatedDesc,
+}
+
+impl Sort {
+    pub const ALL: [Sort; 9] = [
+        Sort::Relevance,
+        Sort::Price,
+        Sort::PriceDesc,
+        Sort::Name,
+        Sort::NameDesc,
+        Sort::Created,
+        Sort::CreatedDesc,
+        Sort::Updated,
+        Sort::UpdatedDesc,
+    ];
+
+    /// As the API names it: `price`, `-price`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sort::Relevance => "relevance",
+            Sort::Price => "price",
+            Sort::PriceDesc => "-price",
+            Sort::Name => "name",
+            Sort::NameDesc => "-name",
+            Sort::Created => "created",
+            Sort::CreatedDesc => "-created",
+            Sort::Updated => "updated",
+            Sort::UpdatedDesc => "-updated",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Sort> {
+        Sort::ALL.into_iter().find(|sort| sort.as_str() == raw)
+    }
+
+    fn descending(self) -> bool {
+        matches!(self, Sort::Relevance | Sort::PriceDesc | Sort::NameDesc | Sort::CreatedDesc | Sort::UpdatedDesc)
+    }
+}
+
+/// The value a row is sorted by.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SortKey {
+    /// A relevance score (`ts_rank` or trigram similarity), compared exactly.
+    Rank(f32),
+    Price(Decimal),
+    Name(String),
+    At(DateTime<Utc>),
+}
+
+/// Where a row stands in a sort: a page continues after it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Position {
+    pub key: SortKey,
+    pub id: Uuid,
+}
+
+/// Where a page starts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Start {
+    /// Skip this many rows (the first page is `Offset(0)`).
+    Offset(i64),
+    /// After `position`, placing products as they were at `frozen_at` (the first page's
+    /// instant; `None`: as they are now).
+    After { position: Position, frozen_at: Option<DateTime<Utc>> },
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    /// The products as they are now, in the listing's order.
+    pub items: Vec<ProductView>,
+    /// The position of the page's last row, when more rows follow (the next page starts after
+    /// it). A row left out of `items` (deleted since) still counts.
+    pub next: Option<Position>,
+    /// The instant the listing is frozen at: the cursor's, or now (the transaction's start) when
+    /// the page was not frozen.
+    pub frozen_at: DateTime<Utc>,
+}
+
+/// Facet counts: every entry counts the products that match the filter, except the facet's
+/// own part of it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Facets {
+    pub category: Option<Vec<CategoryCount>>,
+    pub brand: Option<Vec<ValueCount>>,
+    pub price: Option<Vec<PriceRangeCount>>,
+}
+
+/// Products in a category or any of its descendants.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct CategoryCount {
+    pub id: Uuid,
+    pub name: String,
+    pub count: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct ValueCount {
+    pub value: String,
+    pub count: i64,
+}
+
+/// Products priced from `min` (inclusive) to `max` (exclusive; `None`: no upper bound).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PriceRangeCount {
+    pub min: Decimal,
+    pub max: Option<Decimal>,
+    pub count: i64,
+}
+
+/// Which facets to count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FacetRequest {
+    pub category: bool,
+    pub brand: bool,
+    pub price: bool,
+}
+
+/// Parts of the filter a facet leaves out.
+#[derive(Debug, Clone, Copy, Default)]
+struct Except {
+    category: bool,
+    brand: bool,
+    price: bool,
+}
+
+const COLUMNS: &str = "p.id, p.name, p.description, p.price, p.currency, p.sku, p.status, p.category_ids, \
+                       p.attributes, p.images, p.on_hand, p.created_at, p.updated_at, p.version, p.deleted";
+
+/// The columns a frozen listing's rows carry: the table's, the search columns included.
+const SOURCE_COLUMNS: &str = "id, name, description, price, currency, sku, status, category_ids, attributes, \
+                              images, on_hand, created_at, updated_at, version, deleted";
+
+/// `q` as a search: its words as Postgres parses a product's text (so `LAMP-1` or `e-mail`
+/// split the same way), each matching as written or by its English stem, the last as a prefix
+/// too (unless the text ends with a space: the word is finished). Stop words (`the`, `and`)
+/// are left out unless nothing else is left or it is the word being typed.
+pub async fn prepare_text(connection: &mut PgConnection, q: &str) -> Result<Text, sqlx::Error> {
+    let raw = q.trim().to_owned();
+    let typing = !q.ends_with(char::is_whitespace);
+    let tsquery: Option<String> = sqlx::query_scalar(
+        r"WITH words AS (
+              SELECT w.lexeme, max(p) AS position, coalesce(ts_lexize('english_stem', w.lexeme), '{}') AS stems
+                FROM unnest(to_tsvector('simple', $1)) w, unnest(w.positions) p
+               GROUP BY w.lexeme
+          ),
+          marked AS (
+              SELECT lexeme, stems, position = max(position) OVER () AND $2 AS last FROM words
+          ),
+          terms AS (
+              SELECT lexeme, stems, last AND length(lexeme) >= 2 AS prefix FROM marked
+               WHERE stems <> '{}' OR last OR NOT EXISTS (SELECT 1 FROM marked WHERE stems <> '{}')
+          )
+          SELECT string_agg(
+                     '(' || (SELECT string_agg(DISTINCT '''' || replace(replace(form, '\', '\\'), '''', '''''')
+                                                        || '''' || CASE WHEN prefix THEN ':*' ELSE '' END, ' | ')
+                               FROM unnest(lexeme || stems) form) || ')',
+                     ' & ')
+            FROM terms",
+    )
+    .bind(&raw)
+    .bind(typing)
+    .fetch_one(&mut *connection)
+    .await?;
+    Ok(Text { raw: raw.to_lowercase(), tsquery, fuzzy: false })
+}
+
+/// The ids of live category `category` and of its live descendants (none if it is unknown or
+/// deleted). `slug` finds it by slug instead of by id.
+pub async fn category_and_descendants(
+    connection: &mut PgConnection,
+    id: Option<Uuid>,
+    slug: Option<&str>,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let mut ids: Vec<Uuid> = sqlx::query_scalar(
+        "WITH RECURSIVE tree(id, depth) AS (
+             SELECT id, 0 FROM categories WHERE NOT deleted AND (id = $1 OR slug = $2)
+             UNION ALL
+             SELECT c.id, t.depth + 1 FROM categories c JOIN tree t ON c.parent_id = t.id
+              WHERE NOT c.deleted AND t.depth < 32
+         )
+         SELECT id FROM tree",
+    )
+    .bind(id)
+    .bind(slug)
+    .fetch_all(connection)
+    .await?;
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
+}
+
+/// Products that pass `filter`, in `sort` order: `limit` rows from `start`. Sorting by
+/// relevance without a text sorts by creation.
+pub async fn page(
+    connection: &mut PgConnection,
+    filter: &Filter,
+    sort: Sort,
+    limit: i64,
+    start: &Start,
+) -> Result<Page, sqlx::Error> {
+    let sort = match (sort, &filter.text) {
+        (Sort::Relevance, None) => Sort::Created,
+        (sort, _) => sort,
+    };
+    let frozen = match start {
+        Start::After { frozen_at, .. } => *frozen_at,
+        Start::Offset(_) => None,
+    };
+    let mut query = QueryBuilder::new("SELECT ");
+    query.push(COLUMNS).push(", ");
+    push_sort_key(&mut query, filter, sort);
+    query.push(" AS sort_key, now() AS listed_at FROM ");
+    push_source(&mut query, frozen);
+    push_filter(&mut query, filter, Except::default());
+    if let Start::After { position, .. } = start {
+        push_after(&mut query, filter, sort, position)?;
+    }
+    query.push(" ORDER BY ");
+    push_sort_key(&mut query, filter, sort);
+    let direction = if sort.descending() { " DESC" } else { "" };
+    query.push(direction).push(", p.id").push(direction);
+    query.push(" LIMIT ").push_bind(limit + 1);
+    if let Start::Offset(offset) = start {
+        query.push(" OFFSET ").push_bind(*offset);
+    }
+    let rows = query.build().persistent(false).fetch_all(&mut *connection).await?;
+
+    let more = rows.len() as i64 > limit;
+    let rows = &rows[..rows.len().min(limit as usize)];
+    let listed_at: DateTime<Utc> = match rows.first() {
+        Some(row) => row.try_get("listed_at")?,
+        None => sqlx::query_scalar("SELECT now()").fetch_one(&mut *connection).await?,
+    };
+    let next = match (more, rows.last()) {
+        (true, Some(row)) => Some(Position { key: sort_key(row, sort)?, id: row.try_get("id")? }),
+        _ => None,
+    };
+    let mut items: Vec<ProductView> =
+        rows.iter().map(sqlx::FromRow::from_row).collect::<Result<_, sqlx::Error>>()?;
+    if frozen.is_some() {
+        // The rows were placed as they were then; serve them as they are now.
+        items = current(connection, items, filter).await?;
+    }
+    Ok(Page { items, next, frozen_at: frozen.unwrap_or(listed_at) })
+}
+
+/// The products `placed` (as they were) as they are now, in the same order, without those
+/// deleted since or now outside the filter's statuses.
+async fn current(
+    connection: &mut PgConnection,
+    placed: Vec<ProductView>,
+    filter: &Filter,
+) -> Result<Vec<ProductView>, sqlx::Error> {
+    let ids: Vec<Uuid> = placed.iter().map(|view| view.id).collect();
+    let rows: Vec<ProductView> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM products p WHERE p.id = ANY($1)"))
+        .bind(&ids)
+        .fetch_all(&mut *connection)
+        .await?;
+    let mut now: std::collections::HashMap<Uuid, ProductView> = rows.into_iter().map(|row| (row.id, row)).collect();
+    Ok(ids
+        .iter()
+        .filter_map(|id| now.remove(id))
+        .filter(|view| !view.deleted)
+        .filter(|view| filter.statuses.as_ref().is_none_or(|statuses| statuses.contains(&view.status)))
+        .collect())
+}
+
+/// Whether any product passes `filter` (used to decide whether a text search goes fuzzy).
+pub async fn exists(connection: &mut PgConnection, filter: &Filter) -> Result<bool, sqlx::Error> {
+    let mut query = QueryBuilder::new("SELECT EXISTS (SELECT 1 FROM products p");
+    push_filter(&mut query, filter, Except::default());
+    query.push(")");
+    query.build_query_scalar().persistent(false).fetch_one(connection).await
+}
+
+/// How many products pass `filter`, counting no further than `cap`.
+pub async fn count(connection: &mut PgConnection, filter: &Filter, cap: i64) -> Result<i64, sqlx::Error> {
+    let mut query = QueryBuilder::new("SELECT count(*) FROM (SELECT 1 FROM products p");
+    push_filter(&mut query, filter, Except::default());
+    query.push(" LIMIT ").push_bind(cap).push(") matching");
+    query.build_query_scalar().persistent(false).fetch_one(connection).await
+}
+
+/// The planner's estimate of how many products pass `filter` (from table statistics: cheap,
+/// and only an estimate).
+pub async fn estimate(connection: &mut PgConnection, filter: &Filter) -> Result<i64, sqlx::Error> {
+    let mut query = QueryBuilder::new("EXPLAIN (FORMAT JSON) SELECT 1 FROM products p");
+    push_filter(&mut query, filter, Except::default());
+    let plan: serde_json::Value = query.build_query_scalar().persistent(false).fetch_one(connection).await?;
+    Ok(plan[0]["Plan"]["Plan Rows"].as_f64().map_or(0, |rows| rows.round() as i64))
+}
+
+/// The facets `request` asks for, each over the products that pass `filter` without the
+/// facet's own part of it (`category` without the category filter, `brand` without
+/// `attr.brand`, `price` without the price bounds).
+pub async fn facets(
+    connection: &mut PgConnection,
+    filter: &Filter,
+    request: FacetRequest,
+) -> Result<Facets, sqlx::Error> {
+    let mut facets = Facets::default();
+    if request.category {
+        let mut query = QueryBuilder::new(
+            "WITH RECURSIVE tree(id, ancestor, depth) AS (
+                 SELECT id, id, 0 FROM categories WHERE NOT deleted
+                 UNION ALL
+                 SELECT t.id, c.parent_id, t.depth + 1 FROM tree t JOIN categories c ON c.id = t.ancestor
+                  WHERE c.parent_id IS NOT NULL AND t.depth < 32
+             ),
+             sets AS (SELECT p.category_ids, count(*) AS n FROM products p",
+        );
+        push_filter(&mut query, filter, Except { category: true, ..Except::default() });
+        query.push(
+            " AND p.category_ids <> '{}' GROUP BY p.category_ids),
+             pairs AS (SELECT DISTINCT s.category_ids, t.ancestor, s.n
+                         FROM sets s CROSS JOIN LATERAL unnest(s.category_ids) AS u(id) JOIN tree t ON t.id = u.id)
+             SELECT c.id, c.name, sum(pairs.n)::bigint AS count
+               FROM pairs JOIN categories c ON c.id = pairs.ancestor AND NOT c.deleted
+              GROUP BY c.id, c.name
+              ORDER BY count DESC, c.name, c.id
+              LIMIT ",
+        );
+        query.push_bind(FACET_ENTRIES);
+        facets.category = Some(query.build_query_as().persistent(false).fetch_all(&mut *connection).await?);
+    }
+    if request.brand {
+        let mut query =
+            QueryBuilder::new(format!("SELECT p.attributes ->> '{BRAND}' AS value, count(*) AS count FROM products p"));
+        push_filter(&mut query, filter, Except { brand: true, ..Except::default() });
+        query.push(format_args!(" AND p.attributes ? '{BRAND}'"));
+        query.push(" GROUP BY 1 ORDER BY count DESC, value LIMIT ").push_bind(FACET_ENTRIES);
+        facets.brand = Some(query.build_query_as().persistent(false).fetch_all(&mut *connection).await?);
+    }
+    if request.price {
+        let bounds: Vec<Decimal> = PRICE_BOUNDS.iter().map(|bound| Decimal::from(*bound)).collect();
+        let mut query = QueryBuilder::new("SELECT width_bucket(p.price, ");
+        query.push_bind(&bounds).push("::numeric[]) AS bucket, count(*) AS count FROM products p");
+        push_filter(&mut query, filter, Except { price: true, ..Except::default() });
+        query.push(" GROUP BY bucket ORDER BY bucket");
+        let rows: Vec<(i32, i64)> = query.build_query_as().persistent(false).fetch_all(&mut *connection).await?;
+        facets.price = Some(
+            rows.into_iter()
+                .map(|(bucket, count)| {
+                    let bucket = bucket.max(0) as usize;
+                    PriceRangeCount {
+                        min: if bucket == 0 { Decimal::ZERO } else { bounds[bucket - 1] },
+                        max: bounds.get(bucket).copied(),
+                        count,
+                    }
+                })
+                .collect(),
+        );
+    }
+    Ok(facets)
+}
+
+/// `FROM` what: the table, or for a frozen page the products as they were at `frozen_at` (rows
+/// unchanged since as they are; those changed since as their history had them then; those
+/// created since not at all).
+fn push_source(query: &mut QueryBuilder<'_, Postgres>, frozen: Option<DateTime<Utc>>) {
+    let Some(at) = frozen else {
+        query.push("products p");
+        return;
+    };
+    query.push(format_args!(
+        "(SELECT {SOURCE_COLUMNS}, search_document, search_text FROM products WHERE updated_at <= "
+    ));
+    query.push_bind(at);
+    query.push(format_args!(
+        " UNION ALL
+          SELECT {past}, product_search_document(past.name, past.sku, past.attributes, past.description),
+                 product_search_text(past.name, past.sku, past.attributes)
+            FROM products changed
+           CROSS JOIN LATERAL (SELECT h.state FROM product_history h
+                                WHERE h.product_id = changed.id AND h.at <= ",
+        past = SOURCE_COLUMNS.split(", ").map(|column| format!("past.{column}")).collect::<Vec<_>>().join(", "),
+    ));
+    query.push_bind(at);
+    query.push(
+        " ORDER BY h.at DESC, h.version DESC LIMIT 1) history
+           CROSS JOIN LATERAL jsonb_populate_record(NULL::products, history.state) past
+           WHERE changed.updated_at > ",
+    );
+    query.push_bind(at);
+    query.push(" AND changed.updated_at > changed.created_at AND changed.created_at <= ");
+    query.push_bind(at);
+    query.push(" AND NOT changed.deleted) p");
+}
+
+fn push_filter(query: &mut QueryBuilder<'_, Postgres>, filter: &Filter, except: Except) {
+    query.push(" WHERE NOT p.deleted");
+    if let Some(statuses) = &filter.statuses {
+        let statuses: Vec<&str> = statuses.iter().map(ProductStatus::as_str).collect();
+        query.push(" AND p.status = ANY(").push_bind(statuses).push(")");
+    }
+    if let Some(text) = &filter.text {
+        match (&text.tsquery, text.fuzzy) {
+            (_, true) => {
+                query.push(" AND p.search_text %> ").push_bind(text.raw.clone());
+            }
+            (Some(tsquery), false) => {
+                query.push(" AND p.search_document @@ ").push_bind(tsquery.clone()).push("::tsquery");
+            }
+            (None, false) => {
+                query.push(" AND false");
+            }
+        }
+    }
+    if let (Some(categories), false) = (&filter.categories, except.category) {
+        query.push(" AND p.category_ids && ").push_bind(categories.clone()).push("::uuid[]");
+    }
+    if let Some(currency) = &filter.currency {
+        query.push(" AND p.currency = ").push_bind(currency.clone());
+    }
+    if !except.price {
+        if let Some(min) = filter.price_min {
+            query.push(" AND p.price >= ").push_bind(min);
+        }
+        if let Some(max) = filter.price_max {
+            query.push(" AND p.price <= ").push_bind(max);
+        }
+    }
+    match filter.in_stock {
+        Some(true) => {
+            query.push(" AND p.on_hand > 0");
+        }
+        Some(false) => {
+            query.push(" AND p.on_hand = 0");
+        }
+        None => {}
+    }
+    for (key, values) in &filter.attributes {
+        if except.brand && key == BRAND {
+            continue;
+        }
+        // One containment test per value: each can use the attributes index.
+        query.push(" AND (");
+        for (i, value) in values.iter().enumerate() {
+            if i > 0 {
+                query.push(" OR ");
+            }
+            query.push("p.attributes @> ").push_bind(serde_json::json!({ key: value }));
+        }
+        query.push(")");
+    }
+}
+
+/// The expression `sort` orders by.
+fn push_sort_key(query: &mut QueryBuilder<'_, Postgres>, filter: &Filter, sort: Sort) {
+    match (sort, &filter.text) {
+        (Sort::Relevance, Some(text)) if text.fuzzy => {
+            query.push("word_similarity(").push_bind(text.raw.clone()).push(", p.search_text)");
+        }
+        (Sort::Relevance, Some(text)) => {
+            query.push("ts_rank(p.search_document, ").push_bind(text.tsquery.clone()).push("::tsquery)");
+        }
+        (Sort::Price | Sort::PriceDesc, _) => {
+            query.push("p.price");
+        }
+        (Sort::Name | Sort::NameDesc, _) => {
+            query.push("p.name");
+        }
+        (Sort::Updated | Sort::UpdatedDesc, _) => {
+            query.push("p.updated_at");
+        }
+        (Sort::Created | Sort::CreatedDesc | Sort::Relevance, _) => {
+            query.push("p.created_at");
+        }
+    }
+}
+
+/// Rows after `position` in `sort` order.
+fn push_after(
+    query: &mut QueryBuilder<'_, Postgres>,
+    filter: &Filter,
+    sort: Sort,
+    position: &Position,
+) -> Result<(), sqlx::Error> {
+    query.push(" AND (");
+    push_sort_key(query, filter, sort);
+    query.push(", p.id) ").push(if sort.descending() { "<" } else { ">" }).push(" (");
+    match (&position.key, sort) {
+        (SortKey::Rank(rank), Sort::Relevance) => {
+            query.push_bind(*rank).push("::real");
+        }
+        (SortKey::Price(price), Sort::Price | Sort::PriceDesc) => {
+            query.push_bind(*price).push("::numeric");
+        }
+        (SortKey::Name(name), Sort::Name | Sort::NameDesc) => {
+            query.push_bind(name.clone()).push("::text");
+        }
+        (SortKey::At(at), Sort::Created | Sort::CreatedDesc | Sort::Updated | Sort::UpdatedDesc) => {
+            query.push_bind(*at).push("::timestamptz");
+        }
+        (key, sort) => {
+            return Err(sqlx::Error::Protocol(format!(
+                "a {key:?} position cannot continue a {} listing",
+                sort.as_str()
+            )))
+        }
+    }
+    query.push(", ").push_bind(position.id).push("::uuid))");
+    Ok(())
+}
+
+fn sort_key(row: &PgRow, sort: Sort) -> Result<SortKey, sqlx::Error> {
+    Ok(match sort {
+        Sort::Relevance => SortKey::Rank(row.try_get("sort_key")?),
+        Sort::Price | Sort::PriceDesc => SortKey::Price(row.try_get("sort_key")?),
+        Sort::Name | Sort::NameDesc => SortKey::Name(row.try_get("sort_key")?),
+        Sort::Created | Sort::CreatedDesc | Sort::Updated | Sort::UpdatedDesc => SortKey::At(row.try_get("sort_key")?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sorts_have_one_name_each() {
+        for sort in Sort::ALL {
+            assert_eq!(Sort::parse(sort.as_str()), Some(sort));
+        }
+        assert_eq!(Sort::parse("PRICE"), None);
+        assert_eq!(Sort::parse(""), None);
+    }
+
+    #[test]
+    fn price_ranges_are_increasing() {
+        assert!(PRICE_BOUNDS.windows(2).all(|pair| pair[0] < pair[1]));
+    }
+}

@@ -1,0 +1,52 @@
+-- Search and listing (issue 16): full-text search with prefixes, typo tolerance, filters, sorts,
+-- keyset pagination and facets over the products read model.
+--
+-- Both search columns are GENERATED from the columns the projector already writes, so the
+-- projector, `catalogctl rebuild` (whose shadow table is `LIKE products INCLUDING ALL`: generated
+-- expressions and indexes come along) and `verify` need no change. Index names follow the names
+-- Postgres gives a `LIKE` copy's indexes (`<table>_<columns>_idx`), so a rebuild's rename by prefix
+-- gives every index back exactly this name.
+
+CREATE EXTENSION IF NOT EXISTS pg_trgm;
+
+-- What full-text search matches: name and SKU (weight A), attribute values (B), description (C).
+-- Each text is indexed twice: stemmed (`english`: "machines" finds "machine") and as written
+-- (`simple`: the prefix "runni" finds "running", whose stem is "run"; stop words stay findable).
+-- IMMUTABLE, as a generated column requires: the configurations are named, never the session's.
+CREATE FUNCTION product_search_document(name text, sku text, attributes jsonb, description text)
+    RETURNS tsvector
+    LANGUAGE sql
+    IMMUTABLE
+    PARALLEL SAFE
+RETURN setweight(to_tsvector('english'::regconfig, name) || to_tsvector('simple'::regconfig, name), 'A')
+    || setweight(to_tsvector('simple'::regconfig, coalesce(sku, '')), 'A')
+    || setweight(jsonb_to_tsvector('english'::regconfig, attributes, '["string"]')
+                     || jsonb_to_tsvector('simple'::regconfig, attributes, '["string"]'), 'B')
+    || setweight(to_tsvector('english'::regconfig, description) || to_tsvector('simple'::regconfig, description),
+                 'C');
+
+-- What typo-tolerant search compares, by trigrams: name, SKU and brand.
+CREATE FUNCTION product_search_text(name text, sku text, attributes jsonb)
+    RETURNS text
+    LANGUAGE sql
+    IMMUTABLE
+    PARALLEL SAFE
+RETURN lower(concat_ws(' ', name, sku, attributes ->> 'brand'));
+
+ALTER TABLE products
+    ADD COLUMN search_document tsvector
+        GENERATED ALWAYS AS (product_search_document(name, sku, attributes, description)) STORED,
+    ADD COLUMN search_text     text
+        GENERATED ALWAYS AS (product_search_text(name, sku, attributes)) STORED;
+
+-- `q`: words and prefixes, and trigram similarity when the words as typed match nothing.
+CREATE INDEX products_search_document_idx ON products USING gin (search_document) WHERE NOT deleted;
+CREATE INDEX products_search_text_idx ON products USING gin (search_text gin_trgm_ops) WHERE NOT deleted;
+-- `attr.<key>=<value>` (containment, `@>`).
+CREATE INDEX products_attributes_idx ON products USING gin (attributes jsonb_path_ops) WHERE NOT deleted;
+-- The sorts and their keyset pages (`created` has `products_created_at_id_idx` already); the id
+-- breaks ties, so each order is total. Shoppers' `status = 'published'` is a filter on these:
+-- almost every product is published, and admins list every status with the same indexes.
+CREATE INDEX products_price_id_idx ON products (price, id) WHERE NOT deleted;
+CREATE INDEX products_name_id_idx ON products (name, id) WHERE NOT deleted;
+CREATE INDEX products_updated_at_id_idx ON products (updated_at, id) WHERE NOT deleted;
