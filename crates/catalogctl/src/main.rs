@@ -5,6 +5,7 @@
 //!
 //! # Layout
 //! - [`users`]: `user create` (bootstrap an admin).
+//! - [`import`]: `import FILE` (products from NDJSON or CSV, upserted by SKU).
 //! - [`events`]: `events` (JSON lines) and `replay` (republish to Kafka).
 //! - [`read_models`]: `rebuild` (shadow tables, atomic swap, progress bar) and `verify`.
 //! - [`status`]: where the pipeline stands.
@@ -12,6 +13,7 @@
 
 mod dead_letters;
 mod events;
+mod import;
 mod read_models;
 mod status;
 mod users;
@@ -82,6 +84,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Import products from an NDJSON or CSV file, upserted by SKU (as `POST
+    /// /api/v1/products/import`, without its line limit); failed lines go to a report file and
+    /// make the exit code 1.
+    Import(import::ImportArgs),
     /// Dead letters: events the projector could not apply.
     #[command(subcommand)]
     Dlq(dead_letters::DlqCommand),
@@ -114,7 +120,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    cli.currency.apply().map_err(anyhow::Error::msg)?;
+    let default_currency = cli.currency.apply().map_err(anyhow::Error::msg)?;
     let pool = database::pool(&cli.database)?;
     database::ping(&pool).await.map_err(|e| anyhow::anyhow!("cannot reach Postgres: {e}"))?;
     match cli.command {
@@ -131,6 +137,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Status { json } => status::print(&pool, &cli.kafka, &cli.group, json).await?,
         Command::Dlq(command) => dead_letters::run(&cli.kafka, command).await?,
+        Command::Import(args) => return import::run(&pool, default_currency, args).await,
     }
     Ok(ExitCode::SUCCESS)
 }
