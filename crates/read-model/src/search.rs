@@ -215,7 +215,7 @@ struct Except {
 const COLUMNS: &str = "p.id, p.name, p.description, p.price, p.currency, p.sku, p.status, p.category_ids, \
                        p.attributes, p.images, p.on_hand, p.created_at, p.updated_at, p.version, p.deleted";
 
-/// The columns a frozen listing's rows carry: the table's, the search columns included.
+/// The columns of a product's row as it was (see [`Source::AsItWas`]), besides the search columns.
 const SOURCE_COLUMNS: &str = "id, name, description, price, currency, sku, status, category_ids, attributes, \
                               images, on_hand, created_at, updated_at, version, deleted";
 
@@ -295,23 +295,32 @@ pub async fn page(
         Start::After { frozen_at, .. } => *frozen_at,
         Start::Offset(_) => None,
     };
-    let mut query = QueryBuilder::new("SELECT ");
-    query.push(COLUMNS).push(", ");
-    push_sort_key(&mut query, filter, sort);
-    query.push(" AS sort_key, now() AS listed_at FROM ");
-    push_source(&mut query, frozen);
-    push_filter(&mut query, filter, Except::default());
-    if let Start::After { position, .. } = start {
-        push_after(&mut query, filter, sort, position)?;
-    }
-    query.push(" ORDER BY ");
-    push_sort_key(&mut query, filter, sort);
+    let after = match start {
+        Start::After { position, .. } => Some(position),
+        Start::Offset(_) => None,
+    };
     let direction = if sort.descending() { " DESC" } else { "" };
-    query.push(direction).push(", p.id").push(direction);
-    query.push(" LIMIT ").push_bind(limit + 1);
-    if let Start::Offset(offset) = start {
-        query.push(" OFFSET ").push_bind(*offset);
+    let mut query = QueryBuilder::new("SELECT page.*, now() AS listed_at FROM (");
+    match frozen {
+        None => {
+            push_branch(&mut query, filter, sort, limit, after, Source::Now)?;
+            if let Start::Offset(offset) = start {
+                query.push(" OFFSET ").push_bind(*offset);
+            }
+        }
+        Some(at) => {
+            // Each part ordered and limited on its own (so the first can walk an index), then
+            // merged: a `UNION ALL` of filtered subqueries is not flattened by the planner.
+            query.push("SELECT * FROM (");
+            push_branch(&mut query, filter, sort, limit, after, Source::UnchangedSince(at))?;
+            query.push(") unchanged UNION ALL SELECT * FROM (");
+            push_branch(&mut query, filter, sort, limit, after, Source::AsItWas(at))?;
+            query.push(format_args!(") changed ORDER BY sort_key{direction}, id{direction} LIMIT "));
+            query.push_bind(limit + 1);
+        }
     }
+    query.push(") page");
+    query.push(format_args!(" ORDER BY page.sort_key{direction}, page.id{direction}"));
     let rows = query.build().persistent(false).fetch_all(&mut *connection).await?;
 
     let more = rows.len() as i64 > limit;
@@ -324,8 +333,7 @@ pub async fn page(
         (true, Some(row)) => Some(Position { key: sort_key(row, sort)?, id: row.try_get("id")? }),
         _ => None,
     };
-    let mut items: Vec<ProductView> =
-        rows.iter().map(sqlx::FromRow::from_row).collect::<Result<_, sqlx::Error>>()?;
+    let mut items: Vec<ProductView> = rows.iter().map(sqlx::FromRow::from_row).collect::<Result<_, sqlx::Error>>()?;
     if frozen.is_some() {
         // The rows were placed as they were then; serve them as they are now.
         items = current(connection, items, filter).await?;
@@ -443,37 +451,68 @@ pub async fn facets(
     Ok(facets)
 }
 
-/// `FROM` what: the table, or for a frozen page the products as they were at `frozen_at` (rows
-/// unchanged since as they are; those changed since as their history had them then; those
-/// created since not at all).
-fn push_source(query: &mut QueryBuilder<'_, Postgres>, frozen: Option<DateTime<Utc>>) {
-    let Some(at) = frozen else {
-        query.push("products p");
-        return;
-    };
-    query.push(format_args!(
-        "(SELECT {SOURCE_COLUMNS}, search_document, search_text FROM products WHERE updated_at <= "
-    ));
-    query.push_bind(at);
-    query.push(format_args!(
-        " UNION ALL
-          SELECT {past}, product_search_document(past.name, past.sku, past.attributes, past.description),
-                 product_search_text(past.name, past.sku, past.attributes)
-            FROM products changed
-           CROSS JOIN LATERAL (SELECT h.state FROM product_history h
-                                WHERE h.product_id = changed.id AND h.at <= ",
-        past = SOURCE_COLUMNS.split(", ").map(|column| format!("past.{column}")).collect::<Vec<_>>().join(", "),
-    ));
-    query.push_bind(at);
-    query.push(
-        " ORDER BY h.at DESC, h.version DESC LIMIT 1) history
-           CROSS JOIN LATERAL jsonb_populate_record(NULL::products, history.state) past
-           WHERE changed.updated_at > ",
-    );
-    query.push_bind(at);
-    query.push(" AND changed.updated_at > changed.created_at AND changed.created_at <= ");
-    query.push_bind(at);
-    query.push(" AND NOT changed.deleted) p");
+/// Which rows a page's query reads.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    /// The table as it is.
+    Now,
+    /// The rows unchanged since the instant (as they are, which is as they were then).
+    UnchangedSince(DateTime<Utc>),
+    /// The products changed since the instant (but created before it), as their history had
+    /// them then.
+    AsItWas(DateTime<Utc>),
+}
+
+/// `SELECT` the columns and sort key of the rows of `source` that pass `filter` (after
+/// `after`), in `sort` order, one more than `limit` (an `OFFSET` may follow).
+fn push_branch(
+    query: &mut QueryBuilder<'_, Postgres>,
+    filter: &Filter,
+    sort: Sort,
+    limit: i64,
+    after: Option<&Position>,
+    source: Source,
+) -> Result<(), sqlx::Error> {
+    query.push("SELECT ").push(COLUMNS).push(", ");
+    push_sort_key(query, filter, sort);
+    query.push(" AS sort_key FROM ");
+    match source {
+        Source::Now | Source::UnchangedSince(_) => {
+            query.push("products p");
+        }
+        Source::AsItWas(at) => {
+            let past = SOURCE_COLUMNS.split(", ").map(|column| format!("past.{column}")).collect::<Vec<_>>().join(", ");
+            query.push(format_args!(
+                "(SELECT {past}, product_search_document(past.name, past.sku, past.attributes, past.description) \
+                           AS search_document, \
+                         product_search_text(past.name, past.sku, past.attributes) AS search_text \
+                    FROM products changed \
+                   CROSS JOIN LATERAL (SELECT h.state FROM product_history h \
+                                        WHERE h.product_id = changed.id AND h.at <= "
+            ));
+            query.push_bind(at);
+            query.push(
+                " ORDER BY h.at DESC, h.version DESC LIMIT 1) history \
+                   CROSS JOIN LATERAL jsonb_populate_record(NULL::products, history.state) past \
+                   WHERE NOT changed.deleted AND changed.updated_at > changed.created_at AND changed.updated_at > ",
+            );
+            query.push_bind(at);
+            query.push(" AND changed.created_at <= ").push_bind(at).push(") p");
+        }
+    }
+    push_filter(query, filter, Except::default());
+    if let Source::UnchangedSince(at) = source {
+        query.push(" AND p.updated_at <= ").push_bind(at);
+    }
+    if let Some(position) = after {
+        push_after(query, filter, sort, position)?;
+    }
+    let direction = if sort.descending() { " DESC" } else { "" };
+    query.push(" ORDER BY ");
+    push_sort_key(query, filter, sort);
+    query.push(format_args!("{direction}, p.id{direction} LIMIT "));
+    query.push_bind(limit + 1);
+    Ok(())
 }
 
 fn push_filter(query: &mut QueryBuilder<'_, Postgres>, filter: &Filter, except: Except) {
@@ -588,7 +627,7 @@ fn push_after(
             )))
         }
     }
-    query.push(", ").push_bind(position.id).push("::uuid))");
+    query.push(", ").push_bind(position.id).push("::uuid)");
     Ok(())
 }
 

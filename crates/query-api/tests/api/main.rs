@@ -6,6 +6,7 @@ mod categories;
 mod freshness;
 mod helpers;
 mod history;
+mod listing;
 mod openapi;
 mod operations;
 mod products;
