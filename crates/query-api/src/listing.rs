@@ -100,8 +100,11 @@ impl ListRequest {
                     return Err(bad(name, "must name an attribute key: 1 to 40 of a-z, 0-9 and _"));
                 }
                 let chars = value.chars().count();
-                if chars == 0 || chars > MAX_ATTRIBUTE_VALUE_CHARS {
-                    return Err(bad(name, format!("must be 1 to {MAX_ATTRIBUTE_VALUE_CHARS} characters")));
+                if chars == 0 || chars > MAX_ATTRIBUTE_VALUE_CHARS || value.contains('\0') {
+                    return Err(bad(
+                        name,
+                        format!("must be 1 to {MAX_ATTRIBUTE_VALUE_CHARS} characters, none of them NUL"),
+                    ));
                 }
                 match attributes.iter_mut().find(|(known, _)| known == key) {
                     Some((_, values)) if values.contains(value) => {}
@@ -127,6 +130,9 @@ impl ListRequest {
             Some(raw) => {
                 if raw.chars().count() > MAX_QUERY_CHARS {
                     return Err(bad("q", format!("must be at most {MAX_QUERY_CHARS} characters")));
+                }
+                if raw.contains('\0') {
+                    return Err(bad("q", "must not contain NUL characters"));
                 }
                 if raw.split_whitespace().count() > MAX_QUERY_WORDS {
                     return Err(bad("q", format!("must have at most {MAX_QUERY_WORDS} words")));
@@ -374,7 +380,9 @@ impl Cursor {
                 SortKey::Rank(rank)
             }
             Sort::Price | Sort::PriceDesc => SortKey::Price(wire.k.as_str()?.parse().ok()?),
-            Sort::Name | Sort::NameDesc => SortKey::Name(wire.k.as_str()?.to_owned()),
+            Sort::Name | Sort::NameDesc => {
+                SortKey::Name(wire.k.as_str().filter(|name| !name.contains('\0'))?.to_owned())
+            }
             Sort::Created | Sort::CreatedDesc | Sort::Updated | Sort::UpdatedDesc => {
                 SortKey::At(DateTime::parse_from_rfc3339(wire.k.as_str()?).ok()?.with_timezone(&Utc))
             }
@@ -438,6 +446,8 @@ mod tests {
         rejects(&[("sort", "cheapest")], "sort");
         rejects(&[("q", &"a".repeat(201))], "q");
         rejects(&[("q", "a b c d e f g h i j k")], "q");
+        rejects(&[("q", "lamp\0")], "q");
+        rejects(&[("attr.colour", "red\0")], "attr.colour");
         rejects(&[("category", "Not A Slug")], "category");
         rejects(&[("currency", "XXX")], "currency");
         rejects(&[("price_min", "1")], "price_min");

@@ -242,7 +242,7 @@ pub async fn prepare_text(connection: &mut PgConnection, q: &str) -> Result<Text
           SELECT string_agg(
                      '(' || (SELECT string_agg(DISTINCT '''' || replace(replace(form, '\', '\\'), '''', '''''')
                                                         || '''' || CASE WHEN prefix THEN ':*' ELSE '' END, ' | ')
-                               FROM unnest(lexeme || stems) form) || ')',
+                               FROM unnest(lexeme || stems) form WHERE form <> '') || ')',
                      ' & ')
             FROM terms",
     )

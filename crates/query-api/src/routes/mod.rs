@@ -38,8 +38,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 fn document() -> utoipa::openapi::OpenApi {
     use utoipa::OpenApi as _;
 
+    // Described only as a parameter's value type, which utoipa does not collect by itself.
     #[derive(utoipa::OpenApi)]
-    #[openapi(tags(
+    #[openapi(components(schemas(schemas::SortOrder)), tags(
         (name = "products", description = "Products from the read model, cached, with `ETag`, read-your-writes, \
             history and time travel. Shoppers (no token, or a customer's) see published products only; \
             admins see every status"),

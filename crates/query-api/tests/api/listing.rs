@@ -359,6 +359,8 @@ async fn bad_or_hostile_parameters_are_400_naming_the_parameter() {
         ("facets=".to_owned(), "facets"),
         ("offset=10001".to_owned(), "offset"),
         ("limit=101".to_owned(), "limit"),
+        ("q=lamp%00".to_owned(), "q"),
+        ("attr.brand=%00".to_owned(), "attr.brand"),
     ] {
         let response = app.get(&format!("/api/v1/products?{query}")).send().await.unwrap();
         let body = assert_problem(response, 400).await;

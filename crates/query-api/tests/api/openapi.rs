@@ -90,6 +90,43 @@ async fn profiles_and_history_need_the_bearer_scheme_and_products_take_it_option
     assert_eq!(limit["in"], "query");
     assert_eq!(limit["schema"]["minimum"], 1);
     assert_eq!(limit["schema"]["maximum"], 100);
+    // Every listing parameter, each described; `attr.<key>` by its most common key.
+    let listing = spec["paths"]["/api/v1/products"]["get"]["parameters"].as_array().unwrap();
+    let names: BTreeSet<&str> = listing.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        BTreeSet::from([
+            "q",
+            "category",
+            "currency",
+            "price_min",
+            "price_max",
+            "in_stock",
+            "status",
+            "attr.brand",
+            "sort",
+            "facets",
+            "limit",
+            "cursor",
+            "offset"
+        ])
+    );
+    for parameter in listing {
+        assert_eq!(parameter["in"], "query", "{parameter}");
+        assert!(parameter["description"].as_str().is_some_and(|d| d.len() > 20), "{parameter}");
+    }
+    let offset = listing.iter().find(|p| p["name"] == "offset").unwrap();
+    assert_eq!((offset["deprecated"].clone(), offset["schema"]["maximum"].clone()), (json!(true), json!(10000)));
+    let sort = listing.iter().find(|p| p["name"] == "sort").unwrap();
+    let orders = &spec["components"]["schemas"][sort["schema"]["$ref"].as_str().unwrap().rsplit('/').next().unwrap()];
+    assert_eq!(
+        orders["enum"],
+        json!(["relevance", "price", "-price", "name", "-name", "created", "-created", "updated", "-updated"])
+    );
+    let description = spec["paths"]["/api/v1/products"]["get"]["description"].as_str().unwrap();
+    assert!(description.contains("attr.<key>=<value>"), "{description}");
+    let ok = &spec["paths"]["/api/v1/products"]["get"]["responses"]["200"];
+    assert!(ok["headers"]["Link"].is_object(), "the next page's Link header is documented");
 }
 
 /// Real answers of every operation, checked against the schema the document gives for their
@@ -110,6 +147,10 @@ async fn every_answer_matches_its_documented_schema() {
         .await;
     let draft = app.a_product_with(json!({"status": "draft"})).await;
     app.apply(&[product_updated(id, 2, json!({"name": "Desk lamp", "sku": null}))]).await;
+    let lamp = json!({"name": "Espresso lamp", "category_ids": [lighting], "attributes": {"brand": "Lumen"}});
+    app.a_product_with(lamp).await;
+    let (_, first) = app.read("/api/v1/products?limit=1", None).await;
+    let cursor = first["next_cursor"].as_str().expect("a next page").to_owned();
     let (user, customer) = app.a_user("ann", &[], domain::Role::Customer).await;
     let admin = admin_token();
 
@@ -119,6 +160,12 @@ async fn every_answer_matches_its_documented_schema() {
         ("/api/v1/products", "/api/v1/products?status=draft".into(), Some(&admin), 200),
         ("/api/v1/products", "/api/v1/products?status=draft".into(), None, 403),
         ("/api/v1/products", "/api/v1/products?limit=0".into(), None, 400),
+        ("/api/v1/products", "/api/v1/products?limit=1&q=lamp&facets=category,brand,price".into(), None, 200),
+        ("/api/v1/products", "/api/v1/products?limit=1&sort=-price&in_stock=true".into(), Some(&admin), 200),
+        ("/api/v1/products", format!("/api/v1/products?limit=1&cursor={cursor}"), None, 200),
+        ("/api/v1/products", "/api/v1/products?q=espreso&facets=brand".into(), None, 200),
+        ("/api/v1/products", "/api/v1/products?attr.colour=%00".into(), None, 400),
+        ("/api/v1/products", "/api/v1/products?cursor=forged".into(), None, 400),
         ("/api/v1/products", "/api/v1/products".into(), Some("not-a-token"), 401),
         ("/api/v1/products/{id}", product.clone(), None, 200),
         ("/api/v1/products/{id}", format!("{product}?version=1"), None, 200),
@@ -171,6 +218,10 @@ async fn every_answer_matches_its_documented_schema() {
     for name in [
         "Product",
         "Page",
+        "Facets",
+        "CategoryFacet",
+        "ValueFacet",
+        "PriceFacet",
         "CategoryRef",
         "Image",
         "Stock",
