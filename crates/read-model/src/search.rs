@@ -20,6 +20,8 @@
 //! page returns is always the product as it is now; one that was deleted since, or that the
 //! reader may no longer see, is left out.
 
+use std::collections::{HashMap, HashSet};
+
 use chrono::{DateTime, Utc};
 use domain::ProductStatus;
 use rust_decimal::Decimal;
@@ -353,7 +355,7 @@ async fn current(
         .bind(&ids)
         .fetch_all(&mut *connection)
         .await?;
-    let mut now: std::collections::HashMap<Uuid, ProductView> = rows.into_iter().map(|row| (row.id, row)).collect();
+    let mut now: HashMap<Uuid, ProductView> = rows.into_iter().map(|row| (row.id, row)).collect();
     Ok(ids
         .iter()
         .filter_map(|id| now.remove(id))
@@ -372,7 +374,9 @@ pub async fn exists(connection: &mut PgConnection, filter: &Filter) -> Result<bo
 
 /// How many products pass `filter`, counting no further than `cap`.
 pub async fn count(connection: &mut PgConnection, filter: &Filter, cap: i64) -> Result<i64, sqlx::Error> {
-    let mut query = QueryBuilder::new("SELECT count(*) FROM (SELECT 1 FROM products p");
+    // No column is selected: where the index decides every condition, the table's pages that
+    // are all-visible are not even read.
+    let mut query = QueryBuilder::new("SELECT count(*) FROM (SELECT FROM products p");
     push_filter(&mut query, filter, Except::default());
     query.push(" LIMIT ").push_bind(cap).push(") matching");
     query.build_query_scalar().persistent(false).fetch_one(connection).await
@@ -389,54 +393,109 @@ pub async fn estimate(connection: &mut PgConnection, filter: &Filter) -> Result<
 
 /// The facets `request` asks for, each over the products that pass `filter` without the
 /// facet's own part of it (`category` without the category filter, `brand` without
-/// `attr.brand`, `price` without the price bounds).
+/// `attr.brand`, `price` without the price bounds), and how many products pass `filter` when
+/// that came for free.
+///
+/// When the filter has none of those parts, every facet counts the same products: one scan
+/// groups them every way at once (and counts them all, exactly). Otherwise each facet is a
+/// query of its own.
 pub async fn facets(
     connection: &mut PgConnection,
     filter: &Filter,
     request: FacetRequest,
-) -> Result<Facets, sqlx::Error> {
+) -> Result<(Facets, Option<i64>), sqlx::Error> {
+    let bounds: Vec<Decimal> = PRICE_BOUNDS.iter().map(|bound| Decimal::from(*bound)).collect();
+    let own_parts = filter.categories.is_some()
+        || filter.price_min.is_some()
+        || filter.price_max.is_some()
+        || filter.attributes.iter().any(|(key, _)| key == BRAND);
+    let mut sets: Vec<(Vec<Uuid>, i64)> = Vec::new();
+    let mut brands: Vec<ValueCount> = Vec::new();
+    let mut buckets: Vec<(i32, i64)> = Vec::new();
+    let mut total = None;
+    if !own_parts {
+        // A facet not asked for is neither grouped nor selected (a column outside every
+        // grouping set cannot be).
+        let column = |asked: bool, column: &str, null: &str| match asked {
+            true => format!("m.{column}, GROUPING(m.{column}) = 0 AS by_{column}"),
+            false => format!("{null} AS {column}, false AS by_{column}"),
+        };
+        let mut query = QueryBuilder::new(format!(
+            "SELECT {}, {}, {}, count(*) AS n \
+               FROM (SELECT p.category_ids, p.attributes ->> '{BRAND}' AS brand, width_bucket(p.price, ",
+            column(request.category, "category_ids", "NULL::uuid[]"),
+            column(request.brand, "brand", "NULL::text"),
+            column(request.price, "bucket", "NULL::int"),
+        ));
+        query.push_bind(&bounds).push("::numeric[]) AS bucket FROM products p");
+        push_filter(&mut query, filter, Except::default());
+        query.push(") m GROUP BY GROUPING SETS (");
+        for (asked, set) in
+            [(request.category, "(m.category_ids), "), (request.brand, "(m.brand), "), (request.price, "(m.bucket), ")]
+        {
+            if asked {
+                query.push(set);
+            }
+        }
+        query.push("())");
+        let rows = query.build().persistent(false).fetch_all(&mut *connection).await?;
+        for row in rows {
+            let n: i64 = row.try_get("n")?;
+            if row.try_get("by_category_ids")? {
+                sets.push((row.try_get("category_ids")?, n));
+            } else if row.try_get("by_brand")? {
+                if let Some(value) = row.try_get::<Option<String>, _>("brand")? {
+                    brands.push(ValueCount { value, count: n });
+                }
+            } else if row.try_get("by_bucket")? {
+                buckets.push((row.try_get("bucket")?, n));
+            } else {
+                total = Some(n);
+            }
+        }
+    } else {
+        if request.category {
+            let mut query = QueryBuilder::new("SELECT p.category_ids, count(*) FROM products p");
+            push_filter(&mut query, filter, Except { category: true, ..Except::default() });
+            query.push(" GROUP BY p.category_ids");
+            sets = query.build_query_as().persistent(false).fetch_all(&mut *connection).await?;
+        }
+        if request.brand {
+            let mut query = QueryBuilder::new(format!(
+                "SELECT (p.attributes ->> '{BRAND}') COLLATE \"C\" AS value, count(*) AS count FROM products p"
+            ));
+            push_filter(&mut query, filter, Except { brand: true, ..Except::default() });
+            query.push(format_args!(" AND p.attributes ? '{BRAND}' GROUP BY 1 ORDER BY count DESC, value LIMIT "));
+            query.push_bind(FACET_ENTRIES);
+            brands = query.build_query_as().persistent(false).fetch_all(&mut *connection).await?;
+        }
+        if request.price {
+            let mut query = QueryBuilder::new("SELECT width_bucket(p.price, ");
+            query.push_bind(&bounds).push("::numeric[]) AS bucket, count(*) AS count FROM products p");
+            push_filter(&mut query, filter, Except { price: true, ..Except::default() });
+            query.push(" GROUP BY bucket");
+            buckets = query.build_query_as().persistent(false).fetch_all(&mut *connection).await?;
+        }
+    }
+
     let mut facets = Facets::default();
     if request.category {
-        let mut query = QueryBuilder::new(
-            "WITH RECURSIVE tree(id, ancestor, depth) AS (
-                 SELECT id, id, 0 FROM categories WHERE NOT deleted
-                 UNION ALL
-                 SELECT t.id, c.parent_id, t.depth + 1 FROM tree t JOIN categories c ON c.id = t.ancestor
-                  WHERE c.parent_id IS NOT NULL AND t.depth < 32
-             ),
-             sets AS (SELECT p.category_ids, count(*) AS n FROM products p",
-        );
-        push_filter(&mut query, filter, Except { category: true, ..Except::default() });
-        query.push(
-            " AND p.category_ids <> '{}' GROUP BY p.category_ids),
-             pairs AS (SELECT DISTINCT s.category_ids, t.ancestor, s.n
-                         FROM sets s CROSS JOIN LATERAL unnest(s.category_ids) AS u(id) JOIN tree t ON t.id = u.id)
-             SELECT c.id, c.name, sum(pairs.n)::bigint AS count
-               FROM pairs JOIN categories c ON c.id = pairs.ancestor AND NOT c.deleted
-              GROUP BY c.id, c.name
-              ORDER BY count DESC, c.name, c.id
-              LIMIT ",
-        );
-        query.push_bind(FACET_ENTRIES);
-        facets.category = Some(query.build_query_as().persistent(false).fetch_all(&mut *connection).await?);
+        let live: Vec<(Uuid, String, Option<Uuid>)> =
+            sqlx::query_as("SELECT id, name, parent_id FROM categories WHERE NOT deleted")
+                .fetch_all(&mut *connection)
+                .await?;
+        facets.category = Some(roll_up(&sets, &live));
     }
     if request.brand {
-        let mut query =
-            QueryBuilder::new(format!("SELECT p.attributes ->> '{BRAND}' AS value, count(*) AS count FROM products p"));
-        push_filter(&mut query, filter, Except { brand: true, ..Except::default() });
-        query.push(format_args!(" AND p.attributes ? '{BRAND}'"));
-        query.push(" GROUP BY 1 ORDER BY count DESC, value LIMIT ").push_bind(FACET_ENTRIES);
-        facets.brand = Some(query.build_query_as().persistent(false).fetch_all(&mut *connection).await?);
+        brands.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
+        brands.truncate(FACET_ENTRIES as usize);
+        facets.brand = Some(brands);
     }
     if request.price {
-        let bounds: Vec<Decimal> = PRICE_BOUNDS.iter().map(|bound| Decimal::from(*bound)).collect();
-        let mut query = QueryBuilder::new("SELECT width_bucket(p.price, ");
-        query.push_bind(&bounds).push("::numeric[]) AS bucket, count(*) AS count FROM products p");
-        push_filter(&mut query, filter, Except { price: true, ..Except::default() });
-        query.push(" GROUP BY bucket ORDER BY bucket");
-        let rows: Vec<(i32, i64)> = query.build_query_as().persistent(false).fetch_all(&mut *connection).await?;
+        buckets.sort_unstable();
         facets.price = Some(
-            rows.into_iter()
+            buckets
+                .into_iter()
                 .map(|(bucket, count)| {
                     let bucket = bucket.max(0) as usize;
                     PriceRangeCount {
@@ -448,7 +507,36 @@ pub async fn facets(
                 .collect(),
         );
     }
-    Ok(facets)
+    Ok((facets, total))
+}
+
+/// Products per category, each counted once in every live category it is listed in or below:
+/// `sets` are the products' category lists with how many products have each; `live` the live
+/// categories (id, name, parent). Most first, then by name and id; at most [`FACET_ENTRIES`].
+fn roll_up(sets: &[(Vec<Uuid>, i64)], live: &[(Uuid, String, Option<Uuid>)]) -> Vec<CategoryCount> {
+    let by_id: HashMap<Uuid, (&str, Option<Uuid>)> =
+        live.iter().map(|(id, name, parent)| (*id, (name.as_str(), *parent))).collect();
+    let mut counts: HashMap<Uuid, i64> = HashMap::new();
+    let mut seen: HashSet<Uuid> = HashSet::new();
+    for (categories, n) in sets {
+        seen.clear();
+        for category in categories {
+            let mut at = Some(*category);
+            // Bounded: a transient cycle between two projections must not loop.
+            for _ in 0..32 {
+                let Some(id) = at.filter(|id| by_id.contains_key(id) && seen.insert(*id)) else {
+                    break;
+                };
+                *counts.entry(id).or_default() += n;
+                at = by_id[&id].1;
+            }
+        }
+    }
+    let mut entries: Vec<CategoryCount> =
+        counts.into_iter().map(|(id, count)| CategoryCount { id, name: by_id[&id].0.to_owned(), count }).collect();
+    entries.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name)).then_with(|| a.id.cmp(&b.id)));
+    entries.truncate(FACET_ENTRIES as usize);
+    entries
 }
 
 /// Which rows a page's query reads.
@@ -651,6 +739,28 @@ mod tests {
         }
         assert_eq!(Sort::parse("PRICE"), None);
         assert_eq!(Sort::parse(""), None);
+    }
+
+    #[test]
+    fn a_product_counts_once_in_each_category_it_is_in_or_below() {
+        let [home, lighting, desk, kitchen, gone] = [1, 2, 3, 4, 5].map(Uuid::from_u128);
+        let live = vec![
+            (home, "Home".to_owned(), None),
+            (lighting, "Lighting".to_owned(), Some(home)),
+            (desk, "Desk".to_owned(), Some(lighting)),
+            (kitchen, "Kitchen".to_owned(), None),
+        ];
+        let sets = vec![(vec![desk, lighting], 2), (vec![kitchen, gone], 1), (vec![], 7), (vec![desk], 1)];
+        let counted: Vec<(String, i64)> =
+            roll_up(&sets, &live).into_iter().map(|entry| (entry.name, entry.count)).collect();
+        assert_eq!(
+            counted,
+            [("Desk".into(), 3), ("Home".into(), 3), ("Lighting".into(), 3), ("Kitchen".into(), 1)],
+            "most first, then by name; deleted categories left out"
+        );
+        // A cycle (two categories projected at different times) ends.
+        let cycle = vec![(home, "Home".to_owned(), Some(lighting)), (lighting, "Lighting".to_owned(), Some(home))];
+        assert_eq!(roll_up(&[(vec![home], 1)], &cycle).len(), 2);
     }
 
     #[test]

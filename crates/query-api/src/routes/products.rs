@@ -67,11 +67,12 @@ pub struct Page {
     /// The `offset` asked for (deprecated), 0 otherwise.
     #[schema(minimum = 0, maximum = 10000)]
     offset: i64,
-    /// How many products match in all (not only this page): exact up to 10,000, an estimate
-    /// beyond (`total_is_estimate`).
+    /// How many products match in all (not only this page): exact when at most 10,000 do;
+    /// beyond, the query planner's estimate (`total_is_estimate`), unless facets without
+    /// filters of their own counted every match anyway.
     #[schema(minimum = 0)]
     total: i64,
-    /// `total` is the query planner's estimate: more than 10,000 products match.
+    /// `total` is the query planner's estimate (more than 10,000 products match).
     total_is_estimate: bool,
     /// The facets asked for with `?facets=`; `null` when none were.
     #[schema(required = true)]
@@ -179,7 +180,7 @@ impl From<search::Facets> for Facets {
 /// appear in a new listing). `offset` (at most 10,000) still works but is deprecated.
 ///
 /// **Totals and facets**: `total` is exact up to 10,000 matches, an estimate beyond
-/// (`total_is_estimate`). `facets=category,brand,price` adds counts for the query and filters,
+/// (`total_is_estimate`; facets without filters of their own count exactly anyway). `facets=category,brand,price` adds counts for the query and filters,
 /// each facet ignoring its own filter.
 #[utoipa::path(
     get,
@@ -254,14 +255,19 @@ pub async fn list(
         }
         page = search::page(&mut transaction, &filter, request.sort, request.limit, &start).await?;
     }
-    let (total, total_is_estimate) = match (&request.cursor, &page.next) {
-        // Nothing follows this first or offset page: the count is in hand.
-        (None, None) if !page.items.is_empty() || offset == 0 => (offset + page.items.len() as i64, false),
-        _ => total(&mut transaction, &filter, state.exact_total_limit).await?,
+    let (facets, counted) = match request.facets == FacetRequest::default() {
+        true => (None, None),
+        false => {
+            let (facets, counted) = search::facets(&mut transaction, &filter, request.facets).await?;
+            (Some(Facets::from(facets)), counted)
+        }
     };
-    let facets = match request.facets == FacetRequest::default() {
-        true => None,
-        false => Some(Facets::from(search::facets(&mut transaction, &filter, request.facets).await?)),
+    let (total, total_is_estimate) = match (&request.cursor, &page.next, counted) {
+        // The facets counted every match.
+        (_, _, Some(counted)) => (counted, false),
+        // Nothing follows this first or offset page: the count is in hand.
+        (None, None, None) if !page.items.is_empty() || offset == 0 => (offset + page.items.len() as i64, false),
+        _ => total(&mut transaction, &filter, state.exact_total_limit).await?,
     };
     transaction.commit().await?;
 
