@@ -280,6 +280,90 @@ pub async fn category_and_descendants(
     Ok(ids)
 }
 
+/// With no search text, a planner estimate this many times the exact-total limit is trusted to
+/// be above it (and is the total) without counting; never below [`TRUSTED_ESTIMATE_FLOOR`].
+pub const TRUSTED_ESTIMATE_FACTOR: i64 = 10;
+pub const TRUSTED_ESTIMATE_FLOOR: i64 = 100_000;
+
+/// A listing's page with its total and facets, from one snapshot (see [`list`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listing {
+    pub page: Page,
+    /// How many products pass the filter: exact up to the exact-total limit (or whenever facets
+    /// counted them all), otherwise the planner's estimate.
+    pub total: i64,
+    pub total_is_estimate: bool,
+    pub facets: Option<Facets>,
+    /// The text search went fuzzy (its words matched nothing): the cursor must say so.
+    pub fuzzy: bool,
+}
+
+/// Everything `GET /api/v1/products` reads, in the order it reads it: the page; a text search
+/// whose words match nothing on a first or offset page goes fuzzy and is read again; the
+/// facets when asked for; and the total, counted up to `exact_total_limit` (no count when the
+/// page holds every match, when the facets counted them, or when, without a text, the planner
+/// expects far more), else estimated. Run it in a REPEATABLE READ transaction so that all of it
+/// agrees.
+pub async fn list(
+    connection: &mut PgConnection,
+    mut filter: Filter,
+    sort: Sort,
+    limit: i64,
+    start: &Start,
+    facet_request: FacetRequest,
+    exact_total_limit: i64,
+) -> Result<Listing, sqlx::Error> {
+    let mut page = self::page(connection, &filter, sort, limit, start).await?;
+    if let (Some(text), Start::Offset(offset)) = (&filter.text, start) {
+        if !text.fuzzy && page.items.is_empty() && (*offset == 0 || !exists(connection, &filter).await?) {
+            if let Some(text) = &mut filter.text {
+                text.fuzzy = true;
+            }
+            page = self::page(connection, &filter, sort, limit, start).await?;
+        }
+    }
+    let (facets, counted) = match facet_request == FacetRequest::default() {
+        true => (None, None),
+        false => {
+            let (facets, counted) = self::facets(connection, &filter, facet_request).await?;
+            (Some(facets), counted)
+        }
+    };
+    let (total, total_is_estimate) = match (start, &page.next, counted) {
+        (_, _, Some(counted)) => (counted, false),
+        // Nothing follows this first or offset page: the count is in hand.
+        (Start::Offset(offset), None, None) if !page.items.is_empty() || *offset == 0 => {
+            (offset + page.items.len() as i64, false)
+        }
+        _ => total(connection, &filter, exact_total_limit).await?,
+    };
+    let fuzzy = filter.text.as_ref().is_some_and(|text| text.fuzzy);
+    Ok(Listing { page, total, total_is_estimate, facets, fuzzy })
+}
+
+/// The total and whether it is an estimate: products are counted up to `limit`; beyond, the
+/// planner's estimate answers (at least `limit + 1`). Without a search text, an estimate far
+/// above the limit is trusted without counting.
+async fn total(connection: &mut PgConnection, filter: &Filter, limit: i64) -> Result<(i64, bool), sqlx::Error> {
+    let mut estimated = None;
+    if filter.text.is_none() {
+        let planned = estimate(connection, filter).await?;
+        if planned >= (limit.saturating_mul(TRUSTED_ESTIMATE_FACTOR)).max(TRUSTED_ESTIMATE_FLOOR) {
+            return Ok((planned, true));
+        }
+        estimated = Some(planned);
+    }
+    let counted = count(connection, filter, limit + 1).await?;
+    if counted <= limit {
+        return Ok((counted, false));
+    }
+    let planned = match estimated {
+        Some(planned) => planned,
+        None => estimate(connection, filter).await?,
+    };
+    Ok((planned.max(limit + 1), true))
+}
+
 /// Products that pass `filter`, in `sort` order: `limit` rows from `start`. Sorting by
 /// relevance without a text sorts by creation.
 pub async fn page(

@@ -23,9 +23,8 @@ use http_api::principal::Principal;
 use http_api::problem::ApiError;
 use read_model::history;
 use read_model::products;
-use read_model::search::{self, FacetRequest, Filter, Start};
+use read_model::search::{self, Filter, Start};
 use serde::Serialize;
-use sqlx::PgConnection;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -39,11 +38,6 @@ use crate::views::{self, HistoryItem, Product};
 /// `read_model::search`); an older cursor continues from its position over the products as
 /// they are now.
 const FREEZE_FOR: chrono::TimeDelta = chrono::TimeDelta::minutes(15);
-/// With no search text, a planner estimate this many times the exact-total limit is trusted to
-/// be above it (and is the answer) without counting; never below this many products.
-const TRUSTED_ESTIMATE_FACTOR: i64 = 10;
-const TRUSTED_ESTIMATE_FLOOR: i64 = 100_000;
-
 /// One page of products.
 #[derive(Serialize, ToSchema)]
 #[schema(example = json!({
@@ -246,71 +240,39 @@ pub async fn list(
         },
         None => Start::Offset(offset),
     };
-    let mut page = search::page(&mut transaction, &filter, request.sort, request.limit, &start).await?;
-    // Words that match nothing (with these filters): tolerate typos instead.
-    let strict = filter.text.as_ref().is_some_and(|text| !text.fuzzy) && request.cursor.is_none();
-    if strict && page.items.is_empty() && (offset == 0 || !search::exists(&mut transaction, &filter).await?) {
-        if let Some(text) = &mut filter.text {
-            text.fuzzy = true;
-        }
-        page = search::page(&mut transaction, &filter, request.sort, request.limit, &start).await?;
-    }
-    let (facets, counted) = match request.facets == FacetRequest::default() {
-        true => (None, None),
-        false => {
-            let (facets, counted) = search::facets(&mut transaction, &filter, request.facets).await?;
-            (Some(Facets::from(facets)), counted)
-        }
-    };
-    let (total, total_is_estimate) = match (&request.cursor, &page.next, counted) {
-        // The facets counted every match.
-        (_, _, Some(counted)) => (counted, false),
-        // Nothing follows this first or offset page: the count is in hand.
-        (None, None, None) if !page.items.is_empty() || offset == 0 => (offset + page.items.len() as i64, false),
-        _ => total(&mut transaction, &filter, state.exact_total_limit).await?,
-    };
+    let listing = search::list(
+        &mut transaction,
+        filter,
+        request.sort,
+        request.limit,
+        &start,
+        request.facets,
+        state.exact_total_limit,
+    )
+    .await?;
     transaction.commit().await?;
 
+    let page = listing.page;
     let next_cursor = page.next.map(|position| {
-        Cursor {
-            position,
-            frozen_at: page.frozen_at,
-            fuzzy: filter.text.as_ref().is_some_and(|text| text.fuzzy),
-            fingerprint: request.fingerprint(),
-        }
-        .encode(request.sort)
+        Cursor { position, frozen_at: page.frozen_at, fuzzy: listing.fuzzy, fingerprint: request.fingerprint() }
+            .encode(request.sort)
     });
     // Category names as they are now: a rename committed since is no reason to fail the page.
     let items = views::products(&state.pool, page.items).await?;
     let link = next_cursor.as_deref().map(|cursor| next_link(&pairs, cursor));
-    let body = Json(Page { items, next_cursor, limit: request.limit, offset, total, total_is_estimate, facets });
+    let body = Json(Page {
+        items,
+        next_cursor,
+        limit: request.limit,
+        offset,
+        total: listing.total,
+        total_is_estimate: listing.total_is_estimate,
+        facets: listing.facets.map(Facets::from),
+    });
     Ok(match link.and_then(|link| HeaderValue::from_str(&link).ok()) {
         Some(link) => ([(header::LINK, link)], body).into_response(),
         None => body.into_response(),
     })
-}
-
-/// `total` and whether it is an estimate: products are counted up to `limit`; beyond, the
-/// planner's estimate answers (at least `limit + 1`). Without a search text, an estimate far
-/// above the limit is trusted without counting.
-async fn total(connection: &mut PgConnection, filter: &Filter, limit: i64) -> Result<(i64, bool), ApiError> {
-    let mut estimate = None;
-    if filter.text.is_none() {
-        let planned = search::estimate(connection, filter).await?;
-        if planned >= (limit * TRUSTED_ESTIMATE_FACTOR).max(TRUSTED_ESTIMATE_FLOOR) {
-            return Ok((planned, true));
-        }
-        estimate = Some(planned);
-    }
-    let counted = search::count(connection, filter, limit + 1).await?;
-    if counted <= limit {
-        return Ok((counted, false));
-    }
-    let planned = match estimate {
-        Some(planned) => planned,
-        None => search::estimate(connection, filter).await?,
-    };
-    Ok((planned.max(limit + 1), true))
 }
 
 /// The URL of the next page: this request's parameters, without `offset` and `cursor`, with
