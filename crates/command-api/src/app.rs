@@ -59,7 +59,7 @@ pub struct Settings {
     pub login_attempts_per_client: NonZeroU32,
 
     /// Product imports (`POST /api/v1/products/import`) running at once; one more is answered
-    /// 503 with `Retry-After`.
+    /// 503 with `Retry-After` (0 turns imports off).
     #[arg(long, env = "IMPORT_MAX_RUNNING", default_value_t = 2)]
     pub import_max_running: usize,
 

@@ -15,6 +15,8 @@
 //!   rolls back the others; its result says why it failed, as the API's field violations.
 //!   Lines with the same SKU are applied in file order; others run [`DEFAULT_CONCURRENCY`] at a
 //!   time, and results come back in line order.
+//! - **An unreachable database** ends the import at the first line that met it (its error code
+//!   is `service-unavailable`): the file can be imported again once the database is back.
 //! - **Limits** ([`Limits`]): the caller decides how many lines one import takes
 //!   ([`MAX_LINES`] over HTTP); the line after the last one allowed ends the results with an error
 //!   record (`too_many_lines`) and is not read.
@@ -59,6 +61,9 @@ pub const DEFAULT_CONCURRENCY: usize = 8;
 
 /// What separates the slugs of `category_slugs` and the URLs of `images` in a CSV cell.
 pub const CSV_LIST_SEPARATOR: char = '|';
+
+/// The error code of a line the event store could not be reached for (the problem kind of a 503).
+const STORE_UNAVAILABLE: &str = "service-unavailable";
 
 /// Lines with the same SKU are applied one after the other, in file order: each waits for the
 /// previous line whose SKU falls in the same of this many slots.
@@ -279,7 +284,15 @@ impl Importer {
                 }
             }
         };
-        Ok(source.map(work).buffered(self.concurrency).boxed())
+        // A database that cannot be reached fails every line alike, each after waiting for a
+        // connection: the import ends with the first such line instead.
+        let results = source.map(work).buffered(self.concurrency).scan(false, |ended, result| {
+            let first_outage = !*ended && result.errors.iter().any(|e| e.code == STORE_UNAVAILABLE);
+            let next = (!*ended).then_some(result);
+            *ended |= first_outage;
+            future::ready(next)
+        });
+        Ok(results.boxed())
     }
 }
 

@@ -7,7 +7,7 @@ use domain::ProductStatus;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{assert_problem, spawn_app, TestApp};
+use crate::helpers::{assert_problem, spawn_app, spawn_app_with, spawn_app_without_database, TestApp, TEST_JWT_SECRET};
 
 const NDJSON: &str = "application/x-ndjson";
 const CSV: &str = "text/csv";
@@ -329,5 +329,32 @@ async fn only_admins_import() {
     assert_problem(app.import(&customer, NDJSON, body.clone()).await, 403).await;
     // Refused before the content type is looked at.
     assert_problem(app.import(&customer, "text/plain", body).await, 403).await;
+    assert_eq!(app.product_count().await, 0);
+}
+
+/// With Postgres unreachable, an import ends at the first line that met the outage (every line
+/// would wait for a connection and fail alike): 200 and one error result, then the end.
+#[tokio::test]
+async fn an_unreachable_database_ends_the_import_at_its_first_line() {
+    let server = spawn_app_without_database().await;
+    let now = jsonwebtoken::get_current_timestamp();
+    let claims = json!({"sub": uuid::Uuid::new_v4(), "role": "admin", "iss": "catalog", "iat": now, "exp": now + 600});
+    let key = jsonwebtoken::EncodingKey::from_secret(TEST_JWT_SECRET.as_bytes());
+    let token = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap();
+    let lines: Vec<Value> = (0..50).map(|i| json!({"sku": format!("S-{i}"), "name": "x", "price": 1})).collect();
+    let request = server.post("/api/v1/products/import").bearer_auth(token).header("content-type", NDJSON);
+    let results = results(request.body(ndjson(&lines)).send().await.unwrap()).await;
+    assert_eq!(outcomes(&results), [(1, "error")]);
+    assert_eq!(errors(&results[0]), ["body/service-unavailable"]);
+}
+
+/// Imports beyond `IMPORT_MAX_RUNNING` are 503 with `Retry-After` (0 turns imports off).
+#[tokio::test]
+async fn imports_beyond_the_running_limit_are_503() {
+    let app = spawn_app_with(&["--import-max-running", "0"]).await;
+    let token = app.admin_token().await;
+    let response = app.import(&token, NDJSON, ndjson(&[json!({"sku": "A", "name": "A", "price": 1})])).await;
+    assert!(response.headers().contains_key("retry-after"));
+    assert_problem(response, 503).await;
     assert_eq!(app.product_count().await, 0);
 }
