@@ -122,11 +122,16 @@ async fn verify_names_a_row_changed_by_hand_and_rebuild_repairs_it() {
             "products_category_ids_idx",
             "products_changed",
             "products_created_at_id_idx",
+            "products_name_id_idx",
             "products_on_hand_check",
             "products_pkey",
             "products_pkey",
+            "products_price_id_idx",
+            "products_search_document_status_attributes_category_idx",
+            "products_search_text_idx",
             "products_status_check",
             "products_status_created_at_id_idx",
+            "products_updated_at_id_idx",
             "products_version_check",
         ]
     );
