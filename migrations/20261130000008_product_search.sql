@@ -57,3 +57,6 @@ CREATE INDEX products_search_text_idx ON products USING gin (search_text gin_trg
 CREATE INDEX products_price_id_idx ON products (price, id) WHERE NOT deleted;
 CREATE INDEX products_name_id_idx ON products (name, id) WHERE NOT deleted;
 CREATE INDEX products_updated_at_id_idx ON products (updated_at, id) WHERE NOT deleted;
+-- Cursor pages place products changed since the first page as they were then: those are found
+-- here, among products changed after their creation only (an import's new products are not).
+CREATE INDEX products_updated_at_idx ON products (updated_at) WHERE NOT deleted AND updated_at > created_at;

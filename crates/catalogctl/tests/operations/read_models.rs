@@ -132,6 +132,7 @@ async fn verify_names_a_row_changed_by_hand_and_rebuild_repairs_it() {
             "products_status_check",
             "products_status_created_at_id_idx",
             "products_updated_at_id_idx",
+            "products_updated_at_idx",
             "products_version_check",
         ]
     );
