@@ -20,7 +20,7 @@
 //!   `KAFKA_BROKERS`.
 //! - `bench NAME`: ensure services, build the release binaries, run benchmark
 //!   NAME and write its section of BENCHMARKS.md: `write`, `pipeline`,
-//!   `rebuild` or `soak` (see `bench/`, one file or folder per benchmark).
+//!   `rebuild`, `soak` or `catalog` (see `bench/`, one file or folder per benchmark).
 //! - `faults [NAME]`: the fault suite against release builds (see `faults/`).
 //!
 //! Where things are: `dev/` (up, down, services, test: PostgreSQL, the broker
@@ -162,7 +162,7 @@ mod tests {
             .filter_map(|b| b.to_possible_value())
             .map(|v| v.get_name().to_owned())
             .collect();
-        assert_eq!(names, ["write", "pipeline", "rebuild", "soak"]);
+        assert_eq!(names, ["write", "pipeline", "rebuild", "soak", "catalog"]);
         let cli = Cli::try_parse_from(["cargo xtask", "bench", "pipeline"]).unwrap();
         assert!(matches!(cli.command, Cmd::Bench { name: Bench::Pipeline }));
         assert!(Cli::try_parse_from(["cargo xtask", "bench", "nonsense"]).is_err());

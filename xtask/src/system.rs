@@ -77,6 +77,7 @@ impl Ports {
     pub const BENCH_WRITE: Self = Self::three("127.0.0.1:18080", "127.0.0.1:18081", "127.0.0.1:18082");
     pub const BENCH_PIPELINE: Self = Self::three("127.0.0.1:18180", "127.0.0.1:18181", "127.0.0.1:18182");
     pub const BENCH_SOAK: Self = Self::three("127.0.0.1:18380", "127.0.0.1:18381", "127.0.0.1:18382");
+    pub const BENCH_CATALOG: Self = Self::three("127.0.0.1:18480", "127.0.0.1:18481", "127.0.0.1:18482");
     pub const FAULTS: Self = Self {
         publisher: Some("127.0.0.1:19083"),
         ..Self::three("127.0.0.1:19080", "127.0.0.1:19081", "127.0.0.1:19082")
@@ -231,7 +232,14 @@ mod tests {
 
     #[test]
     fn no_two_rows_of_the_ports_table_share_a_port() {
-        let rows = [Ports::DEV, Ports::BENCH_WRITE, Ports::BENCH_PIPELINE, Ports::BENCH_SOAK, Ports::FAULTS];
+        let rows = [
+            Ports::DEV,
+            Ports::BENCH_WRITE,
+            Ports::BENCH_PIPELINE,
+            Ports::BENCH_SOAK,
+            Ports::BENCH_CATALOG,
+            Ports::FAULTS,
+        ];
         let mut addrs: Vec<&str> =
             rows.iter().flat_map(|row| Service::ALL.iter().map(|s| row.of(*s)).chain(row.publisher)).collect();
         let all = addrs.len();

@@ -3,6 +3,7 @@
 //! of BENCHMARKS.md (`harness.rs`); each compares the system with a baseline measured in the
 //! same run on the same machine, because absolute figures from a shared 2-core box say little.
 
+mod catalog;
 mod harness;
 mod pipeline;
 mod rebuild;
@@ -25,6 +26,8 @@ pub enum Bench {
     Rebuild,
     /// 10 minutes (SOAK_SECONDS) of mixed load: RSS and latency drift.
     Soak,
+    /// Listing, search and facets over 1M products (CATALOG_PRODUCTS), and the bulk import.
+    Catalog,
 }
 
 /// Runs benchmark `bench`; the release binaries must have been built.
@@ -36,6 +39,7 @@ pub fn run(bench: Bench, backends: &Backends) -> Result<()> {
             Bench::Pipeline => pipeline::run(backends).await,
             Bench::Rebuild => rebuild::run(backends).await,
             Bench::Soak => soak::run(backends).await,
+            Bench::Catalog => catalog::run(backends).await,
         }
     })
 }
