@@ -78,6 +78,14 @@ async fn import_upserts_a_file_reports_failed_lines_and_fails_when_a_line_did() 
     assert!(stdout(&output).contains("1 created, 0 updated, 2 unchanged, 0 errors"), "{}", stdout(&output));
     assert_eq!(event_count(&system).await, events + 1);
     assert_eq!(std::fs::read_to_string(&report_path).unwrap(), "", "the report is rewritten, empty");
+
+    // What the import wrote folds into the read models like any other events.
+    let rebuild = system.catalogctl(&["rebuild", "all"]).await;
+    assert!(rebuild.status.success(), "{}", stderr(&rebuild));
+    let verify = system.catalogctl(&["verify", "--settle-seconds", "0"]).await;
+    assert!(verify.status.success(), "{}{}", stdout(&verify), stderr(&verify));
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM products").fetch_one(&system.pool).await.unwrap();
+    assert_eq!(rows, 3);
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -11,10 +11,13 @@
 //!   ignored: stock moves only through adjustments); a line that changes nothing appends no event.
 //!   So importing the same file twice changes nothing the second time. A create that loses the
 //!   SKU to a concurrent create (the event store's `CT409`) becomes an update of that product.
-//! - **Each line is its own command** (one append transaction), so a bad line never stops or
-//!   rolls back the others; its result says why it failed, as the API's field violations.
-//!   Lines with the same SKU are applied in file order; others run [`DEFAULT_CONCURRENCY`] at a
-//!   time, and results come back in line order.
+//! - **New products are created in batches**: the new SKUs among the lines read so far (up to
+//!   `BATCH_LINES`) are decided by the aggregate one by one and appended together, in one
+//!   transaction (`batch`); every other line is its own command. A bad line never stops or
+//!   rolls back the others: a line the aggregate refuses is never in a batch, and a batch whose
+//!   append is refused is imported line by line instead. Lines with the same SKU are applied in
+//!   file order; one-by-one lines run [`DEFAULT_CONCURRENCY`] at a time; results come back in
+//!   line order.
 //! - **An unreachable database** ends the import at the first line that met it (its error code
 //!   is `service-unavailable`): the file can be imported again once the database is back.
 //! - **Limits** ([`Limits`]): the caller decides how many lines one import takes
@@ -23,12 +26,12 @@
 //!
 //! Formats and columns are described in the README ("Bulk import") and `docs/catalog.md`.
 
+mod batch;
 mod csv_rows;
 mod ndjson;
 mod upsert;
 
 use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
 use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,14 +39,13 @@ use std::time::Duration;
 use axum::body::Bytes;
 use domain::{Currency, FieldViolation, ProductImage, ProductStatus, Violations};
 use event_store::{CommandBus, EventMetadata};
-use futures::future::{self, BoxFuture};
+use futures::future;
 use futures::stream::{self, BoxStream};
-use futures::{FutureExt, Stream, StreamExt};
+use futures::{Stream, StreamExt};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use tokio::io::AsyncRead;
-use tokio::sync::oneshot;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -65,9 +67,8 @@ pub const CSV_LIST_SEPARATOR: char = '|';
 /// The error code of a line the event store could not be reached for (the problem kind of a 503).
 const STORE_UNAVAILABLE: &str = "service-unavailable";
 
-/// Lines with the same SKU are applied one after the other, in file order: each waits for the
-/// previous line whose SKU falls in the same of this many slots.
-const SKU_SLOTS: usize = 1024;
+/// Lines read before they are written: new products among them are created in one append.
+const BATCH_LINES: usize = 1000;
 
 /// How the input is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -252,41 +253,25 @@ impl Importer {
             metadata,
             slugs: Mutex::default(),
         });
-        let mut slots: Vec<Option<oneshot::Receiver<()>>> = (0..SKU_SLOTS).map(|_| None).collect();
-        let work = move |item: Item| -> BoxFuture<'static, LineResult> {
-            match item {
-                Item::Stop { line, violation } => {
-                    future::ready(LineResult::failed(line, None, None, vec![violation])).boxed()
-                }
-                Item::Line { line, parsed: Err(Rejected { sku, errors }) } => {
-                    future::ready(LineResult::failed(line, sku, None, errors)).boxed()
-                }
-                Item::Line { line, parsed: Ok(product) } => {
-                    let slot = sku_slot(&product.sku);
-                    let previous = slots[slot].take();
-                    let (done, next) = oneshot::channel();
-                    slots[slot] = Some(next);
-                    let shared = shared.clone();
-                    async move {
-                        if let Some(previous) = previous {
-                            // An error only means the previous line's work was dropped.
-                            let _ = previous.await;
-                        }
-                        let sku = Some(product.sku.trim().to_owned());
-                        let result = match upsert::upsert(&shared, product).await {
-                            Ok((result, id)) => LineResult { line, sku, id: Some(id), result, errors: Vec::new() },
-                            Err(failure) => LineResult::failed(line, sku, failure.id, failure.errors),
-                        };
-                        let _ = done.send(());
-                        result
-                    }
-                    .boxed()
+        // The input is read on while a batch is written: the next batch is whatever arrived
+        // meanwhile (up to `BATCH_LINES`), so batches grow as large as writing is slow.
+        let (items, arrived) = tokio::sync::mpsc::channel(BATCH_LINES);
+        tokio::spawn(async move {
+            let mut source = source;
+            while let Some(item) = source.next().await {
+                if items.send(item).await.is_err() {
+                    return; // The import was dropped.
                 }
             }
-        };
+        });
+        let arrived =
+            stream::unfold(arrived, |mut arrived| async move { arrived.recv().await.map(|item| (item, arrived)) });
+        let concurrency = self.concurrency;
+        let batches =
+            arrived.ready_chunks(BATCH_LINES).then(move |items| batch::run(shared.clone(), items, concurrency));
         // A database that cannot be reached fails every line alike, each after waiting for a
         // connection: the import ends with the first such line instead.
-        let results = source.map(work).buffered(self.concurrency).scan(false, |ended, result| {
+        let results = batches.flat_map(stream::iter).scan(false, |ended, result| {
             let first_outage = !*ended && result.errors.iter().any(|e| e.code == STORE_UNAVAILABLE);
             let next = (!*ended).then_some(result);
             *ended |= first_outage;
@@ -294,13 +279,6 @@ impl Importer {
         });
         Ok(results.boxed())
     }
-}
-
-/// The slot of lines whose SKU is `sku` (case-insensitively, as SKUs compare).
-fn sku_slot(sku: &str) -> usize {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    sku.trim().to_ascii_lowercase().hash(&mut hasher);
-    (hasher.finish() % SKU_SLOTS as u64) as usize
 }
 
 /// The body is larger than the limit (the reader's error when it reads past it).

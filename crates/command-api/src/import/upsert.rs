@@ -49,7 +49,7 @@ impl Failure {
 }
 
 /// What the attempt at a command says to do next.
-enum Next {
+pub(super) enum Next {
     /// Nothing was written because of a concurrent change: look the SKU up again.
     Retry,
     Fail(Vec<FieldViolation>),
@@ -124,7 +124,7 @@ async fn holder(shared: &Shared, sku: &str) -> Result<Option<Uuid>, Failure> {
 
 /// The line's categories, ids first and then those its slugs name, or `None` when it gives
 /// neither. A slug no category has is an error naming it.
-async fn categories(shared: &Shared, line: &ProductLine) -> Result<Option<Vec<Uuid>>, Failure> {
+pub(super) async fn categories(shared: &Shared, line: &ProductLine) -> Result<Option<Vec<Uuid>>, Failure> {
     if line.category_ids.is_none() && line.category_slugs.is_none() {
         return Ok(None);
     }
@@ -184,33 +184,44 @@ async fn categories(shared: &Shared, line: &ProductLine) -> Result<Option<Vec<Uu
 
 /// Creates a product with a new id; a SKU taken meanwhile asks for another lookup.
 async fn create(shared: &Shared, line: &ProductLine, sku: &Sku, categories: Option<Vec<Uuid>>) -> Result<Uuid, Next> {
+    let command = create_command(shared, line, sku, categories).map_err(Next::Fail)?;
+    let ProductCommand::Create { id, .. } = command else { unreachable!("a create command") };
+    match shared.bus.execute::<Product>(&id.to_string(), || command.clone(), shared.metadata.clone(), false).await {
+        Ok(_) => Ok(id),
+        Err(error) => Err(next_step(error)),
+    }
+}
+
+/// The command that creates the line's product under a new id; a line without a name or a
+/// price cannot create one.
+pub(super) fn create_command(
+    shared: &Shared,
+    line: &ProductLine,
+    sku: &Sku,
+    categories: Option<Vec<Uuid>>,
+) -> Result<ProductCommand, Vec<FieldViolation>> {
     let Some(price) = line.price else {
         let mut missing = Vec::new();
         if line.name.as_deref().is_none_or(|name| name.trim().is_empty()) {
             missing.push(FieldViolation::new("name", "required", "name is required for a new product"));
         }
         missing.push(FieldViolation::new("price", "required", "price is required for a new product"));
-        return Err(Next::Fail(missing));
+        return Err(missing);
     };
-    let id = Uuid::new_v4();
-    let command = || ProductCommand::Create {
-        id,
+    Ok(ProductCommand::Create {
+        id: Uuid::new_v4(),
         name: line.name.clone().unwrap_or_default(),
         description: line.description.clone(),
         price,
         currency: line.currency.clone().unwrap_or_else(|| shared.default_currency.code().to_owned()),
         sku: Some(sku.as_str().to_owned()),
         status: line.status,
-        category_ids: categories.clone().unwrap_or_default(),
+        category_ids: categories.unwrap_or_default(),
         attributes: line.attributes.clone().unwrap_or_default(),
         images: line.images.clone().unwrap_or_default(),
         on_hand: line.stock.unwrap_or(0),
         allow_http_images: shared.allow_http_images,
-    };
-    match shared.bus.execute::<Product>(&id.to_string(), command, shared.metadata.clone(), false).await {
-        Ok(_) => Ok(id),
-        Err(error) => Err(next_step(error)),
-    }
+    })
 }
 
 /// The update that makes `product` what the line says, or `None` when it already is: only the
@@ -277,7 +288,7 @@ fn changes(
 }
 
 /// What a command that did not commit means for the line.
-fn next_step(error: CommandError<ProductError>) -> Next {
+pub(super) fn next_step(error: CommandError<ProductError>) -> Next {
     match error {
         CommandError::Rejected(ProductError::Invalid(violations)) => Next::Fail(
             violations
@@ -318,7 +329,7 @@ fn next_step(error: CommandError<ProductError>) -> Next {
 /// A failure that is not the line's fault (the database, a bug), as the line's error: the
 /// problem's kind as the code, its detail as the message. Internal errors are logged here, as
 /// the API logs them when it answers one.
-fn unexpected(error: ApiError) -> Vec<FieldViolation> {
+pub(super) fn unexpected(error: ApiError) -> Vec<FieldViolation> {
     if let ApiError::Internal(cause) = &error {
         tracing::error!(error = ?cause, "an import line failed unexpectedly");
     }

@@ -46,8 +46,9 @@ const RESULTS_PER_CHUNK: usize = 256;
 /// Upserts products by SKU from an NDJSON or CSV body: a new SKU creates a product (its `stock`
 /// is the initial stock), a known SKU changes only the fields that differ (`stock` is ignored:
 /// stock moves only by adjustments), and a line equal to its product changes nothing, so the
-/// same file can be imported again safely. Each line is written on its own: a bad line is
-/// reported and the others go on, and nothing that was written is rolled back.
+/// same file can be imported again safely. A bad line is reported and the others go on, and
+/// nothing that was written is rolled back (new products are created in batches; a batch the
+/// event store refuses is imported line by line).
 ///
 /// The answer streams one NDJSON result per product line, in line order, as lines are written.
 /// The status is sent before the body has been read, so what is found later ends the results

@@ -197,6 +197,19 @@ async fn a_bad_line_is_reported_and_the_lines_around_it_are_imported() {
     assert_eq!(errors(&results[8]), ["stock/negative"]);
     assert_eq!(app.product_count().await, 2, "only the good lines were written");
 
+    // A category id the event store refuses (checked in the append): the batch of new products
+    // it was in is refused whole, and its lines are imported one by one, so only that line fails.
+    let ghost = uuid::Uuid::new_v4();
+    let batch = ndjson(&[
+        json!({"sku": "B-1", "name": "One", "price": 1}),
+        json!({"sku": "B-2", "name": "Two", "price": 2, "category_ids": [ghost]}),
+        json!({"sku": "B-3", "name": "Three", "price": 3}),
+    ]);
+    let results = app.import_results(&token, NDJSON, batch).await;
+    assert_eq!(outcomes(&results), [(1, "created"), (2, "error"), (3, "created")]);
+    assert_eq!(errors(&results[1]), ["category_ids/unknown_category"]);
+    assert_eq!(app.product_count().await, 4);
+
     // A status change the rules refuse is an error of that line alone.
     let archive = ndjson(&[json!({"sku": "A-1", "status": "archived"}), json!({"sku": "A-11", "status": "draft"})]);
     let results = app.import_results(&token, NDJSON, archive).await;
