@@ -73,6 +73,9 @@ pub struct AppState {
     pub min_version_wait: Duration,
     /// Listings count their matches exactly up to this many (`LIST_EXACT_TOTAL_LIMIT`).
     pub exact_total_limit: i64,
+    /// The longest a listing's statements may run (the request timeout): Postgres stops a
+    /// search whose answer nobody would wait for.
+    pub list_statement_timeout: Duration,
 }
 
 impl FromRef<AppState> for TokenKeys {
@@ -112,6 +115,7 @@ impl Application {
             tokens: TokenKeys::new(&secret, tokens::MAX_TOKEN_TTL),
             min_version_wait,
             exact_total_limit: settings.list_exact_total_limit,
+            list_statement_timeout: settings.http.request_timeout(),
         };
         let router = router(state, &settings, metrics);
         let listener = TcpListener::bind(settings.addr).await?;

@@ -220,7 +220,13 @@ pub async fn list(
         attributes: request.attributes.clone(),
     };
     // One snapshot for the page, the count and the facets, so they agree.
-    let mut transaction = state.pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
+    let mut transaction = state
+        .pool
+        .begin_with(format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL statement_timeout = {}",
+            state.list_statement_timeout.as_millis().max(1)
+        ))
+        .await?;
     if let Some(category) = &request.category {
         let (id, slug) = match category {
             CategoryRef::Id(id) => (Some(*id), None),
@@ -249,7 +255,8 @@ pub async fn list(
         request.facets,
         state.exact_total_limit,
     )
-    .await?;
+    .await
+    .map_err(too_long)?;
     transaction.commit().await?;
 
     let page = listing.page;
@@ -273,6 +280,18 @@ pub async fn list(
         Some(link) => ([(header::LINK, link)], body).into_response(),
         None => body.into_response(),
     })
+}
+
+/// A listing Postgres cancelled at the statement timeout is a 503, like a request that runs
+/// out of time; any other failure is what it is.
+fn too_long(error: sqlx::Error) -> ApiError {
+    match &error {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("57014") => ApiError::Unavailable {
+            reason: "the listing took too long: narrow it down (more words in `q`, a filter)".into(),
+            retry_after_secs: 1,
+        },
+        _ => ApiError::from_database(error),
+    }
 }
 
 /// The URL of the next page: this request's parameters, without `offset` and `cursor`, with
