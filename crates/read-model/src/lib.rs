@@ -8,6 +8,9 @@
 //! - [`products`], [`categories`], [`users`]: the view types, their pure `apply` folds, and their SQL.
 //! - [`history`]: every product event as a row (what changed, the product after it), for history
 //!   pages and time travel.
+//! - [`search`]: finding products: text search with typo tolerance, filters, sorts, keyset pages
+//!   frozen at the first page, totals and facets (query-api's listing; the schema is
+//!   `migrations/*_product_search.sql`).
 //! - [`projection`]: applies a batch of events inside a transaction under the version rule
 //!   (apply at `version + 1`, skip what is applied, heal a gap from the event store).
 //!
