@@ -188,12 +188,14 @@ async fn held_skus(shared: &Shared, skus: Vec<String>) -> Result<HashSet<String>
     if skus.is_empty() {
         return Ok(HashSet::new());
     }
-    let held: Vec<String> = sqlx::query_scalar(
-        "SELECT value FROM catalog_claims WHERE kind = 'sku' AND value = ANY (SELECT lower(s) FROM unnest($1::text[]) AS s)",
-    )
-    .bind(&skus)
-    .fetch_all(&shared.pool)
-    .await?;
+    // SKUs are ASCII, so lower-casing them here is Postgres's `lower`; a plain array keeps the
+    // lookup on the claims' primary key.
+    let lowered: Vec<String> = skus.iter().map(|sku| sku.to_ascii_lowercase()).collect();
+    let held: Vec<String> =
+        sqlx::query_scalar("SELECT value FROM catalog_claims WHERE kind = 'sku' AND value = ANY ($1)")
+            .bind(&lowered)
+            .fetch_all(&shared.pool)
+            .await?;
     Ok(held.into_iter().collect())
 }
 
