@@ -31,8 +31,10 @@ use uuid::Uuid;
 use super::upsert::{self, Next, Shared};
 use super::{Item, LineResult, Outcome, ProductLine, Rejected};
 
-/// A batched new product: where its line is, and what creating it decided.
+/// A batched new product: where its line is (in the batch's product lines, and among its
+/// items), and what creating it decided.
 struct Decided {
+    at: usize,
     index: usize,
     id: Uuid,
     event: ProductEvent,
@@ -85,7 +87,7 @@ pub(super) async fn run(shared: Arc<Shared>, items: Vec<Item>, concurrency: usiz
         }
         let sku_text = Some(product.sku.trim().to_owned());
         match decide(&shared, product).await {
-            Ok((id, event)) => decided.push(Decided { index: *index, id, event }),
+            Ok((id, event)) => decided.push(Decided { at, index: *index, id, event }),
             Err(errors) => results[*index] = Some(LineResult::failed(*line, sku_text, None, errors)),
         }
         batched.insert(at);
@@ -94,7 +96,7 @@ pub(super) async fn run(shared: Arc<Shared>, items: Vec<Item>, concurrency: usiz
         match append(&shared, &decided).await {
             Ok(()) => {
                 for product in &decided {
-                    let (_, line, source) = lines.iter().find(|(index, _, _)| *index == product.index).expect("a line");
+                    let (_, line, source) = &lines[product.at];
                     results[product.index] = Some(LineResult {
                         line: *line,
                         sku: Some(source.sku.trim().to_owned()),
@@ -109,8 +111,9 @@ pub(super) async fn run(shared: Arc<Shared>, items: Vec<Item>, concurrency: usiz
                 if let Some(errors) = outage(error) {
                     return fail_all(results, lines, &errors);
                 }
-                let failed: HashSet<usize> = decided.iter().map(|product| product.index).collect();
-                batched.retain(|at| !failed.contains(&lines[*at].0));
+                for product in &decided {
+                    batched.remove(&product.at);
+                }
             }
         }
     }
