@@ -17,8 +17,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::persist::SerializedEvent;
-use cqrs_es::{Aggregate, EventEnvelope};
+use cqrs_es::Aggregate;
 use domain::product::Sku;
 use domain::{FieldViolation, Product, ProductCommand, ProductEvent};
 use event_store::CommandError;
@@ -227,50 +226,6 @@ async fn decide(shared: &Shared, line: &ProductLine) -> Result<(Uuid, ProductEve
 
 /// Appends every decided product's `ProductCreated` (as version 1) in one statement.
 async fn append(shared: &Shared, decided: &[Decided]) -> Result<(), sqlx::Error> {
-    let metadata = metadata_map(&shared.metadata);
-    let mut columns: [Vec<String>; 6] = Default::default();
-    for product in decided {
-        let envelope = EventEnvelope::<Product> {
-            aggregate_id: product.id.to_string(),
-            sequence: 1,
-            payload: product.event.clone(),
-            metadata: metadata.clone(),
-        };
-        let row = SerializedEvent::try_from(&envelope).map_err(|e| sqlx::Error::Encode(e.into()))?;
-        columns[0].push(row.aggregate_type);
-        columns[1].push(row.aggregate_id);
-        columns[2].push(row.event_type);
-        columns[3].push(row.event_version);
-        columns[4].push(row.payload.to_string());
-        columns[5].push(row.metadata.to_string());
-    }
-    let [types, ids, event_types, versions, payloads, metadatas] = columns;
-    sqlx::query(
-        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-         SELECT t, id, 1, e, v, p::json, m::json
-           FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) AS r (t, id, e, v, p, m)",
-    )
-    .bind(types)
-    .bind(ids)
-    .bind(event_types)
-    .bind(versions)
-    .bind(payloads)
-    .bind(metadatas)
-    .execute(&shared.pool)
-    .await?;
-    metrics::counter!("events_appended_total", "aggregate_type" => Product::TYPE, "event_type" => "ProductCreated")
-        .increment(decided.len() as u64);
-    Ok(())
-}
-
-/// The event metadata as the event store records it (see `event_store::EventMetadata`).
-fn metadata_map(metadata: &event_store::EventMetadata) -> HashMap<String, String> {
-    let mut map = HashMap::from([("actor".to_owned(), metadata.actor.clone())]);
-    if let Some(id) = &metadata.request_id {
-        map.insert("request_id".into(), id.clone());
-    }
-    if let Some(traceparent) = &metadata.traceparent {
-        map.insert("traceparent".into(), traceparent.clone());
-    }
-    map
+    let new: Vec<(String, ProductEvent)> = decided.iter().map(|p| (p.id.to_string(), p.event.clone())).collect();
+    event_store::append::append_first_events::<Product>(&shared.pool, &new, shared.metadata.clone()).await
 }
