@@ -11,6 +11,7 @@
 //!   Event metadata ([`EventMetadata`]) is plain values: who, under which request, in which trace.
 //! - [`reads`]: the commit-safe tail, one aggregate's stream, position ranges, and the
 //!   snapshot-relative reads a rebuild needs.
+//! - [`claims`]: who holds a SKU or a category slug (the write side's lookups by value).
 //! - [`event`]: [`CatalogEvent`], the event as every downstream stage sees it.
 //! - [`upcasting`]: readers of older event versions; the one list both the write path and the
 //!   reads apply.
@@ -18,6 +19,7 @@
 //! The schema itself lives in the workspace's `migrations/` (applied by `service-runtime`).
 
 pub mod append;
+pub mod claims;
 pub mod event;
 pub mod reads;
 pub mod upcasting;

@@ -190,17 +190,7 @@ async fn held_skus(shared: &Shared, skus: Vec<String>) -> Result<HashSet<String>
     if skus.is_empty() {
         return Ok(HashSet::new());
     }
-    // SKUs are ASCII, so lower-casing them here is Postgres's `lower`; a plain array keeps the
-    // lookup on the claims' primary key. Not a prepared statement: a plan cached while the table
-    // was small filters every claim through the whole array (50 ms a batch at 50,000 products).
-    let lowered: Vec<String> = skus.iter().map(|sku| sku.to_ascii_lowercase()).collect();
-    let held: Vec<String> =
-        sqlx::query_scalar("SELECT value FROM catalog_claims WHERE kind = 'sku' AND value = ANY ($1)")
-            .bind(&lowered)
-            .persistent(false)
-            .fetch_all(&shared.pool)
-            .await?;
-    Ok(held.into_iter().collect())
+    Ok(event_store::claims::held_skus(&shared.pool, &skus).await?.into_iter().collect())
 }
 
 /// What creating the line's product decides: its id and its `ProductCreated`, or why not.

@@ -1,8 +1,8 @@
 //! One product line against the event store: find the product by SKU, then create it, change
 //! what differs, or leave it alone.
 //!
-//! The SKU is looked up in `catalog_claims`, the event store's own record of which product holds
-//! which SKU (kept by the append trigger, so it is exact as of the last commit); the product is
+//! The SKU is looked up in `event_store::claims`, the event store's own record of which product
+//! holds which SKU (kept by the append trigger, so it is exact as of the last commit); the product is
 //! then loaded from its events and the line compared with it. The write is pinned to the version
 //! compared against, so a product that changes in between is compared again, never overwritten
 //! blindly.
@@ -112,12 +112,9 @@ pub(super) async fn upsert(shared: &Shared, line: ProductLine) -> Result<(Outcom
 
 /// The product that holds `sku` (compared case-insensitively), as the event store last committed.
 async fn holder(shared: &Shared, sku: &str) -> Result<Option<Uuid>, Failure> {
-    let held: Option<String> =
-        sqlx::query_scalar("SELECT aggregate_id FROM catalog_claims WHERE kind = 'sku' AND value = lower($1)")
-            .bind(sku)
-            .fetch_optional(&shared.pool)
-            .await
-            .map_err(|e| Failure::invalid(unexpected(ApiError::from_database(e))))?;
+    let held = event_store::claims::sku_holder(&shared.pool, sku)
+        .await
+        .map_err(|e| Failure::invalid(unexpected(ApiError::from_database(e))))?;
     held.map(|id| Uuid::parse_str(&id).map_err(|e| Failure::invalid(unexpected(ApiError::Internal(e.into())))))
         .transpose()
 }
@@ -149,13 +146,9 @@ pub(super) async fn categories(shared: &Shared, line: &ProductLine) -> Result<Op
         wanted.iter().filter(|slug| !known.contains_key(*slug)).cloned().collect()
     };
     if !unresolved.is_empty() {
-        let found: Vec<(String, String)> = sqlx::query_as(
-            "SELECT value, aggregate_id FROM catalog_claims WHERE kind = 'category_slug' AND value = ANY($1)",
-        )
-        .bind(&unresolved)
-        .fetch_all(&shared.pool)
-        .await
-        .map_err(|e| Failure::invalid(unexpected(ApiError::from_database(e))))?;
+        let found = event_store::claims::slug_holders(&shared.pool, &unresolved)
+            .await
+            .map_err(|e| Failure::invalid(unexpected(ApiError::from_database(e))))?;
         let mut known = shared.slugs.lock().expect("slug cache");
         for (slug, id) in found {
             if let Ok(id) = Uuid::parse_str(&id) {
