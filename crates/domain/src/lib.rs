@@ -28,3 +28,37 @@ pub use money::{Currency, Money};
 pub use product::{Product, ProductCommand, ProductError, ProductEvent, ProductImage, ProductStatus};
 pub use user::{Role, User, UserCommand, UserError, UserEvent};
 pub use validation::{FieldViolation, Violations};
+
+/// Folds a history into the aggregate it describes: the same fold the event store performs,
+/// for readers that hold the events.
+pub fn replay<A: cqrs_es::Aggregate + Default>(events: impl IntoIterator<Item = A::Event>) -> A {
+    let mut aggregate = A::default();
+    for event in events {
+        aggregate.apply(event);
+    }
+    aggregate
+}
+
+/// Why a command on an existing aggregate cannot run: it was never created, it was deleted, or
+/// the client pinned a version that is no longer current. Each aggregate maps it to its error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NotLive {
+    NotFound,
+    Deleted,
+    VersionMismatch { expected: u64, actual: u64 },
+}
+
+/// The liveness check every aggregate with a create and a delete makes before a change.
+pub(crate) fn ensure_live(
+    created: bool,
+    deleted: bool,
+    version: u64,
+    expected_version: Option<u64>,
+) -> Result<(), NotLive> {
+    match expected_version {
+        _ if !created => Err(NotLive::NotFound),
+        _ if deleted => Err(NotLive::Deleted),
+        Some(expected) if expected != version => Err(NotLive::VersionMismatch { expected, actual: version }),
+        _ => Ok(()),
+    }
+}

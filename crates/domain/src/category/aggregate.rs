@@ -40,27 +40,16 @@ pub enum CategoryError {
 impl Category {
     /// Folds a history into the category it describes, as the event store does.
     pub fn replay(events: impl IntoIterator<Item = CategoryEvent>) -> Self {
-        let mut category = Self::default();
-        for event in events {
-            category.apply(event);
-        }
-        category
+        crate::replay(events)
     }
 
     /// Rejects commands on categories that do not exist or no longer exist, and stale versions.
     fn ensure_live(&self, expected_version: Option<u64>) -> Result<(), CategoryError> {
-        if self.id.is_none() {
-            return Err(CategoryError::NotFound);
-        }
-        if self.deleted {
-            return Err(CategoryError::Deleted);
-        }
-        match expected_version {
-            Some(expected) if expected != self.version => {
-                Err(CategoryError::VersionMismatch { expected, actual: self.version })
-            }
-            _ => Ok(()),
-        }
+        crate::ensure_live(self.id.is_some(), self.deleted, self.version, expected_version).map_err(|e| match e {
+            crate::NotLive::NotFound => CategoryError::NotFound,
+            crate::NotLive::Deleted => CategoryError::Deleted,
+            crate::NotLive::VersionMismatch { expected, actual } => CategoryError::VersionMismatch { expected, actual },
+        })
     }
 
     fn decide(&self, command: CategoryCommand) -> Result<CategoryEvent, CategoryError> {

@@ -69,27 +69,16 @@ impl Product {
     /// Folds a history into the product it describes: the same fold the event store performs,
     /// for readers that hold the events.
     pub fn replay(events: impl IntoIterator<Item = ProductEvent>) -> Self {
-        let mut product = Self::default();
-        for event in events {
-            product.apply(event);
-        }
-        product
+        crate::replay(events)
     }
 
     /// Rejects commands on products that do not exist or no longer exist, and stale versions.
     fn ensure_live(&self, expected_version: Option<u64>) -> Result<(), ProductError> {
-        if self.id.is_none() {
-            return Err(ProductError::NotFound);
-        }
-        if self.deleted {
-            return Err(ProductError::Deleted);
-        }
-        match expected_version {
-            Some(expected) if expected != self.version => {
-                Err(ProductError::VersionMismatch { expected, actual: self.version })
-            }
-            _ => Ok(()),
-        }
+        crate::ensure_live(self.id.is_some(), self.deleted, self.version, expected_version).map_err(|e| match e {
+            crate::NotLive::NotFound => ProductError::NotFound,
+            crate::NotLive::Deleted => ProductError::Deleted,
+            crate::NotLive::VersionMismatch { expected, actual } => ProductError::VersionMismatch { expected, actual },
+        })
     }
 
     /// The product's own currency, for checking a new price against. It parsed when it was
