@@ -9,7 +9,7 @@ use http_api::problem::ApiError;
 use http_api::tokens::TokenKeys;
 use uuid::Uuid;
 
-use crate::auth::{LoginLimiter, PasswordHasher};
+use crate::auth::{HashError, LoginLimiter, PasswordHasher};
 use crate::failures::store_failure;
 
 /// Why a registration did not happen. Not an HTTP type: `catalogctl user create` reports it
@@ -19,7 +19,7 @@ pub enum RegistrationError {
     #[error("{0}")]
     Invalid(Violations),
     #[error("cannot hash the password: {0:#}")]
-    Hashing(anyhow::Error),
+    Hashing(HashError),
     #[error("{0}")]
     Command(CommandError<UserError>),
 }
@@ -79,9 +79,13 @@ pub async fn login(
     let matches = hasher.verify(password, user.as_ref().map(|u| u.password_hash.clone())).await?;
     match user {
         Some(user) if matches && user.active => {
+            limiter.record(username, client, true);
             let role = if user.roles.contains(&Role::Admin) { Role::Admin } else { Role::Customer };
             Ok(keys.issue(user.id.expect("registered"), role)?)
         }
-        _ => Err(ApiError::Unauthorized),
+        _ => {
+            limiter.record(username, client, false);
+            Err(ApiError::Unauthorized)
+        }
     }
 }

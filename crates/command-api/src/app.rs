@@ -1,7 +1,7 @@
 //! Builds the write API from its settings: `Application::build` is used by `main` and by tests.
 
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +11,7 @@ use axum::Router;
 use clap::Parser;
 use domain::Currency;
 use event_store::{CommandBus, CurrencySettings};
+use http_api::client::TrustedProxies;
 use http_api::middleware;
 use http_api::tokens::TokenKeys;
 use http_api::HttpSettings;
@@ -22,7 +23,8 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::auth::{LoginLimiter, LoginLimits, PasswordHasher};
+use crate::auth::{LoginLimiter, LoginLimits, PasswordHasher, RegistrationLimiter};
+use crate::idempotency::Idempotency;
 use crate::import::Importer;
 
 #[derive(Debug, Clone, Parser)]
@@ -58,6 +60,30 @@ pub struct Settings {
     #[arg(long, env = "LOGIN_ATTEMPTS_PER_CLIENT", default_value_t = NonZeroU32::new(60).unwrap())]
     pub login_attempts_per_client: NonZeroU32,
 
+    /// Registrations allowed per client address per minute.
+    #[arg(long, env = "REGISTRATIONS_PER_CLIENT", default_value_t = NonZeroU32::new(10).unwrap())]
+    pub registrations_per_client: NonZeroU32,
+
+    /// Password hashes and verifications (registration, login, password change) running at once.
+    /// Each holds 19 MiB, so the default (6) keeps hashing under 128 MiB.
+    #[arg(long, env = "PASSWORD_HASH_CONCURRENCY",
+          default_value_t = NonZeroUsize::new(crate::auth::DEFAULT_HASH_CONCURRENCY).unwrap())]
+    pub password_hash_concurrency: NonZeroUsize,
+
+    /// How long a hash waits for one of those slots before the request is answered 503 with
+    /// `Retry-After`.
+    #[arg(long, env = "PASSWORD_HASH_QUEUE_MS", default_value_t = crate::auth::DEFAULT_HASH_QUEUE.as_millis() as u64)]
+    pub password_hash_queue_ms: u64,
+
+    /// Key of the HMAC that fingerprints requests sent with an `Idempotency-Key` (at least 32
+    /// bytes; keep it out of the database). Required unless `CATALOG_ENV=development`.
+    #[arg(long, env = "IDEMPOTENCY_KEY_SECRET", hide_env_values = true)]
+    pub idempotency_key_secret: Option<String>,
+
+    /// Hours an `Idempotency-Key` and its stored response are kept; older ones are purged.
+    #[arg(long, env = "IDEMPOTENCY_KEY_TTL_HOURS", default_value_t = crate::idempotency::DEFAULT_TTL_HOURS)]
+    pub idempotency_key_ttl_hours: u64,
+
     /// Product imports (`POST /api/v1/products/import`) running at once; one more is answered
     /// 503 with `Retry-After` (0 turns imports off).
     #[arg(long, env = "IMPORT_MAX_RUNNING", default_value_t = 2)]
@@ -82,6 +108,11 @@ pub struct AppState {
     pub hasher: PasswordHasher,
     pub tokens: TokenKeys,
     pub login_limiter: LoginLimiter,
+    pub registration_limiter: RegistrationLimiter,
+    /// `TRUSTED_PROXIES`: whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
+    /// Request fingerprints and the lifetime of `Idempotency-Key` records.
+    pub idempotency: Idempotency,
     /// The currency of a product created without one (`CATALOG_DEFAULT_CURRENCY`).
     pub default_currency: Currency,
     /// Plain `http` image URLs are accepted (development only; https everywhere else).
@@ -97,15 +128,21 @@ impl FromRef<AppState> for TokenKeys {
     }
 }
 
+impl FromRef<AppState> for TrustedProxies {
+    fn from_ref(state: &AppState) -> Self {
+        state.trusted_proxies.clone()
+    }
+}
+
 pub struct Application {
     listener: TcpListener,
     router: Router,
-    login_limiter: LoginLimiter,
+    state: AppState,
 }
 
 impl Application {
-    /// Fails when a setting is invalid (the default currency, the token secret) or the address
-    /// cannot be bound.
+    /// Fails when a setting is invalid (the default currency, the token secret, the idempotency
+    /// secret, the trusted proxies) or the address cannot be bound.
     pub async fn build(settings: Settings, pool: PgPool, metrics: PrometheusHandle) -> anyhow::Result<Self> {
         let default_currency = settings.currency.apply().map_err(anyhow::Error::msg)?;
         let tokens = TokenKeys::new(&settings.http.jwt_secret()?, Duration::from_secs(settings.token_ttl_seconds));
@@ -113,6 +150,17 @@ impl Application {
             per_username_per_minute: settings.login_attempts_per_username,
             per_client_per_minute: settings.login_attempts_per_client,
         });
+        let registration_limiter = RegistrationLimiter::new(settings.registrations_per_client);
+        let trusted_proxies = settings.http.trusted_proxies()?;
+        let idempotency = Idempotency::new(
+            settings.idempotency_key_secret.as_deref(),
+            settings.http.is_development(),
+            Duration::from_secs(settings.idempotency_key_ttl_hours.saturating_mul(3600)),
+        )?;
+        let hasher = PasswordHasher::owasp_minimum().with_limits(
+            settings.password_hash_concurrency.get(),
+            Duration::from_millis(settings.password_hash_queue_ms),
+        );
         let commands = CommandBus::new(pool.clone()).with_snapshot_every(settings.snapshot_every);
         let allow_http_images = settings.http.is_development();
         let importer = Importer::new(commands.clone(), pool.clone(), default_currency, allow_http_images)
@@ -129,17 +177,20 @@ impl Application {
         let state = AppState {
             pool: pool.clone(),
             commands,
-            hasher: PasswordHasher::owasp_minimum(),
+            hasher,
             tokens,
-            login_limiter: login_limiter.clone(),
+            login_limiter,
+            registration_limiter,
+            trusted_proxies,
+            idempotency,
             default_currency,
             allow_http_images,
             importer,
             imports: Arc::new(Semaphore::new(settings.import_max_running)),
         };
-        let router = router(state, &settings, metrics);
+        let router = router(state.clone(), &settings, metrics);
         let listener = TcpListener::bind(settings.addr).await?;
-        Ok(Self { listener, router, login_limiter })
+        Ok(Self { listener, router, state })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -148,12 +199,18 @@ impl Application {
 
     /// Serves until `shutdown` resolves, then finishes in-flight requests.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let limiter = self.login_limiter.clone();
+        let state = self.state.clone();
         let housekeeping = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
             loop {
                 tick.tick().await;
-                limiter.forget_idle();
+                state.login_limiter.forget_idle();
+                state.registration_limiter.forget_idle();
+                match state.idempotency.purge_expired(&state.pool).await {
+                    Ok(0) => {}
+                    Ok(purged) => tracing::info!(purged, "purged expired idempotency keys"),
+                    Err(error) => tracing::warn!(%error, "could not purge expired idempotency keys"),
+                }
             }
         });
         tracing::info!(addr = %self.local_addr(), "command-api listening");

@@ -149,19 +149,6 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
     }
 }
 
-/// The peer address of the connection, when the server was started with connect info.
-/// It is the direct peer: behind a proxy, that is the proxy.
-pub struct ClientAddr(pub Option<std::net::IpAddr>);
-
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let addr = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
-        Ok(ClientAddr(addr.map(|info| info.0.ip())))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::IfMatch;

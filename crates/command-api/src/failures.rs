@@ -149,7 +149,7 @@ impl From<RegistrationError> for ApiError {
     fn from(error: RegistrationError) -> Self {
         match error {
             RegistrationError::Invalid(violations) => ApiError::Invalid(violations),
-            RegistrationError::Hashing(cause) => ApiError::Internal(cause),
+            RegistrationError::Hashing(cause) => cause.into(),
             RegistrationError::Command(error) => user_failure(error),
         }
     }

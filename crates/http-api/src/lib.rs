@@ -1,6 +1,7 @@
 //! The HTTP conventions both Catalog APIs share, so a client sees one API, not two.
 //!
 //! # Layout
+//! - [`client`]: the client address behind `TRUSTED_PROXIES` (rate limits key on it).
 //! - [`problem`]: [`ApiError`](problem::ApiError), every error as `application/problem+json`.
 //! - [`tokens`]: HS256 bearer tokens (issued by command-api, checked by both APIs).
 //! - [`middleware`]: fallbacks, time limit, request id, trace span, CORS and metrics layers,
@@ -13,6 +14,7 @@
 //!   time limit, concurrency limit, CORS origins).
 //! - [`etag`]: entity tags are the aggregate version, quoted.
 
+pub mod client;
 pub mod middleware;
 pub mod openapi;
 pub mod principal;

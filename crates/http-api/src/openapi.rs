@@ -108,7 +108,7 @@ problem_responses! {
         fields, or an Idempotency-Key reused with another body",
         ApiError::Invalid(domain::Violations(vec![domain::FieldViolation::new("price", "not_positive", "price must be greater than 0")])));
     /// 429, with `Retry-After`.
-    TooManyRequests => ("Too many login attempts for this username or client", ApiError::TooManyRequests { retry_after_secs: 42 }, RETRY_AFTER);
+    TooManyRequests => ("Too many attempts from this client (or, for logins, for this username)", ApiError::TooManyRequests { retry_after_secs: 42 }, RETRY_AFTER);
     /// 503, with `Retry-After`.
     ServiceUnavailable => ("A dependency is unavailable or the request took too long; retry after `Retry-After` seconds",
         ApiError::Unavailable { reason: "the database is unavailable".into(), retry_after_secs: 2 }, RETRY_AFTER);
@@ -170,11 +170,9 @@ pub struct Health {
 /// One dependency in a readiness report.
 #[derive(Serialize, ToSchema)]
 pub struct DependencyStatus {
+    /// Only `up` or `down`: why a dependency is down is logged, not told to callers.
     #[schema(pattern = "^(up|down)$")]
     pub status: String,
-    /// Why it is down.
-    #[schema(required = false)]
-    pub error: Option<String>,
 }
 
 /// `GET /ready` body: every dependency by name.
@@ -201,7 +199,7 @@ async fn health() -> Response {
     responses(
         (status = 200, description = "Every dependency answers", body = ReadinessReport),
         (status = 503, description = "A dependency is down (a readiness report, not a problem)", body = ReadinessReport,
-         example = json!({"status": "unavailable", "dependencies": {"postgres": {"status": "down", "error": "pool timed out while waiting for an open connection"}}})),
+         example = json!({"status": "unavailable", "dependencies": {"postgres": {"status": "down"}}})),
     )
 )]
 async fn ready(state: State<OperationsState>) -> Response {

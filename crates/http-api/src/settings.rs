@@ -24,6 +24,12 @@ pub struct HttpSettings {
     #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = 512)]
     pub max_concurrent_requests: usize,
 
+    /// Proxies (CIDRs or addresses, comma-separated) whose `X-Forwarded-For` is believed: only
+    /// when the TCP peer is one of them is the right-most untrusted forwarded address taken as the
+    /// client. None by default (the peer is the client).
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
+
     /// Origins allowed to call the API from a browser (comma-separated); none by default.
     #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub cors_allowed_origins: Vec<String>,
@@ -39,6 +45,11 @@ impl HttpSettings {
     /// `CATALOG_ENV=development` (the default), where plain `http` image URLs are accepted.
     pub fn is_development(&self) -> bool {
         self.environment == "development"
+    }
+
+    /// `TRUSTED_PROXIES`, parsed; an unreadable entry refuses to start.
+    pub fn trusted_proxies(&self) -> anyhow::Result<crate::client::TrustedProxies> {
+        crate::client::TrustedProxies::parse(&self.trusted_proxies)
     }
 
     /// Longest time one request may take.

@@ -64,11 +64,11 @@ impl OperationsState {
     }
 }
 
+/// A dependency's state as callers see it: `up` or `down`, never the driver's error, which can
+/// name hosts, users and databases (it is logged instead).
 #[derive(Serialize)]
 struct DependencyStatus {
     status: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -101,8 +101,11 @@ pub async fn ready(State(state): State<OperationsState>) -> Response {
             Err(_) => Err(format!("no answer within {CHECK_TIMEOUT:?}")),
         };
         let status = match outcome {
-            Ok(()) => DependencyStatus { status: "up", error: None },
-            Err(error) => DependencyStatus { status: "down", error: Some(error) },
+            Ok(()) => DependencyStatus { status: "up" },
+            Err(error) => {
+                tracing::warn!(dependency = check.name, %error, "readiness check failed");
+                DependencyStatus { status: "down" }
+            }
         };
         dependencies.insert(check.name, status);
     }

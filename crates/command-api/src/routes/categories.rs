@@ -13,7 +13,6 @@ use super::{changed, created, parse_id, ChangeProblems, CreateProblems, Written}
 use crate::app::AppState;
 use crate::extract::{ApiJson, IdempotencyKey, IfMatch, RequestContext};
 use crate::failures::category_failure;
-use crate::idempotency;
 
 /// Namespace for category ids derived from an idempotency key (see [`create`]).
 const IDEMPOTENT_CATEGORY_NAMESPACE: Uuid = Uuid::from_u128(0x5c1e_7a90_3b2d_4e8f_9a61_0d4c_b8e2_f357);
@@ -106,12 +105,12 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     principal.require(Role::Admin)?;
     let scope = format!("POST /api/v1/categories {}", principal.user_id);
-    let hash = idempotency::fingerprint(&request);
+    let hash = state.idempotency.fingerprint(&request);
     let id = match &key {
         Some(key) => Uuid::new_v5(&IDEMPOTENT_CATEGORY_NAMESPACE, format!("{scope}\n{key}").as_bytes()),
         None => Uuid::new_v4(),
     };
-    idempotency::run_once(&state.pool, key.as_deref(), &scope, &hash, || async {
+    state.idempotency.run_once(&state.pool, key.as_deref(), &scope, &hash, || async {
         let command = || CategoryCommand::Create {
             id,
             name: request.name.clone(),

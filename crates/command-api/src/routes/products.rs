@@ -21,7 +21,6 @@ use super::{changed, created, parse_id, ChangeProblems, CreateProblems, Written}
 use crate::app::AppState;
 use crate::extract::{ApiJson, IdempotencyKey, IfMatch, RequestContext};
 use crate::failures::product_failure;
-use crate::idempotency;
 
 /// Namespace for product ids derived from an idempotency key (see [`create`]).
 const IDEMPOTENT_PRODUCT_NAMESPACE: Uuid = Uuid::from_u128(0x0b6c_51d4_8e2f_4b7a_a1c3_95de_2f60_7a18);
@@ -277,12 +276,12 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     principal.require(Role::Admin)?;
     let scope = format!("POST /api/v1/products {}", principal.user_id);
-    let hash = idempotency::fingerprint(&request);
+    let hash = state.idempotency.fingerprint(&request);
     let id = match &key {
         Some(key) => Uuid::new_v5(&IDEMPOTENT_PRODUCT_NAMESPACE, format!("{scope}\n{key}").as_bytes()),
         None => Uuid::new_v4(),
     };
-    idempotency::run_once(&state.pool, key.as_deref(), &scope, &hash, || async {
+    state.idempotency.run_once(&state.pool, key.as_deref(), &scope, &hash, || async {
         let command = || ProductCommand::Create {
             id,
             name: request.name.clone(),
@@ -409,8 +408,8 @@ pub async fn adjust_stock(
     let id = parse_id(&id, "product")?;
     let expected_version = if_match.expected_version()?;
     let scope = format!("POST /api/v1/products/{id}/stock-adjustments {}", principal.user_id);
-    let hash = idempotency::fingerprint(&request);
-    idempotency::run_once(&state.pool, key.as_deref(), &scope, &hash, || async {
+    let hash = state.idempotency.fingerprint(&request);
+    state.idempotency.run_once(&state.pool, key.as_deref(), &scope, &hash, || async {
         let command =
             || ProductCommand::AdjustStock { delta: request.delta, reason: request.reason.clone(), expected_version };
         let version = change_existing(&state, &principal, &context, id, expected_version, command)

@@ -12,7 +12,8 @@ use utoipa::ToSchema;
 
 use crate::accounts;
 use crate::app::AppState;
-use crate::extract::{ApiJson, ClientAddr};
+use crate::extract::ApiJson;
+use http_api::client::ClientAddr;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -2,8 +2,10 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use http_api::client::ClientAddr;
 use http_api::openapi::{
-    BadRequest, Conflict, PayloadTooLarge, ServiceUnavailable, UnprocessableEntity, UnsupportedMediaType,
+    BadRequest, Conflict, PayloadTooLarge, ServiceUnavailable, TooManyRequests, UnprocessableEntity,
+    UnsupportedMediaType,
 };
 use http_api::problem::ApiError;
 use serde::{Deserialize, Serialize};
@@ -13,7 +15,6 @@ use uuid::Uuid;
 use crate::accounts;
 use crate::app::AppState;
 use crate::extract::{ApiJson, IdempotencyKey, RequestContext};
-use crate::idempotency;
 
 /// A new account. Every field is checked and all problems are reported together (422).
 #[derive(Deserialize, Serialize, ToSchema)]
@@ -41,7 +42,10 @@ pub struct Registered {
 /// Register a customer account.
 ///
 /// Open registration: every new account is a `customer`. With an `Idempotency-Key`, a retry
-/// with the same body gets the first response back (`Idempotent-Replayed: true`).
+/// with the same body from the same client address gets the first response back
+/// (`Idempotent-Replayed: true`). Registrations are limited per client address (429 with
+/// `Retry-After`); when too many passwords are being hashed at once the answer is 503 with
+/// `Retry-After`.
 #[utoipa::path(
     post,
     path = "/api/v1/users",
@@ -63,17 +67,22 @@ pub struct Registered {
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 422, response = UnprocessableEntity),
+        (status = 429, response = TooManyRequests),
         (status = 503, response = ServiceUnavailable),
     )
 )]
 pub async fn register(
     State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
     IdempotencyKey(key): IdempotencyKey,
     context: RequestContext,
     ApiJson(request): ApiJson<RegisterRequest>,
 ) -> Result<Response, ApiError> {
-    let hash = idempotency::fingerprint(&request);
-    idempotency::run_once(&state.pool, key.as_deref(), "POST /api/v1/users", &hash, || async {
+    state.registration_limiter.check(client)?;
+    // Anonymous: the key belongs to the client address, so nobody else can replay or block it.
+    let scope = format!("POST /api/v1/users {}", client.map_or_else(|| "unknown".to_owned(), |c| c.to_string()));
+    let hash = state.idempotency.fingerprint(&request);
+    state.idempotency.run_once(&state.pool, key.as_deref(), &scope, &hash, || async {
         let RegisterRequest { username, email, password } = request;
         let id = accounts::register(
             &state.commands,

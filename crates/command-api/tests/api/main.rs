@@ -12,6 +12,7 @@ mod openapi;
 mod operations;
 mod product_fields;
 mod products;
+mod registration_memory;
 mod rejections;
 mod settings;
 mod snapshots;

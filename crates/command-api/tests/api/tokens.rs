@@ -80,3 +80,62 @@ async fn a_login_body_of_the_wrong_shape_is_422() {
     let response = app.post("/api/v1/auth/token").json(&json!({"username": "x"})).send().await.unwrap();
     assert_problem(response, 422).await;
 }
+
+async fn login_from(app: &crate::helpers::TestApp, client: &str, username: &str, password: &str) -> reqwest::Response {
+    app.post("/api/v1/auth/token")
+        .header("x-forwarded-for", client)
+        .json(&json!({"username": username, "password": password}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Behind a trusted proxy each client has its own budget; without `TRUSTED_PROXIES` the header
+/// is the client's own word and is ignored (everyone behind that peer shares one budget).
+#[tokio::test]
+async fn the_client_budget_follows_x_forwarded_for_only_from_trusted_proxies() {
+    let proxied = spawn_app_with(&["--login-attempts-per-client", "2", "--trusted-proxies", "127.0.0.0/8"]).await;
+    for _ in 0..2 {
+        assert_eq!(login_from(&proxied, "198.51.100.1", "nobody", "wrong-password").await.status(), 401);
+    }
+    assert_problem(login_from(&proxied, "198.51.100.1", "nobody", "wrong-password").await, 429).await;
+    // A forged left-most entry does not buy a fresh budget: the proxy appended the real client.
+    let forged = login_from(&proxied, "203.0.113.5, 198.51.100.1", "nobody", "wrong-password").await;
+    assert_problem(forged, 429).await;
+    let other = login_from(&proxied, "198.51.100.2", "nobody", "wrong-password").await;
+    assert_eq!(other.status(), 401, "another client behind the proxy has its own budget");
+
+    let direct = spawn_app_with(&["--login-attempts-per-client", "2"]).await;
+    for client in ["198.51.100.1", "198.51.100.2"] {
+        assert_eq!(login_from(&direct, client, "nobody", "wrong-password").await.status(), 401);
+    }
+    assert_problem(login_from(&direct, "198.51.100.3", "nobody", "wrong-password").await, 429).await;
+}
+
+/// Guessing from many addresses spends a username's budget for strangers only: its owner, from
+/// an address they logged in from before, still gets in; the guessers are throttled.
+#[tokio::test]
+async fn a_flood_of_guesses_cannot_lock_the_owner_out() {
+    let app = spawn_app_with(&["--login-attempts-per-username", "3", "--trusted-proxies", "127.0.0.1"]).await;
+    app.create_user("gina", "gina-password", &[]).await;
+    assert_eq!(login_from(&app, "192.0.2.10", "gina", "gina-password").await.status(), 200);
+    for n in 0..6 {
+        let _ = login_from(&app, &format!("198.51.100.{n}"), "gina", "wrong-password").await;
+    }
+    assert_problem(login_from(&app, "198.51.100.99", "gina", "gina-password").await, 429).await;
+    assert_eq!(login_from(&app, "192.0.2.10", "gina", "gina-password").await.status(), 200);
+}
+
+/// One client failing again and again waits longer and longer, whatever usernames it tries.
+#[tokio::test]
+async fn repeated_failures_from_one_client_earn_a_penalty() {
+    let app = spawn_app_with(&["--trusted-proxies", "127.0.0.1"]).await;
+    for n in 0..6 {
+        let response = login_from(&app, "203.0.113.7", &format!("user{n}"), "wrong-password").await;
+        assert_eq!(response.status(), 401);
+    }
+    let penalised = login_from(&app, "203.0.113.7", "someone", "wrong-password").await;
+    assert!(penalised.headers().contains_key("retry-after"));
+    assert_problem(penalised, 429).await;
+    assert_eq!(login_from(&app, "203.0.113.8", "someone", "wrong-password").await.status(), 401);
+}

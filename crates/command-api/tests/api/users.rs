@@ -1,6 +1,6 @@
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_problem, error_fields, spawn_app};
+use crate::helpers::{assert_problem, error_fields, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn registering_a_user_returns_its_id_and_location_and_stores_no_plaintext() {
@@ -53,4 +53,21 @@ async fn invalid_registration_reports_every_field_and_writes_nothing() {
     let problem = assert_problem(response, 422).await;
     assert_eq!(error_fields(&problem), ["username", "email", "password"]);
     assert_eq!(app.event_count().await, 0);
+}
+
+#[tokio::test]
+async fn registrations_are_limited_per_client() {
+    let app = spawn_app_with(&["--registrations-per-client", "2", "--trusted-proxies", "127.0.0.1"]).await;
+    let register = |client: &'static str, name: &'static str| {
+        app.post("/api/v1/users")
+            .header("x-forwarded-for", client)
+            .json(&json!({"username": name, "email": format!("{name}@example.com"), "password": "long-password"}))
+            .send()
+    };
+    assert_eq!(register("198.51.100.1", "reg1").await.unwrap().status(), 201);
+    assert_eq!(register("198.51.100.1", "reg2").await.unwrap().status(), 201);
+    let limited = register("198.51.100.1", "reg3").await.unwrap();
+    assert!(limited.headers().contains_key("retry-after"));
+    assert_problem(limited, 429).await;
+    assert_eq!(register("198.51.100.2", "reg3").await.unwrap().status(), 201, "other clients are unaffected");
 }
