@@ -226,7 +226,7 @@ impl Application {
 pub fn router(state: AppState, settings: &Settings, metrics: PrometheusHandle) -> Router {
     let cors = middleware::cors(
         &settings.http.cors_allowed_origins,
-        [Method::GET, Method::POST, Method::PATCH, Method::DELETE],
+        [Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE],
         [header::AUTHORIZATION, header::CONTENT_TYPE, header::IF_MATCH, HeaderName::from_static("idempotency-key")],
         [header::ETAG, header::LOCATION],
     );

@@ -50,7 +50,8 @@ struct Penalty {
 impl Penalty {
     fn until(&self) -> Instant {
         let excess = self.failures.saturating_sub(FREE_FAILURES);
-        let wait = if excess == 0 { Duration::ZERO } else { Duration::from_secs(1u64 << excess.min(20)).min(MAX_PENALTY) };
+        let wait =
+            if excess == 0 { Duration::ZERO } else { Duration::from_secs(1u64 << excess.min(20)).min(MAX_PENALTY) };
         self.last_failure + wait
     }
 }
@@ -120,9 +121,9 @@ impl LoginLimiter {
 
     fn is_known(&self, username: &str, client: IpAddr) -> bool {
         let known = self.known.lock().expect("known lock");
-        known
-            .get(username)
-            .is_some_and(|addresses| addresses.iter().any(|(address, at)| *address == client && at.elapsed() < KNOWN_FOR))
+        known.get(username).is_some_and(|addresses| {
+            addresses.iter().any(|(address, at)| *address == client && at.elapsed() < KNOWN_FOR)
+        })
     }
 
     /// Forgets keys whose budget is full again, penalties an hour past their last failure (and
@@ -131,9 +132,10 @@ impl LoginLimiter {
         self.by_username.retain_recent();
         self.by_client.retain_recent();
         let now = Instant::now();
-        self.penalties.lock().expect("penalties lock").retain(|_, p| {
-            now.duration_since(p.last_failure) < Duration::from_secs(3600) || p.until() > now
-        });
+        self.penalties
+            .lock()
+            .expect("penalties lock")
+            .retain(|_, p| now.duration_since(p.last_failure) < Duration::from_secs(3600) || p.until() > now);
         self.known.lock().expect("known lock").retain(|_, addresses| {
             addresses.retain(|(_, at)| at.elapsed() < KNOWN_FOR);
             !addresses.is_empty()

@@ -110,23 +110,25 @@ pub async fn create(
         Some(key) => Uuid::new_v5(&IDEMPOTENT_CATEGORY_NAMESPACE, format!("{scope}\n{key}").as_bytes()),
         None => Uuid::new_v4(),
     };
-    state.idempotency.run_once(&state.pool, key.as_deref(), &scope, &hash, || async {
-        let command = || CategoryCommand::Create {
-            id,
-            name: request.name.clone(),
-            slug: request.slug.clone(),
-            parent_id: request.parent_id,
-            description: request.description.clone(),
-        };
-        let version = state
-            .commands
-            .execute::<Category>(&id.to_string(), command, context.metadata(principal.user_id.to_string()), false)
-            .await
-            .map_err(|e| category_failure(e, false))?
-            .unwrap_or(1);
-        Ok(created("/api/v1/categories", id, version))
-    })
-    .await
+    state
+        .idempotency
+        .run_once(&state.pool, key.as_deref(), &scope, &hash, || async {
+            let command = || CategoryCommand::Create {
+                id,
+                name: request.name.clone(),
+                slug: request.slug.clone(),
+                parent_id: request.parent_id,
+                description: request.description.clone(),
+            };
+            let version = state
+                .commands
+                .execute::<Category>(&id.to_string(), command, context.metadata(principal.user_id.to_string()), false)
+                .await
+                .map_err(|e| category_failure(e, false))?
+                .unwrap_or(1);
+            Ok(created("/api/v1/categories", id, version))
+        })
+        .await
 }
 
 /// Change a category (admin): rename it, change its slug or description, or move it.

@@ -1,5 +1,6 @@
 //! The write API's routes, one module per resource.
 
+mod accounts;
 mod categories;
 mod import;
 pub(crate) mod products;
@@ -29,6 +30,10 @@ pub use products::Price;
 pub fn router() -> OpenApiRouter<AppState> {
     let mut router = OpenApiRouter::with_openapi(document())
         .routes(routes!(users::register))
+        .routes(routes!(accounts::change_email))
+        .routes(routes!(accounts::change_password))
+        .routes(routes!(accounts::grant_role, accounts::revoke_role))
+        .routes(routes!(accounts::deactivate))
         .routes(routes!(tokens::issue))
         .routes(routes!(products::create))
         .routes(routes!(products::update, products::delete))
@@ -134,7 +139,8 @@ fn document() -> utoipa::openapi::OpenApi {
 
     #[derive(utoipa::OpenApi)]
     #[openapi(tags(
-        (name = "users", description = "Registration (open; every new account is a customer)"),
+        (name = "users", description = "Registration (open; every new account is a customer), changes to your \
+            own account (`/api/v1/users/me`), and roles and deactivation (admin only)"),
         (name = "auth", description = "Bearer tokens for a username and password"),
         (name = "products", description = "Product writes (admin only), with `If-Match` and `Idempotency-Key`: \
             SKU, price in a currency, publication status, categories, attributes, images, and stock, which \

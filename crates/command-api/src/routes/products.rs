@@ -281,30 +281,32 @@ pub async fn create(
         Some(key) => Uuid::new_v5(&IDEMPOTENT_PRODUCT_NAMESPACE, format!("{scope}\n{key}").as_bytes()),
         None => Uuid::new_v4(),
     };
-    state.idempotency.run_once(&state.pool, key.as_deref(), &scope, &hash, || async {
-        let command = || ProductCommand::Create {
-            id,
-            name: request.name.clone(),
-            description: request.description.clone(),
-            price: request.price,
-            currency: request.currency.clone().unwrap_or_else(|| state.default_currency.code().to_owned()),
-            sku: request.sku.clone(),
-            status: request.status,
-            category_ids: request.category_ids.clone(),
-            attributes: request.attributes.clone(),
-            images: images(&request.images),
-            on_hand: request.on_hand,
-            allow_http_images: state.allow_http_images,
-        };
-        let version = state
-            .commands
-            .execute::<Product>(&id.to_string(), command, context.metadata(principal.user_id.to_string()), false)
-            .await
-            .map_err(|e| product_failure(e, false))?
-            .unwrap_or(1);
-        Ok(created("/api/v1/products", id, version))
-    })
-    .await
+    state
+        .idempotency
+        .run_once(&state.pool, key.as_deref(), &scope, &hash, || async {
+            let command = || ProductCommand::Create {
+                id,
+                name: request.name.clone(),
+                description: request.description.clone(),
+                price: request.price,
+                currency: request.currency.clone().unwrap_or_else(|| state.default_currency.code().to_owned()),
+                sku: request.sku.clone(),
+                status: request.status,
+                category_ids: request.category_ids.clone(),
+                attributes: request.attributes.clone(),
+                images: images(&request.images),
+                on_hand: request.on_hand,
+                allow_http_images: state.allow_http_images,
+            };
+            let version = state
+                .commands
+                .execute::<Product>(&id.to_string(), command, context.metadata(principal.user_id.to_string()), false)
+                .await
+                .map_err(|e| product_failure(e, false))?
+                .unwrap_or(1);
+            Ok(created("/api/v1/products", id, version))
+        })
+        .await
 }
 
 /// Change a product (admin).
@@ -409,16 +411,21 @@ pub async fn adjust_stock(
     let expected_version = if_match.expected_version()?;
     let scope = format!("POST /api/v1/products/{id}/stock-adjustments {}", principal.user_id);
     let hash = state.idempotency.fingerprint(&request);
-    state.idempotency.run_once(&state.pool, key.as_deref(), &scope, &hash, || async {
-        let command =
-            || ProductCommand::AdjustStock { delta: request.delta, reason: request.reason.clone(), expected_version };
-        let version = change_existing(&state, &principal, &context, id, expected_version, command)
-            .await?
-            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("an accepted stock adjustment recorded no event")))?;
-        let on_hand = stock_after(&state, id, version).await?;
-        Ok(([(header::ETAG, etag(version))], Json(StockLevel { on_hand, version })).into_response())
-    })
-    .await
+    state
+        .idempotency
+        .run_once(&state.pool, key.as_deref(), &scope, &hash, || async {
+            let command = || ProductCommand::AdjustStock {
+                delta: request.delta,
+                reason: request.reason.clone(),
+                expected_version,
+            };
+            let version = change_existing(&state, &principal, &context, id, expected_version, command)
+                .await?
+                .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("an accepted stock adjustment recorded no event")))?;
+            let on_hand = stock_after(&state, id, version).await?;
+            Ok(([(header::ETAG, etag(version))], Json(StockLevel { on_hand, version })).into_response())
+        })
+        .await
 }
 
 /// The stock on hand that the adjustment at `version` left, read from that event: exact even

@@ -82,20 +82,22 @@ pub async fn register(
     // Anonymous: the key belongs to the client address, so nobody else can replay or block it.
     let scope = format!("POST /api/v1/users {}", client.map_or_else(|| "unknown".to_owned(), |c| c.to_string()));
     let hash = state.idempotency.fingerprint(&request);
-    state.idempotency.run_once(&state.pool, key.as_deref(), &scope, &hash, || async {
-        let RegisterRequest { username, email, password } = request;
-        let id = accounts::register(
-            &state.commands,
-            &state.hasher,
-            &username,
-            &email,
-            password,
-            &[],
-            context.metadata("anonymous"),
-        )
-        .await?;
-        Ok((StatusCode::CREATED, [(header::LOCATION, format!("/api/v1/users/{id}"))], Json(Registered { id }))
-            .into_response())
-    })
-    .await
+    state
+        .idempotency
+        .run_once(&state.pool, key.as_deref(), &scope, &hash, || async {
+            let RegisterRequest { username, email, password } = request;
+            let id = accounts::register(
+                &state.commands,
+                &state.hasher,
+                &username,
+                &email,
+                password,
+                &[],
+                context.metadata("anonymous"),
+            )
+            .await?;
+            Ok((StatusCode::CREATED, [(header::LOCATION, format!("/api/v1/users/{id}"))], Json(Registered { id }))
+                .into_response())
+        })
+        .await
 }

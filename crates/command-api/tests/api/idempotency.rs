@@ -110,7 +110,11 @@ async fn registration_fingerprints_are_keyed_scoped_to_the_client_and_expire() {
     let app = spawn_app_with(&["--trusted-proxies", "127.0.0.1"]).await;
     let body = json!({"username": "ines", "email": "ines@example.com", "password": "ines-password"});
     let register = |client: &'static str, body: Value| {
-        app.post("/api/v1/users").header("x-forwarded-for", client).header("idempotency-key", "signup").json(&body).send()
+        app.post("/api/v1/users")
+            .header("x-forwarded-for", client)
+            .header("idempotency-key", "signup")
+            .json(&body)
+            .send()
     };
     assert_eq!(register("198.51.100.1", body.clone()).await.unwrap().status(), 201);
 
@@ -129,7 +133,10 @@ async fn registration_fingerprints_are_keyed_scoped_to_the_client_and_expire() {
 
     // Once the record is past its time to live, the key is free again: another body is taken
     // as a new request instead of 422 "key reused".
-    sqlx::query("UPDATE idempotency_keys SET created_at = now() - interval '25 hours'").execute(&app.pool).await.unwrap();
+    sqlx::query("UPDATE idempotency_keys SET created_at = now() - interval '25 hours'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
     let later = json!({"username": "ines2", "email": "ines2@example.com", "password": "ines-password"});
     let response = register("198.51.100.1", later).await.unwrap();
     assert_eq!(response.status(), 201);

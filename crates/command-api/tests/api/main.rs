@@ -1,6 +1,7 @@
 //! HTTP tests of the write API against a real Postgres: every test gets its own fresh,
 //! migrated database and its own server on a free port.
 
+mod accounts;
 mod catalog_rules;
 mod categories;
 mod concurrency;

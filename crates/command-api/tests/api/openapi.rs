@@ -24,6 +24,11 @@ const WRITE_API: Contract = Contract {
         ("POST", "/api/v1/products/import"),
         ("POST", "/api/v1/categories"),
         ("POST", "/api/v1/users"),
+        ("PATCH", "/api/v1/users/me"),
+        ("POST", "/api/v1/users/me/password"),
+        ("PUT", "/api/v1/users/{id}/roles/{role}"),
+        ("DELETE", "/api/v1/users/{id}/roles/{role}"),
+        ("POST", "/api/v1/users/{id}/deactivate"),
     ],
     unlisted: &[
         "/",
@@ -74,6 +79,22 @@ async fn protected_operations_name_the_bearer_scheme_and_document_401_and_403() 
         if !path.ends_with("import") {
             assert!(operation["responses"]["409"].is_object(), "{method} {path} documents 409");
         }
+    }
+    for (method, path) in [
+        ("put", "/api/v1/users/{id}/roles/{role}"),
+        ("delete", "/api/v1/users/{id}/roles/{role}"),
+        ("post", "/api/v1/users/{id}/deactivate"),
+    ] {
+        let operation = &spec["paths"][path][method];
+        assert_eq!(operation["security"], serde_json::json!([{"bearer": []}]), "{method} {path}");
+        for status in ["401", "403", "404", "409", "503"] {
+            assert!(operation["responses"][status].is_object(), "{method} {path} documents {status}");
+        }
+    }
+    for (method, path) in [("patch", "/api/v1/users/me"), ("post", "/api/v1/users/me/password")] {
+        let operation = &spec["paths"][path][method];
+        assert_eq!(operation["security"], serde_json::json!([{"bearer": []}]), "{method} {path}");
+        assert!(operation["responses"]["401"].is_object(), "{method} {path} documents 401");
     }
     for path in ["/api/v1/users", "/api/v1/auth/token"] {
         assert!(spec["paths"][path]["post"]["security"].is_null(), "{path} needs no token");
