@@ -97,6 +97,31 @@ pub async fn get<'e>(executor: impl PgExecutor<'e>, id: Uuid) -> Result<Option<U
     .await
 }
 
+/// One page of profiles for the admin listing, in username order (then id, for equal names):
+/// those whose username or email starts with `prefix` (lower-cased, as both are stored), after
+/// the keyset position `after`.
+pub async fn search<'e>(
+    executor: impl PgExecutor<'e>,
+    prefix: Option<&str>,
+    after: Option<(&str, Uuid)>,
+    limit: i64,
+) -> Result<Vec<UserView>, sqlx::Error> {
+    // starts_with(), not LIKE: a `%` or `_` in the prefix is matched as itself.
+    sqlx::query_as(
+        "SELECT id, username, email, roles, active, created_at, updated_at, version FROM users
+          WHERE ($1::text IS NULL OR starts_with(username, $1) OR starts_with(email, $1))
+            AND ($2::text IS NULL OR (username, id) > ($2, $3))
+          ORDER BY username, id
+          LIMIT $4",
+    )
+    .bind(prefix.map(str::to_lowercase))
+    .bind(after.map(|(username, _)| username))
+    .bind(after.map(|(_, id)| id))
+    .bind(limit)
+    .fetch_all(executor)
+    .await
+}
+
 pub struct Users;
 
 impl ReadModel for Users {

@@ -32,6 +32,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(products::history))
         .routes(routes!(categories::tree))
         .routes(routes!(categories::detail))
+        .routes(routes!(users::list))
+        .routes(routes!(users::me))
         .routes(routes!(users::detail))
 }
 
@@ -45,7 +47,7 @@ fn document() -> utoipa::openapi::OpenApi {
             history and time travel. Shoppers (no token, or a customer's) see published products only; \
             admins see every status"),
         (name = "categories", description = "The category tree, with the number of published products in each"),
-        (name = "users", description = "User profiles, for that user or an admin"),
+        (name = "users", description = "User profiles, for that user or an admin; the list of users, for admins"),
     ))]
     struct Tags;
 

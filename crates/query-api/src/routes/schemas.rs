@@ -150,3 +150,19 @@ pub struct HistoryParams {
     #[param(example = "21")]
     pub cursor: Option<String>,
 }
+
+/// Paging and search of `GET /api/v1/users`. A bad value is a 400 naming the parameter.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UserListParams {
+    /// Only users whose username or email starts with this (case-insensitive), at most 254
+    /// characters.
+    #[param(max_length = 254, example = "ali")]
+    pub q: Option<String>,
+    /// Users per page: 1 to 100.
+    #[param(minimum = 1, maximum = 100, default = 20, example = 20)]
+    pub limit: Option<i64>,
+    /// The `next_cursor` of the previous page (opaque), with the same `q`.
+    #[param(example = "WyJhbGljZSIsIjNmMGM2YzVlLThhNDgtNWQ3ZS05ZDZjLTJmMWUwYzFiN2E0MiJd")]
+    pub cursor: Option<String>,
+}

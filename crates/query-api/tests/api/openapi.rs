@@ -25,12 +25,14 @@ const READ_API: Contract = Contract {
         ("GET", "/api/v1/categories"),
         ("GET", "/api/v1/categories/{id}"),
         ("GET", "/api/v1/users/{id}"),
+        ("GET", "/api/v1/users/me"),
+        ("GET", "/api/v1/users"),
     ],
     unlisted: &[
         "/",
         "/api",
         "/api/v1",
-        "/api/v1/users",
+        "/api/v1/users/{id}/roles/{role}",
         "/api/v1/auth/token",
         "/openapi.yaml",
         "/api/v1/openapi.json",
@@ -55,6 +57,15 @@ async fn profiles_and_history_need_the_bearer_scheme_and_products_take_it_option
         let operation = &spec["paths"][path]["get"];
         assert_eq!(operation["security"], json!([{"bearer": []}]), "{path}");
         for status in ["200", "401", "403", "404", "503"] {
+            assert!(operation["responses"][status].is_object(), "GET {path} documents {status}");
+        }
+    }
+    for (path, statuses) in
+        [("/api/v1/users/me", &["200", "401", "404"][..]), ("/api/v1/users", &["200", "400", "401", "403"])]
+    {
+        let operation = &spec["paths"][path]["get"];
+        assert_eq!(operation["security"], json!([{"bearer": []}]), "{path}");
+        for status in statuses {
             assert!(operation["responses"][status].is_object(), "GET {path} documents {status}");
         }
     }

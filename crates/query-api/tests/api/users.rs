@@ -83,3 +83,81 @@ async fn admins_get_404_for_unknown_or_malformed_ids() {
         .unwrap();
     assert_problem(response, 404).await;
 }
+
+#[tokio::test]
+async fn me_is_the_callers_own_profile() {
+    let app = spawn_app().await;
+    let (ann, ann_token) = app.a_user("ann", &[], Role::Customer).await;
+    app.a_user("bob", &[], Role::Customer).await;
+    let response = app.get("/api/v1/users/me").bearer_auth(&ann_token).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["etag"], "\"1\"");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["id"], ann.to_string());
+    assert_eq!(body["username"], "ann");
+    let revalidated =
+        app.get("/api/v1/users/me").bearer_auth(&ann_token).header("if-none-match", "\"1\"").send().await.unwrap();
+    assert_eq!(revalidated.status(), 304);
+
+    assert_problem(app.get("/api/v1/users/me").send().await.unwrap(), 401).await;
+    let newcomer = token(Uuid::new_v4(), Role::Customer);
+    assert_problem(app.get("/api/v1/users/me").bearer_auth(newcomer).send().await.unwrap(), 404).await;
+}
+
+#[tokio::test]
+async fn admins_list_users_by_prefix_in_pages() {
+    let app = spawn_app().await;
+    let (_, admin) = app.a_user("root", &[Role::Admin], Role::Admin).await;
+    for name in ["alice", "alfred", "albert", "bob", "al_x"] {
+        app.a_user(name, &[], Role::Customer).await;
+    }
+    let list = |query: String| {
+        let admin = admin.clone();
+        let app = &app;
+        async move {
+            let response = app.get(&format!("/api/v1/users{query}")).bearer_auth(&admin).send().await.unwrap();
+            assert_eq!(response.status(), 200, "{query}");
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let names = |page: &Value| -> Vec<String> {
+        page["items"].as_array().unwrap().iter().map(|u| u["username"].as_str().unwrap().to_owned()).collect()
+    };
+
+    let everyone = list(String::new()).await;
+    assert_eq!(names(&everyone), ["al_x", "albert", "alfred", "alice", "bob", "root"]);
+    assert!(everyone["next_cursor"].is_null());
+    assert!(!everyone.to_string().contains("argon2"), "no credential material");
+
+    // `_` is matched as itself, not as a wildcard; the prefix is case-insensitive and also
+    // matches emails.
+    assert_eq!(names(&list("?q=al_".into()).await), ["al_x"]);
+    assert_eq!(names(&list("?q=ALF".into()).await), ["alfred"]);
+    assert_eq!(names(&list("?q=bob%40example".into()).await), ["bob"]);
+
+    let first = list("?q=al&limit=2".into()).await;
+    assert_eq!(names(&first), ["al_x", "albert"]);
+    let cursor = first["next_cursor"].as_str().unwrap().to_owned();
+    let second = list(format!("?q=al&limit=2&cursor={cursor}")).await;
+    assert_eq!(names(&second), ["alfred", "alice"]);
+    assert!(second["next_cursor"].is_null(), "nothing after the last match");
+    let third = list("?limit=5".into()).await;
+    let cursor = third["next_cursor"].as_str().unwrap().to_owned();
+    assert_eq!(names(&list(format!("?limit=5&cursor={cursor}")).await), ["root"]);
+}
+
+#[tokio::test]
+async fn only_admins_list_users_and_bad_parameters_are_400() {
+    let app = spawn_app().await;
+    let (_, customer) = app.a_user("ann", &[], Role::Customer).await;
+    let admin = token(Uuid::new_v4(), Role::Admin);
+    assert_problem(app.get("/api/v1/users").send().await.unwrap(), 401).await;
+    assert_problem(app.get("/api/v1/users").bearer_auth(&customer).send().await.unwrap(), 403).await;
+    // Authorisation comes first: a customer learns nothing from a bad parameter either.
+    assert_problem(app.get("/api/v1/users?limit=0").bearer_auth(&customer).send().await.unwrap(), 403).await;
+    let long = "a".repeat(255);
+    for query in ["?limit=0", "?limit=101", "?limit=x", "?cursor=not-a-cursor", &format!("?q={long}")] {
+        let response = app.get(&format!("/api/v1/users{query}")).bearer_auth(&admin).send().await.unwrap();
+        assert_problem(response, 400).await;
+    }
+}
