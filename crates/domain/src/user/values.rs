@@ -50,7 +50,7 @@ impl Email {
     pub fn parse(raw: &str) -> Result<Self, FieldViolation> {
         let normalized = raw.trim().to_lowercase();
         let invalid = || FieldViolation::new("email", "invalid", "email must look like name@example.com");
-        if normalized.len() > 254 || normalized.chars().any(char::is_whitespace) {
+        if normalized.len() > 254 || normalized.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(invalid());
         }
         let (local, domain) = normalized.split_once('@').ok_or_else(invalid)?;
@@ -125,7 +125,7 @@ mod tests {
     #[test]
     fn emails_need_a_local_part_and_a_dotted_domain() {
         assert_eq!(Email::parse("A@Example.COM").unwrap().as_str(), "a@example.com");
-        for bad in ["", "a", "a@", "@b.c", "a@b", "a@.b", "a b@c.d", "a@b.c@d.e"] {
+        for bad in ["", "a", "a@", "@b.c", "a@b", "a@.b", "a b@c.d", "a@b.c@d.e", "a\u{0}@b.c", "a@b\u{7}.c"] {
             assert!(Email::parse(bad).is_err(), "{bad:?} should be rejected");
         }
     }

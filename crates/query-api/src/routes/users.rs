@@ -94,8 +94,11 @@ pub async fn list(
     let params = query_params(query)?;
     let limit = integer_param(&params, "limit", 1, MAX_LIMIT)?.unwrap_or(DEFAULT_LIMIT);
     let q = params.get("q").map(|q| q.trim()).filter(|q| !q.is_empty());
-    if q.is_some_and(|q| q.chars().count() > MAX_QUERY_CHARS) {
-        return Err(ApiError::BadRequest(format!("query parameter `q` must be at most {MAX_QUERY_CHARS} characters")));
+    // Postgres text cannot hold NUL: refused here rather than failing in the database.
+    if q.is_some_and(|q| q.chars().count() > MAX_QUERY_CHARS || q.contains('\0')) {
+        return Err(ApiError::BadRequest(format!(
+            "query parameter `q` must be at most {MAX_QUERY_CHARS} characters, without NUL"
+        )));
     }
     let after = match params.get("cursor") {
         None => None,
@@ -121,7 +124,8 @@ fn encode_cursor(username: &str, id: Uuid) -> String {
 }
 
 fn decode_cursor(raw: &str) -> Option<(String, Uuid)> {
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(raw.trim()).ok()?).ok()
+    let (username, id): (String, Uuid) = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(raw.trim()).ok()?).ok()?;
+    (!username.contains('\0')).then_some((username, id))
 }
 
 /// Get a user's profile.

@@ -156,7 +156,20 @@ async fn only_admins_list_users_and_bad_parameters_are_400() {
     // Authorisation comes first: a customer learns nothing from a bad parameter either.
     assert_problem(app.get("/api/v1/users?limit=0").bearer_auth(&customer).send().await.unwrap(), 403).await;
     let long = "a".repeat(255);
-    for query in ["?limit=0", "?limit=101", "?limit=x", "?cursor=not-a-cursor", &format!("?q={long}")] {
+    // A cursor this API never returned: `["a\u0000", <uuid>]`, base64url.
+    let nul_cursor = base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        serde_json::to_vec(&("a\0", Uuid::new_v4())).unwrap(),
+    );
+    for query in [
+        "?limit=0",
+        "?limit=101",
+        "?limit=x",
+        "?cursor=not-a-cursor",
+        &format!("?cursor={nul_cursor}"),
+        "?q=a%00",
+        &format!("?q={long}"),
+    ] {
         let response = app.get(&format!("/api/v1/users{query}")).bearer_auth(&admin).send().await.unwrap();
         assert_problem(response, 400).await;
     }
