@@ -70,6 +70,10 @@ impl Idempotency {
     /// `development`, which falls back to [`DEVELOPMENT_SECRET`].
     pub fn new(secret: Option<&str>, development: bool, ttl: Duration) -> anyhow::Result<Self> {
         let secret = match secret {
+            // The placeholder of deploy/k8s/secret.example.yaml is public.
+            Some(secret) if secret.contains("REPLACE-ME") => {
+                anyhow::bail!("IDEMPOTENCY_KEY_SECRET is the example value; generate a real one")
+            }
             Some(secret) if secret.len() >= MIN_SECRET_BYTES => secret,
             Some(_) => anyhow::bail!("IDEMPOTENCY_KEY_SECRET must be at least {MIN_SECRET_BYTES} bytes"),
             None if development => DEVELOPMENT_SECRET,
@@ -287,6 +291,7 @@ mod tests {
         assert!(Idempotency::new(None, false, ttl).is_err());
         assert!(Idempotency::new(None, true, ttl).is_ok());
         assert!(Idempotency::new(Some("short"), true, ttl).is_err());
+        assert!(Idempotency::new(Some("REPLACE-ME-with-at-least-32-random-bytes"), false, ttl).is_err());
         assert!(Idempotency::new(Some(&"a".repeat(32)), false, Duration::ZERO).is_err());
     }
 }

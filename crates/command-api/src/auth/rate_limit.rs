@@ -56,13 +56,15 @@ impl Penalty {
     }
 }
 
+/// Per normalised username, the client addresses it logged in from and when last.
+type KnownClients = HashMap<String, Vec<(IpAddr, Instant)>>;
+
 #[derive(Clone)]
 pub struct LoginLimiter {
     by_username: Arc<DefaultKeyedRateLimiter<String>>,
     by_client: Arc<DefaultKeyedRateLimiter<IpAddr>>,
     penalties: Arc<Mutex<HashMap<IpAddr, Penalty>>>,
-    /// Per normalised username, the client addresses it logged in from and when last.
-    known: Arc<Mutex<HashMap<String, Vec<(IpAddr, Instant)>>>>,
+    known: Arc<Mutex<KnownClients>>,
 }
 
 impl LoginLimiter {

@@ -140,7 +140,7 @@ async fn who_may_change_roles_and_deactivate() {
     let unknown = uuid::Uuid::new_v4();
     for path in [
         format!("/api/v1/users/{unknown}/roles/admin"),
-        format!("/api/v1/users/not-a-uuid/roles/admin"),
+        "/api/v1/users/not-a-uuid/roles/admin".to_owned(),
         format!("/api/v1/users/{eve}/roles/superuser"),
     ] {
         assert_problem(app.request(Method::PUT, &path).bearer_auth(&admin).send().await.unwrap(), 404).await;
