@@ -1,6 +1,6 @@
 use serde_json::json;
 
-use crate::helpers::spawn_app;
+use crate::helpers::{spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn twelve_concurrent_patches_with_one_if_match_give_one_200_and_eleven_412() {
@@ -40,7 +40,8 @@ async fn concurrent_patches_without_if_match_all_land_or_get_409_never_500() {
 
 #[tokio::test]
 async fn twelve_concurrent_registrations_of_one_username_give_exactly_one_201() {
-    let app = spawn_app().await;
+    // All twelve come from one address: lift the per-client registration limit.
+    let app = spawn_app_with(&["--registrations-per-client", "100"]).await;
     let requests = (0..12).map(|i| {
         app.post("/api/v1/users")
             .json(&json!({"username": "zoe", "email": format!("zoe{i}@example.com"), "password": "zoe-password"}))

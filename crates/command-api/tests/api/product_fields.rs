@@ -251,7 +251,13 @@ async fn image_urls_must_be_https_outside_development() {
     let token = development.admin_token().await;
     assert_eq!(development.create_product(&token, image.clone()).await.status(), 201);
 
-    let production = spawn_app_with(&["--environment", "production"]).await;
+    let production = spawn_app_with(&[
+        "--environment",
+        "production",
+        "--idempotency-key-secret",
+        "a-production-idempotency-secret-of-32+-bytes",
+    ])
+    .await;
     let token = production.admin_token().await;
     let problem = assert_problem(production.create_product(&token, image).await, 422).await;
     assert_eq!(error_fields(&problem), ["images[0].url"]);
