@@ -96,6 +96,9 @@ impl Application {
     /// reachable; otherwise `run` keeps trying, and products are served uncached meanwhile).
     pub async fn build(settings: Settings, pool: PgPool, metrics: PrometheusHandle) -> anyhow::Result<Self> {
         let secret = settings.http.jwt_secret()?;
+        // No rate limits here (yet), but the setting is shared: an unreadable one refuses to
+        // start on both APIs alike.
+        settings.http.trusted_proxies()?;
         let min_version_wait = Duration::from_millis(settings.min_version_wait_ms);
         if min_version_wait >= settings.http.request_timeout() {
             tracing::warn!("MIN_VERSION_WAIT_MS is not below REQUEST_TIMEOUT_SECONDS: long waits end as timeouts");

@@ -90,11 +90,15 @@ impl PasswordHasher {
         &self,
         work: impl FnOnce(&mut [Block]) -> anyhow::Result<T> + Send + 'static,
     ) -> Result<T, HashError> {
-        let slot = tokio::time::timeout(self.queue, self.slots.clone().acquire_owned())
-            .await
-            .map_err(|_| HashError::Busy)?
-            .expect("the semaphore is never closed");
+        let slot = match tokio::time::timeout(self.queue, self.slots.clone().acquire_owned()).await {
+            Ok(slot) => slot.expect("the semaphore is never closed"),
+            Err(_) => {
+                metrics::counter!("password_hash_rejections_total").increment(1);
+                return Err(HashError::Busy);
+            }
+        };
         metrics::counter!("password_hashes_total").increment(1);
+        metrics::gauge!("password_hash_slots_in_use").increment(1.0);
         let pool = self.memory.clone();
         let blocks = self.params.block_count();
         let result = tokio::task::spawn_blocking(move || {
@@ -102,6 +106,7 @@ impl PasswordHasher {
                 pool.lock().expect("memory pool lock").pop().unwrap_or_else(|| vec![Block::default(); blocks]);
             let result = work(&mut memory);
             pool.lock().expect("memory pool lock").push(memory);
+            metrics::gauge!("password_hash_slots_in_use").decrement(1.0);
             drop(slot);
             result
         })

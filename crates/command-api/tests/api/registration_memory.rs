@@ -70,6 +70,10 @@ async fn two_hundred_concurrent_registrations_keep_peak_rss_within_budget() {
     eprintln!("answers {counts:?}; peak RSS {} MiB (before the flood {} MiB)", peak / 1024, before / 1024);
     assert!(counts.get(&201).copied().unwrap_or(0) > 0, "some registrations went through: {counts:?}");
     assert!(peak < PEAK_RSS_BUDGET_KIB, "peak RSS {} MiB is over the budget", peak / 1024);
+    if counts.contains_key(&503) {
+        let metrics = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+        assert!(metrics.contains("password_hash_rejections_total"), "the 503s are counted");
+    }
 }
 
 /// `--help` lists `DATABASE_URL` but never its value: it usually carries a password.
