@@ -80,8 +80,10 @@ pub struct Settings {
     #[arg(long, env = "IDEMPOTENCY_KEY_SECRET", hide_env_values = true)]
     pub idempotency_key_secret: Option<String>,
 
-    /// Hours an `Idempotency-Key` and its stored response are kept; older ones are purged.
-    #[arg(long, env = "IDEMPOTENCY_KEY_TTL_HOURS", default_value_t = crate::idempotency::DEFAULT_TTL_HOURS)]
+    /// Hours an `Idempotency-Key` and its stored response are kept (1 to 8760); older ones are
+    /// purged.
+    #[arg(long, env = "IDEMPOTENCY_KEY_TTL_HOURS", default_value_t = crate::idempotency::DEFAULT_TTL_HOURS,
+          value_parser = clap::value_parser!(u64).range(1..=8760))]
     pub idempotency_key_ttl_hours: u64,
 
     /// Product imports (`POST /api/v1/products/import`) running at once; one more is answered

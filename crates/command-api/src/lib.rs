@@ -6,15 +6,17 @@
 //!
 //! # Layout
 //! - [`app`]: settings, shared state, router and middleware; `Application::build` / `run`.
-//! - [`routes`]: one module per resource (`users`, `tokens`, `products` with stock adjustments,
-//!   `categories`).
-//! - [`accounts`]: registration and login, also used by `catalogctl user create`.
+//! - [`routes`]: one module per resource (`users`, `accounts`, `tokens`, `products` with stock
+//!   adjustments, `categories`).
+//! - [`accounts`]: registration and login (also used by `catalogctl user create`), a user's
+//!   own email and password, admins' role changes and deactivation.
 //! - [`import`]: bulk import of products from NDJSON or CSV, upserted by SKU; used by
 //!   `POST /api/v1/products/import` and `catalogctl import`.
-//! - [`auth`]: argon2id passwords and login rate limits (tokens and `Principal` are `http_api`'s).
+//! - [`auth`]: argon2id passwords in memory-budgeted slots, login and registration rate limits
+//!   (tokens, `Principal` and the client address are `http_api`'s).
 //! - [`failures`]: the one mapping from a command that did not commit to a problem response,
 //!   including the catalog rules the event store raises (SQLSTATEs `CT409`, `CT422`).
-//! - [`idempotency`]: `Idempotency-Key` claims and stored responses.
+//! - [`idempotency`]: `Idempotency-Key` claims and stored responses, keyed fingerprints, expiry.
 //! - [`extract`]: extractors that turn bad input into problem responses (`If-Match`, JSON, keys)
 //!   and the request's event metadata.
 //!
