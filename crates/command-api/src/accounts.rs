@@ -6,7 +6,7 @@ use domain::user::{check_password_policy, user_id_for, Email, Username};
 use domain::{Role, User, UserCommand, UserError, Violations};
 use event_store::{CommandBus, CommandError, EventMetadata};
 use http_api::problem::ApiError;
-use http_api::tokens::TokenKeys;
+use http_api::tokens::TokenIssuer;
 use uuid::Uuid;
 
 use crate::auth::{LoginLimiter, PasswordHasher};
@@ -65,7 +65,7 @@ pub async fn login(
     bus: &CommandBus,
     hasher: &PasswordHasher,
     limiter: &LoginLimiter,
-    keys: &TokenKeys,
+    keys: &TokenIssuer,
     username: &str,
     password: String,
     client: Option<IpAddr>,

@@ -12,7 +12,7 @@ use clap::Parser;
 use domain::Currency;
 use event_store::{CommandBus, CurrencySettings};
 use http_api::middleware;
-use http_api::tokens::TokenKeys;
+use http_api::tokens::{self, TokenIssuer, TokenVerifier};
 use http_api::HttpSettings;
 use http_api::BODY_LIMIT_BYTES;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -27,6 +27,8 @@ use crate::import::Importer;
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "command-api", about = "Catalog's write REST API", version)]
+// A flag given twice counts once, the last (tests add to a default command line).
+#[command(args_override_self = true)]
 pub struct Settings {
     /// Address to listen on.
     #[arg(long, env = "COMMAND_API_ADDR", default_value = "127.0.0.1:8080")]
@@ -46,9 +48,19 @@ pub struct Settings {
     #[command(flatten)]
     pub currency: CurrencySettings,
 
-    /// Bearer token lifetime in seconds (capped at 3600).
-    #[arg(long, env = "TOKEN_TTL_SECONDS", default_value_t = 900)]
+    /// Access token lifetime in seconds (capped at 3600). Access tokens cannot be revoked
+    /// before they expire, so keep it short; refresh tokens renew them.
+    #[arg(long, env = "TOKEN_TTL_SECONDS", default_value_t = 300)]
     pub token_ttl_seconds: u64,
+
+    /// The Ed25519 private key (PKCS#8 PEM) access tokens are signed with. Required unless
+    /// `CATALOG_ENV=development`. Only command-api holds it.
+    #[arg(long, env = "TOKEN_SIGNING_KEY", hide_env_values = true, conflicts_with = "token_signing_key_file")]
+    pub token_signing_key: Option<String>,
+
+    /// A file holding what `TOKEN_SIGNING_KEY` would (e.g. a mounted Secret).
+    #[arg(long, env = "TOKEN_SIGNING_KEY_FILE")]
+    pub token_signing_key_file: Option<std::path::PathBuf>,
 
     /// Login attempts allowed per username per minute.
     #[arg(long, env = "LOGIN_ATTEMPTS_PER_USERNAME", default_value_t = NonZeroU32::new(10).unwrap())]
@@ -80,7 +92,7 @@ pub struct AppState {
     pub pool: PgPool,
     pub commands: CommandBus,
     pub hasher: PasswordHasher,
-    pub tokens: TokenKeys,
+    pub tokens: TokenIssuer,
     pub login_limiter: LoginLimiter,
     /// The currency of a product created without one (`CATALOG_DEFAULT_CURRENCY`).
     pub default_currency: Currency,
@@ -91,9 +103,9 @@ pub struct AppState {
     pub imports: Arc<Semaphore>,
 }
 
-impl FromRef<AppState> for TokenKeys {
+impl FromRef<AppState> for TokenVerifier {
     fn from_ref(state: &AppState) -> Self {
-        state.tokens.clone()
+        state.tokens.verifier().clone()
     }
 }
 
@@ -104,11 +116,11 @@ pub struct Application {
 }
 
 impl Application {
-    /// Fails when a setting is invalid (the default currency, the token secret) or the address
+    /// Fails when a setting is invalid (the default currency, the token keys) or the address
     /// cannot be bound.
     pub async fn build(settings: Settings, pool: PgPool, metrics: PrometheusHandle) -> anyhow::Result<Self> {
         let default_currency = settings.currency.apply().map_err(anyhow::Error::msg)?;
-        let tokens = TokenKeys::new(&settings.http.jwt_secret()?, Duration::from_secs(settings.token_ttl_seconds));
+        let tokens = token_issuer(&settings)?;
         let login_limiter = LoginLimiter::new(LoginLimits {
             per_username_per_minute: settings.login_attempts_per_username,
             per_client_per_minute: settings.login_attempts_per_client,
@@ -162,6 +174,21 @@ impl Application {
         housekeeping.abort();
         Ok(result?)
     }
+}
+
+/// The signing key and every key tokens are verified with (its own, and the other one during a
+/// rotation): refused unless real, or `CATALOG_ENV=development`.
+fn token_issuer(settings: &Settings) -> anyhow::Result<TokenIssuer> {
+    let development = settings.http.is_development();
+    let signing_pem = http_api::settings::read_inline_or_file(
+        settings.token_signing_key.as_deref(),
+        settings.token_signing_key_file.as_deref(),
+        "TOKEN_SIGNING_KEY",
+    )?;
+    let signing = tokens::resolve_signing_key(signing_pem.as_deref(), development)?;
+    let verify_pem = settings.http.verify_keys_pem()?;
+    let verify = tokens::resolve_verify_keys(verify_pem.as_deref(), Some(signing.public_key()), development)?;
+    Ok(TokenIssuer::new(signing, &verify, Duration::from_secs(settings.token_ttl_seconds)))
 }
 
 /// The whole HTTP surface: API routes, operational endpoints, `/openapi.json`, `/docs` and the

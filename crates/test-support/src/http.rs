@@ -19,14 +19,53 @@ use tokio::task::JoinHandle;
 
 use crate::TestDatabase;
 
-/// The token secret test servers run with (so tests can sign tokens they accept).
-pub const TEST_JWT_SECRET: &str = "test-secret-test-secret-test-secret!";
+/// The Ed25519 key test command-api servers sign tokens with (so tests can sign tokens they
+/// accept); test query-api servers are given only [`TEST_PUBLIC_KEY`].
+pub const TEST_SIGNING_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEIHX/uAg+AVr4aMaEXr+zjIDYIMLSDT5sxvYAbR0Bw7YY
+-----END PRIVATE KEY-----
+";
+
+/// The public half of [`TEST_SIGNING_KEY`].
+pub const TEST_PUBLIC_KEY: &str = "-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VwAyEApwB/vDOhkfB1VJG1McRNQsaC6b9upSBMvhMr/cLfdZU=
+-----END PUBLIC KEY-----
+";
+
+/// A second key pair, for rotations and for forgeries by a key the servers do not know.
+pub const OTHER_SIGNING_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEILypqhe/0OUVLCE669jA5WGtzArfp8gByzHgTQtJE/gJ
+-----END PRIVATE KEY-----
+";
+
+/// The public half of [`OTHER_SIGNING_KEY`].
+pub const OTHER_PUBLIC_KEY: &str = "-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VwAyEASXdETVrH85jb/vrLl/NpnJdbYtQMH9fi2DmSJkGBYOI=
+-----END PUBLIC KEY-----
+";
+
+/// A 10-minute token for `user_id` with `role`, signed by the PEM private key `signing_key`.
+pub fn token_signed_by(signing_key: &str, user_id: uuid::Uuid, role: domain::Role) -> String {
+    let key = http_api::tokens::SigningKey::from_pem(signing_key).unwrap();
+    let public = key.public_key().clone();
+    http_api::tokens::TokenIssuer::new(key, &[public], Duration::from_secs(600)).issue(user_id, role).unwrap()
+}
+
+/// A token test servers accept: signed by [`TEST_SIGNING_KEY`].
+pub fn test_token(user_id: uuid::Uuid, role: domain::Role) -> String {
+    token_signed_by(TEST_SIGNING_KEY, user_id, role)
+}
 
 /// The command line of `binary` listening on a free port of 127.0.0.1, on `database_url`, with
-/// [`TEST_JWT_SECRET`], then `extra_args`.
+/// `CATALOG_ENV=development` and the test token keys (command-api: [`TEST_SIGNING_KEY`];
+/// query-api: [`TEST_PUBLIC_KEY`] only), then `extra_args` (which override those).
 pub fn server_args(binary: &str, database_url: &str, extra_args: &[&str]) -> Vec<String> {
-    let args = [binary, "--addr", "127.0.0.1:0", "--database-url", database_url, "--jwt-secret", TEST_JWT_SECRET];
-    args.iter().chain(extra_args).map(|arg| (*arg).to_owned()).collect()
+    let keys = match binary {
+        "command-api" => ["--token-signing-key", TEST_SIGNING_KEY],
+        _ => ["--token-verify-keys", TEST_PUBLIC_KEY],
+    };
+    let args = [binary, "--addr", "127.0.0.1:0", "--database-url", database_url, "--environment", "development"];
+    args.iter().chain(&keys).chain(extra_args).map(|arg| (*arg).to_owned()).collect()
 }
 
 /// A Postgres URL nothing listens on (a port just closed): a server built on it starts, and

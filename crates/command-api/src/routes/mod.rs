@@ -30,6 +30,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     let mut router = OpenApiRouter::with_openapi(document())
         .routes(routes!(users::register))
         .routes(routes!(tokens::issue))
+        .routes(routes!(tokens::keys))
         .routes(routes!(products::create))
         .routes(routes!(products::update, products::delete))
         .routes(routes!(products::adjust_stock))
@@ -135,7 +136,8 @@ fn document() -> utoipa::openapi::OpenApi {
     #[derive(utoipa::OpenApi)]
     #[openapi(tags(
         (name = "users", description = "Registration (open; every new account is a customer)"),
-        (name = "auth", description = "Bearer tokens for a username and password"),
+        (name = "auth", description = "Bearer tokens for a username and password, and the public keys \
+            that verify them"),
         (name = "products", description = "Product writes (admin only), with `If-Match` and `Idempotency-Key`: \
             SKU, price in a currency, publication status, categories, attributes, images, and stock, which \
             changes only by adjustments; bulk import by SKU from NDJSON or CSV"),

@@ -7,6 +7,7 @@ use http_api::openapi::{
     UnsupportedMediaType,
 };
 use http_api::problem::ApiError;
+use http_api::tokens::JwkSet;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -24,9 +25,9 @@ pub struct TokenRequest {
 }
 
 #[derive(Serialize, ToSchema)]
-#[schema(example = json!({"access_token": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIuLi4ifQ.c2lnbmF0dXJl", "token_type": "Bearer", "expires_in": 900}))]
+#[schema(example = json!({"access_token": "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiIuLi4ifQ.c2lnbmF0dXJl", "token_type": "Bearer", "expires_in": 300}))]
 pub struct TokenResponse {
-    /// An HS256 JWT: send it as `Authorization: Bearer <token>` to either API.
+    /// An EdDSA-signed JWT, valid for `expires_in` seconds: send it as `Authorization: Bearer <token>` to either API.
     access_token: String,
     #[schema(value_type = String, pattern = "^Bearer$")]
     token_type: &'static str,
@@ -78,4 +79,23 @@ pub async fn issue(
         [(header::CACHE_CONTROL, "no-store")],
         Json(TokenResponse { access_token: token, token_type: "Bearer", expires_in: state.tokens.ttl().as_secs() }),
     ))
+}
+
+/// The public keys tokens are verified with.
+///
+/// The Ed25519 keys (JWK Set, RFC 7517/8037) access tokens are signed with, by `kid`: during a
+/// key rotation, both the new and the old. Public keys only; what a verifier such as query-api
+/// is configured with (`TOKEN_VERIFY_KEYS`).
+#[utoipa::path(
+    get,
+    path = "/.well-known/jwks.json",
+    tag = "auth",
+    operation_id = "tokenKeys",
+    responses(
+        (status = 200, description = "The accepted public keys", body = JwkSet,
+         headers(("Cache-Control" = String, description = "Cacheable for 5 minutes"))),
+    )
+)]
+pub async fn keys(State(state): State<AppState>) -> impl IntoResponse {
+    ([(header::CACHE_CONTROL, "public, max-age=300")], Json(state.tokens.verifier().jwks()))
 }
