@@ -24,6 +24,7 @@ use tokio::sync::Semaphore;
 
 use crate::auth::{LoginLimiter, LoginLimits, PasswordHasher};
 use crate::import::Importer;
+use crate::sessions::Sessions;
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "command-api", about = "Catalog's write REST API", version)]
@@ -55,12 +56,28 @@ pub struct Settings {
 
     /// The Ed25519 private key (PKCS#8 PEM) access tokens are signed with. Required unless
     /// `CATALOG_ENV=development`. Only command-api holds it.
-    #[arg(long, env = "TOKEN_SIGNING_KEY", hide_env_values = true, conflicts_with = "token_signing_key_file")]
+    #[arg(
+        long,
+        env = "TOKEN_SIGNING_KEY",
+        hide_env_values = true,
+        conflicts_with = "token_signing_key_file",
+        allow_hyphen_values = true
+    )]
     pub token_signing_key: Option<String>,
 
     /// A file holding what `TOKEN_SIGNING_KEY` would (e.g. a mounted Secret).
     #[arg(long, env = "TOKEN_SIGNING_KEY_FILE")]
     pub token_signing_key_file: Option<std::path::PathBuf>,
+
+    /// How long a session (a login's refresh tokens) lasts, from login; refreshing does not
+    /// extend it.
+    #[arg(long, env = "REFRESH_TOKEN_TTL_SECONDS", default_value_t = 7 * 24 * 3600,
+          value_parser = clap::value_parser!(u64).range(60..=90 * 24 * 3600))]
+    pub refresh_token_ttl_seconds: u64,
+
+    /// Sessions one user may hold at once; a new login beyond it ends the oldest.
+    #[arg(long, env = "REFRESH_SESSIONS_PER_USER", default_value_t = NonZeroU32::new(10).unwrap())]
+    pub refresh_sessions_per_user: NonZeroU32,
 
     /// Login attempts allowed per username per minute.
     #[arg(long, env = "LOGIN_ATTEMPTS_PER_USERNAME", default_value_t = NonZeroU32::new(10).unwrap())]
@@ -94,6 +111,7 @@ pub struct AppState {
     pub hasher: PasswordHasher,
     pub tokens: TokenIssuer,
     pub login_limiter: LoginLimiter,
+    pub sessions: Sessions,
     /// The currency of a product created without one (`CATALOG_DEFAULT_CURRENCY`).
     pub default_currency: Currency,
     /// Plain `http` image URLs are accepted (development only; https everywhere else).
@@ -113,6 +131,7 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     login_limiter: LoginLimiter,
+    sessions: Sessions,
 }
 
 impl Application {
@@ -138,12 +157,18 @@ impl Application {
                  IMPORT_CONCURRENCY, or raise DATABASE_MAX_CONNECTIONS"
             );
         }
+        let sessions = Sessions::new(
+            pool.clone(),
+            Duration::from_secs(settings.refresh_token_ttl_seconds),
+            settings.refresh_sessions_per_user.get(),
+        );
         let state = AppState {
             pool: pool.clone(),
             commands,
             hasher: PasswordHasher::owasp_minimum(),
             tokens,
             login_limiter: login_limiter.clone(),
+            sessions: sessions.clone(),
             default_currency,
             allow_http_images,
             importer,
@@ -151,7 +176,7 @@ impl Application {
         };
         let router = router(state, &settings, metrics);
         let listener = TcpListener::bind(settings.addr).await?;
-        Ok(Self { listener, router, login_limiter })
+        Ok(Self { listener, router, login_limiter, sessions })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -161,11 +186,17 @@ impl Application {
     /// Serves until `shutdown` resolves, then finishes in-flight requests.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let limiter = self.login_limiter.clone();
+        let sessions = self.sessions.clone();
         let housekeeping = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
             loop {
                 tick.tick().await;
                 limiter.forget_idle();
+                match sessions.purge_expired().await {
+                    Ok(0) => {}
+                    Ok(purged) => tracing::debug!(purged, "expired refresh sessions purged"),
+                    Err(error) => tracing::warn!(%error, "could not purge expired refresh sessions"),
+                }
             }
         });
         tracing::info!(addr = %self.local_addr(), "command-api listening");

@@ -11,7 +11,7 @@ use clap::Args;
 pub struct HttpSettings {
     /// Public key(s) bearer tokens are verified with: PEM text of one or more Ed25519
     /// `PUBLIC KEY` blocks (two during a key rotation). command-api also accepts its own key.
-    #[arg(long, env = "TOKEN_VERIFY_KEYS", conflicts_with = "token_verify_keys_file")]
+    #[arg(long, env = "TOKEN_VERIFY_KEYS", conflicts_with = "token_verify_keys_file", allow_hyphen_values = true)]
     pub token_verify_keys: Option<String>,
 
     /// A file holding what `TOKEN_VERIFY_KEYS` would.
@@ -40,7 +40,11 @@ pub struct HttpSettings {
 impl HttpSettings {
     /// The PEM text of `TOKEN_VERIFY_KEYS` or of the file `TOKEN_VERIFY_KEYS_FILE` names.
     pub fn verify_keys_pem(&self) -> anyhow::Result<Option<String>> {
-        read_inline_or_file(self.token_verify_keys.as_deref(), self.token_verify_keys_file.as_deref(), "TOKEN_VERIFY_KEYS")
+        read_inline_or_file(
+            self.token_verify_keys.as_deref(),
+            self.token_verify_keys_file.as_deref(),
+            "TOKEN_VERIFY_KEYS",
+        )
     }
 
     /// `CATALOG_ENV=development`, set explicitly: the only setting where the public

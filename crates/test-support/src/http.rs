@@ -119,6 +119,31 @@ impl TestServer {
         server
     }
 
+    /// Like [`Self::on_own_database`], but the API connects as a login user that is a member of
+    /// the database role `role` only (see [`TestDatabase::login_as`]); the test's own fixtures
+    /// use [`Self::owner_pool`].
+    pub async fn on_own_database_as<Fut>(
+        binary: &str,
+        role: &str,
+        extra_args: &[&str],
+        serve: impl FnOnce(Vec<String>) -> Fut,
+    ) -> Self
+    where
+        Fut: Future<Output = TestServer>,
+    {
+        let mut database = TestDatabase::new().await;
+        let url = database.login_as(role).await;
+        let mut server = serve(server_args(binary, &url, extra_args)).await;
+        server.database = Some(database);
+        server
+    }
+
+    /// A pool on the server's database as its owner (who may do anything), when the server
+    /// has a database of its own.
+    pub fn owner_pool(&self) -> Option<&PgPool> {
+        self.database.as_ref().map(|database| &database.pool)
+    }
+
     /// The API `serve` builds and starts, named `binary`, with its Postgres unreachable.
     pub async fn without_database<Fut>(binary: &str, serve: impl FnOnce(Vec<String>) -> Fut) -> Self
     where
@@ -228,6 +253,18 @@ macro_rules! test_app {
         /// A server on a database of its own, with extra settings as command-line flags.
         pub async fn spawn_app_with(extra_args: &[&str]) -> $name {
             $name($crate::http::TestServer::on_own_database($binary, extra_args, |args| $crate::serve!($api, args)).await)
+        }
+
+        /// A server on a database of its own that connects as a member of the database role
+        /// `role` only (such as `catalog_query`), with extra settings as command-line flags.
+        #[allow(dead_code)] // not every test crate runs its API under its role
+        pub async fn spawn_app_as(role: &str, extra_args: &[&str]) -> $name {
+            $name(
+                $crate::http::TestServer::on_own_database_as($binary, role, extra_args, |args| {
+                    $crate::serve!($api, args)
+                })
+                .await,
+            )
         }
 
         /// A server on a database of its own.

@@ -30,6 +30,8 @@ pub fn router() -> OpenApiRouter<AppState> {
     let mut router = OpenApiRouter::with_openapi(document())
         .routes(routes!(users::register))
         .routes(routes!(tokens::issue))
+        .routes(routes!(tokens::refresh))
+        .routes(routes!(tokens::logout))
         .routes(routes!(tokens::keys))
         .routes(routes!(products::create))
         .routes(routes!(products::update, products::delete))

@@ -4,7 +4,9 @@ use domain::{Category, Product, Role};
 use event_store::{CommandBus, EventMetadata};
 use reqwest::Response;
 use serde_json::{json, Value};
-pub use test_support::http::{assert_problem, test_token, token_signed_by, OTHER_SIGNING_KEY, TEST_PUBLIC_KEY};
+pub use test_support::http::{
+    assert_problem, test_token, token_signed_by, OTHER_PUBLIC_KEY, OTHER_SIGNING_KEY, TEST_PUBLIC_KEY,
+};
 
 pub const ADMIN_PASSWORD: &str = "admin-password-123";
 

@@ -77,10 +77,13 @@ async fn forged_tokens_are_401_and_write_nothing() {
 
     // Signed by a key the server does not know, under the server's kid and under its own.
     let other_key = EncodingKey::from_ed_pem(OTHER_SIGNING_KEY.as_bytes()).unwrap();
-    let wrong_key = jsonwebtoken::encode(&header(Algorithm::EdDSA), &claims_for(&admin_id, now + 600), &other_key).unwrap();
-    let unknown_key = test_support::http::token_signed_by(OTHER_SIGNING_KEY, admin_id.parse().unwrap(), domain::Role::Admin);
+    let wrong_key =
+        jsonwebtoken::encode(&header(Algorithm::EdDSA), &claims_for(&admin_id, now + 600), &other_key).unwrap();
+    let unknown_key =
+        test_support::http::token_signed_by(OTHER_SIGNING_KEY, admin_id.parse().unwrap(), domain::Role::Admin);
     let test_key = EncodingKey::from_ed_pem(test_support::http::TEST_SIGNING_KEY.as_bytes()).unwrap();
-    let expired = jsonwebtoken::encode(&header(Algorithm::EdDSA), &claims_for(&admin_id, now - 120), &test_key).unwrap();
+    let expired =
+        jsonwebtoken::encode(&header(Algorithm::EdDSA), &claims_for(&admin_id, now - 120), &test_key).unwrap();
     // HS256 keyed with the public key (algorithm confusion), and with the PEM text of it.
     let spki = base64::engine::general_purpose::STANDARD.decode(TEST_PUBLIC_KEY.lines().nth(1).unwrap()).unwrap();
     let hs256_public_raw = jsonwebtoken::encode(
@@ -98,7 +101,17 @@ async fn forged_tokens_are_401_and_write_nothing() {
     let mut tampered = token.clone();
     tampered.push('x');
 
-    for forged in [alg_none, alg_none_with_kid, wrong_key, unknown_key, expired, hs256_public_raw, hs256_public_pem, tampered, "garbage".into()] {
+    for forged in [
+        alg_none,
+        alg_none_with_kid,
+        wrong_key,
+        unknown_key,
+        expired,
+        hs256_public_raw,
+        hs256_public_pem,
+        tampered,
+        "garbage".into(),
+    ] {
         let request = app.post("/api/v1/products").bearer_auth(&forged).json(&body);
         assert_rejected_without_write(&app, request, 401).await;
     }

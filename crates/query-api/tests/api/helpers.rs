@@ -1,5 +1,3 @@
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use domain::{CategoryEvent, ProductEvent, Role};
 use event_store::CatalogEvent;
