@@ -60,7 +60,10 @@ impl HttpSettings {
 }
 
 /// A setting given inline (`inline`) or as a file's path (`file`), named `name` in errors.
+/// An empty value counts as not given.
 pub fn read_inline_or_file(inline: Option<&str>, file: Option<&Path>, name: &str) -> anyhow::Result<Option<String>> {
+    let inline = inline.filter(|text| !text.trim().is_empty());
+    let file = file.filter(|path| !path.as_os_str().is_empty());
     match (inline, file) {
         (Some(text), _) => Ok(Some(text.to_owned())),
         (None, Some(path)) => std::fs::read_to_string(path)

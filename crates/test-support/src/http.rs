@@ -84,7 +84,8 @@ pub struct TestServer {
     /// `http://127.0.0.1:PORT`
     pub base: String,
     pub client: Client,
-    /// The server's own pool.
+    /// A pool on the server's database: the server's own, or the database owner's when the
+    /// server runs under a least-privilege role ([`Self::on_own_database_as`]).
     pub pool: PgPool,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
@@ -120,8 +121,8 @@ impl TestServer {
     }
 
     /// Like [`Self::on_own_database`], but the API connects as a login user that is a member of
-    /// the database role `role` only (see [`TestDatabase::login_as`]); the test's own fixtures
-    /// use [`Self::owner_pool`].
+    /// the database role `role` only (see [`TestDatabase::login_as`]), as in production. The
+    /// test's [`pool`](Self::pool) stays the database owner's, for fixtures.
     pub async fn on_own_database_as<Fut>(
         binary: &str,
         role: &str,
@@ -134,14 +135,9 @@ impl TestServer {
         let mut database = TestDatabase::new().await;
         let url = database.login_as(role).await;
         let mut server = serve(server_args(binary, &url, extra_args)).await;
+        server.pool = database.pool.clone();
         server.database = Some(database);
         server
-    }
-
-    /// A pool on the server's database as its owner (who may do anything), when the server
-    /// has a database of its own.
-    pub fn owner_pool(&self) -> Option<&PgPool> {
-        self.database.as_ref().map(|database| &database.pool)
     }
 
     /// The API `serve` builds and starts, named `binary`, with its Postgres unreachable.
@@ -223,9 +219,10 @@ macro_rules! serve {
     };
 }
 
-/// `test_app!(/// docs  TestApp: command_api as "command-api")` declares, for the tests of the
-/// API crate `command_api` (started as [`serve!`](crate::serve) does, named `command-api` on
-/// its command line):
+/// `test_app!(/// docs  TestApp: command_api as "command-api", role "catalog_command")`
+/// declares, for the tests of the API crate `command_api` (started as [`serve!`](crate::serve)
+/// does, named `command-api` on its command line, connected as a member of the database role
+/// `catalog_command` when one is named):
 /// - `pub struct TestApp`, a [`TestServer`] on a database of its own (it dereferences to it),
 ///   for the tests to add their fixtures to;
 /// - `spawn_app_with(extra_args)`, one with extra settings as command-line flags;
@@ -233,7 +230,7 @@ macro_rules! serve {
 /// - `spawn_app_without_database()`, a plain [`TestServer`] whose Postgres is unreachable.
 #[macro_export]
 macro_rules! test_app {
-    ($(#[$attr:meta])* $name:ident: $api:ident as $binary:literal) => {
+    ($(#[$attr:meta])* $name:ident: $api:ident as $binary:literal $(, role $role:literal)?) => {
         $(#[$attr])*
         pub struct $name($crate::http::TestServer);
 
@@ -250,9 +247,17 @@ macro_rules! test_app {
             }
         }
 
-        /// A server on a database of its own, with extra settings as command-line flags.
+        /// A server on a database of its own, with extra settings as command-line flags (and
+        /// connected as a member of the declared database role, if any).
         pub async fn spawn_app_with(extra_args: &[&str]) -> $name {
-            $name($crate::http::TestServer::on_own_database($binary, extra_args, |args| $crate::serve!($api, args)).await)
+            let role: Option<&str> = None $(.or(Some($role)))?;
+            match role {
+                Some(role) => spawn_app_as(role, extra_args).await,
+                None => $name(
+                    $crate::http::TestServer::on_own_database($binary, extra_args, |args| $crate::serve!($api, args))
+                        .await,
+                ),
+            }
         }
 
         /// A server on a database of its own that connects as a member of the database role

@@ -11,9 +11,10 @@ pub use test_support::http::{
 pub const ADMIN_PASSWORD: &str = "admin-password-123";
 
 test_support::test_app! {
-    /// A server on a database of its own, with the write API's fixtures; its requests, pool
+    /// A server on a database of its own, connected as a member of `catalog_command` only (its
+    /// production role), with the write API's fixtures; its requests, pool (the owner's)
     /// and `stop` are [`TestServer`](test_support::http::TestServer)'s.
-    TestApp: command_api as "command-api"
+    TestApp: command_api as "command-api", role "catalog_command"
 }
 
 impl TestApp {

@@ -24,3 +24,44 @@ async fn an_invalid_default_currency_fails_start_up_with_a_clear_message() {
         assert!(message.contains(reason), "{message}");
     }
 }
+
+/// command-api's start-up with `extra` settings on top of the test ones (test key,
+/// `CATALOG_ENV=development`): the error's text if it is refused.
+async fn build(extra: &[&str]) -> Result<(), String> {
+    let args = server_args("command-api", &unreachable_database_url(), extra);
+    let settings = Settings::try_parse_from(args).map_err(|e| e.to_string())?;
+    let pool = service_runtime::database::pool(&settings.database).unwrap();
+    let metrics = service_runtime::telemetry::init_metrics();
+    Application::build(settings, pool, metrics).await.map(|_| ()).map_err(|e| format!("{e:#}"))
+}
+
+/// Fail closed: the public development key signs tokens only with `CATALOG_ENV=development`
+/// set explicitly; any other value needs a real key, and the example key of the deployment
+/// files is refused everywhere.
+#[tokio::test]
+async fn the_public_development_key_is_used_only_with_catalog_env_development() {
+    let no_key = "--token-signing-key=";
+    for environment in ["--environment=production", "--environment=staging", "--environment=dev"] {
+        let error = build(&[no_key, environment]).await.unwrap_err();
+        assert!(error.contains("TOKEN_SIGNING_KEY"), "{environment}: {error}");
+        let dev_key = format!("--token-signing-key={}", http_api::tokens::DEV_SIGNING_KEY);
+        let error = build(&[&dev_key, environment]).await.unwrap_err();
+        assert!(error.contains("development"), "{environment}: {error}");
+    }
+    assert!(build(&[no_key, "--environment=development"]).await.is_ok());
+    assert!(build(&["--environment=production"]).await.is_ok(), "a real key runs anywhere");
+
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/k8s/secret.example.yaml")).unwrap();
+    let pem: String = example
+        .lines()
+        .skip_while(|line| !line.contains("-----BEGIN PRIVATE KEY-----"))
+        .take_while(|line| !line.contains("-----END PRIVATE KEY-----"))
+        .chain(["-----END PRIVATE KEY-----"])
+        .map(|line| format!("{}\n", line.trim()))
+        .collect();
+    for environment in ["--environment=production", "--environment=development"] {
+        let error = build(&[&format!("--token-signing-key={pem}"), environment]).await.unwrap_err();
+        assert!(error.contains("example"), "{error}");
+    }
+}

@@ -8,9 +8,10 @@ pub use test_support::http::{assert_problem, test_token, token_signed_by, OTHER_
 use uuid::Uuid;
 
 test_support::test_app! {
-    /// A server on a database of its own, with the read API's fixtures; its requests, pool
+    /// A server on a database of its own, connected as a member of `catalog_query` only (its
+    /// production role), with the read API's fixtures; its requests, pool (the owner's)
     /// and `stop` are [`TestServer`](test_support::http::TestServer)'s.
-    TestApp: query_api as "query-api"
+    TestApp: query_api as "query-api", role "catalog_query"
 }
 
 impl TestApp {
