@@ -92,3 +92,39 @@ async fn the_query_role_reads_the_read_models_and_nothing_else() {
         assert_eq!(code.as_deref(), Some("42501"), "{statement}: {error}");
     }
 }
+
+/// A rebuild swaps in a new table: the roles keep their privileges on it.
+#[tokio::test]
+async fn a_rebuilt_read_model_keeps_its_grants() {
+    let app = spawn_app().await;
+    // In the event store (a rebuild folds events), not only in the read model.
+    let product = uuid::Uuid::new_v4();
+    event_store::CommandBus::new(app.pool.clone())
+        .execute::<domain::Product>(
+            &product.to_string(),
+            || domain::ProductCommand::create_basic(product, "Lamp", None, "19.99".parse().unwrap(), "EUR"),
+            event_store::EventMetadata::new("test"),
+            true,
+        )
+        .await
+        .unwrap();
+    read_model::rebuild::rebuild::<read_model::products::Products>(&app.pool, |_| {}).await.unwrap();
+    // The server reads as catalog_query, from the rebuilt table.
+    let (status, body) = app.read(&format!("/api/v1/products/{product}"), None).await;
+    assert_eq!((status, body["name"].as_str()), (200, Some("Lamp")));
+    let grants: Vec<(String, String)> = sqlx::query_as(
+        "SELECT grantee::text, privilege_type::text FROM information_schema.role_table_grants \
+         WHERE table_name = 'products' AND grantee LIKE 'catalog\\_%' ORDER BY 1, 2",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let expected = [
+        ("catalog_projector", "DELETE"),
+        ("catalog_projector", "INSERT"),
+        ("catalog_projector", "SELECT"),
+        ("catalog_projector", "UPDATE"),
+        ("catalog_query", "SELECT"),
+    ];
+    assert_eq!(grants, expected.map(|(r, p)| (r.to_owned(), p.to_owned())));
+}
