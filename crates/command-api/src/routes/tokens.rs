@@ -42,7 +42,7 @@ pub struct TokenResponse {
 }
 
 impl TokenResponse {
-    fn new(state: &AppState, tokens: SessionTokens) -> impl IntoResponse {
+    fn answer(state: &AppState, tokens: SessionTokens) -> impl IntoResponse {
         (
             // Tokens are credentials: no cache may keep them.
             [(header::CACHE_CONTROL, "no-store")],
@@ -104,7 +104,7 @@ pub async fn issue(
         client,
     )
     .await?;
-    Ok(TokenResponse::new(&state, tokens))
+    Ok(TokenResponse::answer(&state, tokens))
 }
 
 /// Renew a bearer token.
@@ -136,7 +136,7 @@ pub async fn refresh(
 ) -> Result<impl IntoResponse, ApiError> {
     let refreshed = state.sessions.refresh(&state.commands, &request.refresh_token).await?;
     let access_token = state.tokens.issue(refreshed.user_id, refreshed.role)?;
-    Ok(TokenResponse::new(&state, SessionTokens { access_token, refresh_token: refreshed.refresh_token }))
+    Ok(TokenResponse::answer(&state, SessionTokens { access_token, refresh_token: refreshed.refresh_token }))
 }
 
 /// End a session.
