@@ -145,8 +145,9 @@ impl System {
 
     /// Starts release `service` as process `name` listening on `addr`, and waits until it
     /// accepts connections. It gets this system's database, its address, the broker (the
-    /// projector), `CATALOG_ENV=development` (tokens signed with the public development key) and `RUST_LOG=warn`; its stdout is discarded and
-    /// its stderr stays visible. `configure` adds to that or overrides it. Fails at once if
+    /// projector), `CATALOG_ENV=development` (tokens signed with the public development key,
+    /// valid for an hour) and `RUST_LOG=warn`; its stdout is discarded and its stderr stays
+    /// visible. `configure` adds to that or overrides it. Fails at once if
     /// something else already listens on `addr`: that is what would be measured.
     pub fn start_as(
         &mut self,
@@ -162,6 +163,8 @@ impl System {
         command
             .env("RUST_LOG", "warn")
             .env("CATALOG_ENV", "development")
+            // One admin token serves a whole benchmark or scenario: the longest lifetime allowed.
+            .env("TOKEN_TTL_SECONDS", "3600")
             .env("DATABASE_URL", &self.url)
             .env(service.addr_var(), addr)
             .stdin(Stdio::null())
