@@ -143,9 +143,14 @@ def k8s_policy(rendered, kustomization_dir):
                     problem(f"{where}: readinessProbe is not GET /ready")
             refs = {r.get("configMapRef", {}).get("name") or r.get("secretRef", {}).get("name")
                     for r in container.get("envFrom", [])}
+            # Each workload has its own Secret (its own database login and keys), created out
+            # of band: catalog-<workload>-secrets.
+            own_secret = f"{name if name.startswith('catalog-') else 'catalog-' + name}-secrets"
             for ref in refs - {None}:
-                if ref not in by_kind.get("ConfigMap", {}) and ref != "catalog-secrets":
-                    problem(f"{where}: envFrom names {ref}, which is not rendered")
+                if ref not in by_kind.get("ConfigMap", {}) and ref != own_secret:
+                    problem(f"{where}: envFrom names {ref}, neither rendered nor its own Secret {own_secret}")
+            if own_secret not in refs:
+                problem(f"{where}: does not read its own Secret {own_secret}")
 
     for name, service in by_kind.get("Service", {}).items():
         selector = service["spec"].get("selector", {})

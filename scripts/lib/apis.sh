@@ -3,7 +3,7 @@
 # (and drops the database) when the calling script exits.
 #
 # Needs: target/debug/{command-api,query-api,catalogctl} (`cargo build --workspace --bins`),
-# psql, python3, curl, and a Postgres superuser at $POSTGRES_URL (default: the local one).
+# psql, python3, curl, openssl, and a Postgres superuser at $POSTGRES_URL (default: the local one).
 #
 # After `start_apis`: COMMAND_API_URL, QUERY_API_URL, APIS_DATABASE_URL, APIS_LOG_DIR.
 
@@ -77,18 +77,23 @@ start_apis() {
     return 1
   }
 
-  local command_port query_port secret
+  local command_port query_port signing_key public_key
   command_port=$(free_port)
   query_port=$(free_port)
-  secret=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
+  # A fresh Ed25519 token key: command-api signs with it, query-api gets only its public half.
+  # CATALOG_ENV=development as before (plain http image URLs), yet no public development key.
+  signing_key=$(openssl genpkey -algorithm ed25519)
+  public_key=$(openssl pkey -pubout <<<"$signing_key")
   COMMAND_API_URL="http://127.0.0.1:$command_port"
   QUERY_API_URL="http://127.0.0.1:$query_port"
 
-  env DATABASE_URL="$APIS_DATABASE_URL" JWT_SECRET="$secret" RUST_LOG="${RUST_LOG:-warn}" LOG_FORMAT=pretty "$@" \
+  env DATABASE_URL="$APIS_DATABASE_URL" CATALOG_ENV=development TOKEN_SIGNING_KEY="$signing_key" \
+    RUST_LOG="${RUST_LOG:-warn}" LOG_FORMAT=pretty "$@" \
     COMMAND_API_ADDR="127.0.0.1:$command_port" "$BIN_DIR/command-api" >"$APIS_LOG_DIR/command-api.log" 2>&1 </dev/null &
   _apis_pids+=($!)
   wait_healthy command-api "$COMMAND_API_URL" "$!" || return 1
-  env DATABASE_URL="$APIS_DATABASE_URL" JWT_SECRET="$secret" RUST_LOG="${RUST_LOG:-warn}" LOG_FORMAT=pretty "$@" \
+  env DATABASE_URL="$APIS_DATABASE_URL" CATALOG_ENV=development TOKEN_VERIFY_KEYS="$public_key" \
+    RUST_LOG="${RUST_LOG:-warn}" LOG_FORMAT=pretty "$@" \
     QUERY_API_ADDR="127.0.0.1:$query_port" "$BIN_DIR/query-api" >"$APIS_LOG_DIR/query-api.log" 2>&1 </dev/null &
   _apis_pids+=($!)
   wait_healthy query-api "$QUERY_API_URL" "$!" || return 1

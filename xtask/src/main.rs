@@ -6,8 +6,8 @@
 //!   binaries, apply migrations with `catalogctl migrate`, then run
 //!   `command-api`, `query-api` and `projector` in the foreground with
 //!   prefixed logs. Ctrl-C (or SIGTERM) stops all three; if one of them dies
-//!   the others are stopped and `up` fails. Sets a dev-only `JWT_SECRET` when
-//!   none is given.
+//!   the others are stopped and `up` fails. Sets `CATALOG_ENV=development`
+//!   (public dev-only token key) when no `CATALOG_ENV` is given.
 //! - `down`: stop the broker that xtask started (it outlives `up` on
 //!   purpose, so restarting the services keeps its topics).
 //! - `services`: only the PostgreSQL and broker part of `up`; prints
@@ -29,7 +29,8 @@
 //!
 //! Environment: `DATABASE_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/catalog`), `KAFKA_BROKERS` (when set,
-//! used as is and no broker is started), `JWT_SECRET`, `SOAK_SECONDS` (bench
+//! used as is and no broker is started), `CATALOG_ENV` (and the token keys it lets you
+//! leave out), `SOAK_SECONDS` (bench
 //! soak), and the services' own `COMMAND_API_ADDR`, `QUERY_API_ADDR`,
 //! `PROJECTOR_ADDR`.
 //!

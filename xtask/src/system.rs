@@ -16,9 +16,6 @@ use crate::dev::Backends;
 use crate::proc;
 use crate::workspace::target_dir;
 
-/// Signs the tokens of every service a benchmark or fault scenario starts (at least 32
-/// bytes, as required).
-pub const JWT_SECRET: &str = "bench-secret-bench-secret-bench-secret";
 const ADMIN_USERNAME: &str = "bench";
 const ADMIN_PASSWORD: &str = "bench-password";
 
@@ -148,8 +145,9 @@ impl System {
 
     /// Starts release `service` as process `name` listening on `addr`, and waits until it
     /// accepts connections. It gets this system's database, its address, the broker (the
-    /// projector), the benchmark JWT secret and `RUST_LOG=warn`; its stdout is discarded and
-    /// its stderr stays visible. `configure` adds to that or overrides it. Fails at once if
+    /// projector), `CATALOG_ENV=development` (tokens signed with the public development key,
+    /// valid for an hour) and `RUST_LOG=warn`; its stdout is discarded and its stderr stays
+    /// visible. `configure` adds to that or overrides it. Fails at once if
     /// something else already listens on `addr`: that is what would be measured.
     pub fn start_as(
         &mut self,
@@ -164,7 +162,9 @@ impl System {
         let mut command = Command::new(release_binary(service.binary()));
         command
             .env("RUST_LOG", "warn")
-            .env("JWT_SECRET", JWT_SECRET)
+            .env("CATALOG_ENV", "development")
+            // One admin token serves a whole benchmark or scenario: the longest lifetime allowed.
+            .env("TOKEN_TTL_SECONDS", "3600")
             .env("DATABASE_URL", &self.url)
             .env(service.addr_var(), addr)
             .stdin(Stdio::null())

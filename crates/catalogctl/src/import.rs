@@ -38,9 +38,9 @@ pub struct ImportArgs {
     #[arg(long, default_value_t = DEFAULT_CONCURRENCY)]
     concurrency: usize,
 
-    /// `development` (the default, as for the APIs) also accepts plain `http` image URLs.
-    #[arg(long, env = "CATALOG_ENV", default_value = "development")]
-    environment: String,
+    /// `development`, set explicitly (as for the APIs), also accepts plain `http` image URLs.
+    #[arg(long, env = "CATALOG_ENV")]
+    environment: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -79,9 +79,13 @@ pub async fn run(pool: &PgPool, default_currency: Currency, args: ImportArgs) ->
         std::fs::File::create(&report_path).with_context(|| format!("creating {}", report_path.display()))?,
     );
 
-    let importer =
-        Importer::new(CommandBus::new(pool.clone()), pool.clone(), default_currency, args.environment == "development")
-            .with_concurrency(args.concurrency);
+    let importer = Importer::new(
+        CommandBus::new(pool.clone()),
+        pool.clone(),
+        default_currency,
+        args.environment.as_deref() == Some("development"),
+    )
+    .with_concurrency(args.concurrency);
     let started = Instant::now();
     let results = match importer.start(file, format, Limits::file(), EventMetadata::new("catalogctl")).await {
         Ok(results) => results,

@@ -7,11 +7,12 @@ use domain::user::{check_password_policy, user_id_for, Email, Username};
 use domain::{Role, User, UserCommand, UserError, Violations};
 use event_store::{CommandBus, CommandError, EventMetadata};
 use http_api::problem::ApiError;
-use http_api::tokens::TokenKeys;
+use http_api::tokens::TokenIssuer;
 use uuid::Uuid;
 
 use crate::auth::{HashError, LoginLimiter, PasswordHasher};
 use crate::failures::{store_failure, user_failure};
+use crate::sessions::{token_role, Sessions};
 
 /// Why a registration did not happen. Not an HTTP type: `catalogctl user create` reports it
 /// too (the API's answer for each is in [`crate::failures`]).
@@ -60,17 +61,25 @@ pub async fn register(
     Ok(id)
 }
 
-/// A bearer token for `username` if the password matches an active account.
-/// Unknown user, wrong password and deactivated account all get the same 401.
+/// What a login or a refresh hands out.
+pub struct SessionTokens {
+    pub access_token: String,
+    pub refresh_token: String,
+}
+
+/// An access token and a new session's refresh token for `username` if the password matches
+/// an active account. Unknown user, wrong password and deactivated account all get the same 401.
+#[allow(clippy::too_many_arguments)] // each is a separate piece of state the route holds
 pub async fn login(
     bus: &CommandBus,
     hasher: &PasswordHasher,
     limiter: &LoginLimiter,
-    keys: &TokenKeys,
+    keys: &TokenIssuer,
+    sessions: &Sessions,
     username: &str,
     password: String,
     client: Option<IpAddr>,
-) -> Result<String, ApiError> {
+) -> Result<SessionTokens, ApiError> {
     limiter.check(username, client)?;
     let user = match Username::parse(username) {
         Ok(name) => Some(bus.load::<User>(&user_id_for(&name).to_string()).await.map_err(store_failure)?),
@@ -81,8 +90,9 @@ pub async fn login(
     match user {
         Some(user) if matches && user.active => {
             limiter.record(username, client, true);
-            let role = if user.roles.contains(&Role::Admin) { Role::Admin } else { Role::Customer };
-            Ok(keys.issue(user.id.expect("registered"), role)?)
+            let access_token = keys.issue(user.id.expect("registered"), token_role(&user))?;
+            let refresh_token = sessions.start(&user).await?;
+            Ok(SessionTokens { access_token, refresh_token })
         }
         _ => {
             limiter.record(username, client, false);

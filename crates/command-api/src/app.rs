@@ -13,7 +13,7 @@ use domain::Currency;
 use event_store::{CommandBus, CurrencySettings};
 use http_api::client::TrustedProxies;
 use http_api::middleware;
-use http_api::tokens::TokenKeys;
+use http_api::tokens::{self, TokenIssuer, TokenVerifier};
 use http_api::HttpSettings;
 use http_api::BODY_LIMIT_BYTES;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -26,9 +26,12 @@ use tokio::sync::Semaphore;
 use crate::auth::{LoginLimiter, LoginLimits, PasswordHasher, RegistrationLimiter};
 use crate::idempotency::Idempotency;
 use crate::import::Importer;
+use crate::sessions::Sessions;
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "command-api", about = "Catalog's write REST API", version)]
+// A flag given twice counts once, the last (tests add to a default command line).
+#[command(args_override_self = true)]
 pub struct Settings {
     /// Address to listen on.
     #[arg(long, env = "COMMAND_API_ADDR", default_value = "127.0.0.1:8080")]
@@ -48,9 +51,35 @@ pub struct Settings {
     #[command(flatten)]
     pub currency: CurrencySettings,
 
-    /// Bearer token lifetime in seconds (capped at 3600).
-    #[arg(long, env = "TOKEN_TTL_SECONDS", default_value_t = 900)]
+    /// Access token lifetime in seconds (capped at 3600). Access tokens cannot be revoked
+    /// before they expire, so keep it short; refresh tokens renew them.
+    #[arg(long, env = "TOKEN_TTL_SECONDS", default_value_t = 300)]
     pub token_ttl_seconds: u64,
+
+    /// The Ed25519 private key (PKCS#8 PEM) access tokens are signed with. Required unless
+    /// `CATALOG_ENV=development`. Only command-api holds it.
+    #[arg(
+        long,
+        env = "TOKEN_SIGNING_KEY",
+        hide_env_values = true,
+        conflicts_with = "token_signing_key_file",
+        allow_hyphen_values = true
+    )]
+    pub token_signing_key: Option<String>,
+
+    /// A file holding what `TOKEN_SIGNING_KEY` would (e.g. a mounted Secret).
+    #[arg(long, env = "TOKEN_SIGNING_KEY_FILE")]
+    pub token_signing_key_file: Option<std::path::PathBuf>,
+
+    /// How long a session (a login's refresh tokens) lasts, from login; refreshing does not
+    /// extend it.
+    #[arg(long, env = "REFRESH_TOKEN_TTL_SECONDS", default_value_t = 7 * 24 * 3600,
+          value_parser = clap::value_parser!(u64).range(60..=90 * 24 * 3600))]
+    pub refresh_token_ttl_seconds: u64,
+
+    /// Sessions one user may hold at once; a new login beyond it ends the oldest.
+    #[arg(long, env = "REFRESH_SESSIONS_PER_USER", default_value_t = NonZeroU32::new(10).unwrap())]
+    pub refresh_sessions_per_user: NonZeroU32,
 
     /// Login attempts allowed per username per minute.
     #[arg(long, env = "LOGIN_ATTEMPTS_PER_USERNAME", default_value_t = NonZeroU32::new(10).unwrap())]
@@ -108,13 +137,14 @@ pub struct AppState {
     pub pool: PgPool,
     pub commands: CommandBus,
     pub hasher: PasswordHasher,
-    pub tokens: TokenKeys,
+    pub tokens: TokenIssuer,
     pub login_limiter: LoginLimiter,
     pub registration_limiter: RegistrationLimiter,
     /// `TRUSTED_PROXIES`: whose `X-Forwarded-For` names the client.
     pub trusted_proxies: TrustedProxies,
     /// Request fingerprints and the lifetime of `Idempotency-Key` records.
     pub idempotency: Idempotency,
+    pub sessions: Sessions,
     /// The currency of a product created without one (`CATALOG_DEFAULT_CURRENCY`).
     pub default_currency: Currency,
     /// Plain `http` image URLs are accepted (development only; https everywhere else).
@@ -124,9 +154,9 @@ pub struct AppState {
     pub imports: Arc<Semaphore>,
 }
 
-impl FromRef<AppState> for TokenKeys {
+impl FromRef<AppState> for TokenVerifier {
     fn from_ref(state: &AppState) -> Self {
-        state.tokens.clone()
+        state.tokens.verifier().clone()
     }
 }
 
@@ -143,11 +173,11 @@ pub struct Application {
 }
 
 impl Application {
-    /// Fails when a setting is invalid (the default currency, the token secret, the idempotency
+    /// Fails when a setting is invalid (the default currency, the token keys, the idempotency
     /// secret, the trusted proxies) or the address cannot be bound.
     pub async fn build(settings: Settings, pool: PgPool, metrics: PrometheusHandle) -> anyhow::Result<Self> {
         let default_currency = settings.currency.apply().map_err(anyhow::Error::msg)?;
-        let tokens = TokenKeys::new(&settings.http.jwt_secret()?, Duration::from_secs(settings.token_ttl_seconds));
+        let tokens = token_issuer(&settings)?;
         let login_limiter = LoginLimiter::new(LoginLimits {
             per_username_per_minute: settings.login_attempts_per_username,
             per_client_per_minute: settings.login_attempts_per_client,
@@ -176,6 +206,11 @@ impl Application {
                  IMPORT_CONCURRENCY, or raise DATABASE_MAX_CONNECTIONS"
             );
         }
+        let sessions = Sessions::new(
+            pool.clone(),
+            Duration::from_secs(settings.refresh_token_ttl_seconds),
+            settings.refresh_sessions_per_user.get(),
+        );
         let state = AppState {
             pool: pool.clone(),
             commands,
@@ -185,6 +220,7 @@ impl Application {
             registration_limiter,
             trusted_proxies,
             idempotency,
+            sessions,
             default_currency,
             allow_http_images,
             importer,
@@ -213,6 +249,11 @@ impl Application {
                     Ok(purged) => tracing::info!(purged, "purged expired idempotency keys"),
                     Err(error) => tracing::warn!(%error, "could not purge expired idempotency keys"),
                 }
+                match state.sessions.purge_expired().await {
+                    Ok(0) => {}
+                    Ok(purged) => tracing::debug!(purged, "expired refresh sessions purged"),
+                    Err(error) => tracing::warn!(%error, "could not purge expired refresh sessions"),
+                }
             }
         });
         tracing::info!(addr = %self.local_addr(), "command-api listening");
@@ -221,6 +262,21 @@ impl Application {
         housekeeping.abort();
         Ok(result?)
     }
+}
+
+/// The signing key and every key tokens are verified with (its own, and the other one during a
+/// rotation): refused unless real, or `CATALOG_ENV=development`.
+fn token_issuer(settings: &Settings) -> anyhow::Result<TokenIssuer> {
+    let development = settings.http.is_development();
+    let signing_pem = http_api::settings::read_inline_or_file(
+        settings.token_signing_key.as_deref(),
+        settings.token_signing_key_file.as_deref(),
+        "TOKEN_SIGNING_KEY",
+    )?;
+    let signing = tokens::resolve_signing_key(signing_pem.as_deref(), development)?;
+    let verify_pem = settings.http.verify_keys_pem()?;
+    let verify = tokens::resolve_verify_keys(verify_pem.as_deref(), Some(signing.public_key()), development)?;
+    Ok(TokenIssuer::new(signing, &verify, Duration::from_secs(settings.token_ttl_seconds)))
 }
 
 /// The whole HTTP surface: API routes, operational endpoints, `/openapi.json`, `/docs` and the

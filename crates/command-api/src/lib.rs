@@ -16,6 +16,8 @@
 //!   (tokens, `Principal` and the client address are `http_api`'s).
 //! - [`failures`]: the one mapping from a command that did not commit to a problem response,
 //!   including the catalog rules the event store raises (SQLSTATEs `CT409`, `CT422`).
+//! - [`sessions`]: refresh-token sessions (rotation, reuse detection, revocation when the
+//!   user's credentials change).
 //! - [`idempotency`]: `Idempotency-Key` claims and stored responses, keyed fingerprints, expiry.
 //! - [`extract`]: extractors that turn bad input into problem responses (`If-Match`, JSON, keys)
 //!   and the request's event metadata.
@@ -31,5 +33,6 @@ pub mod failures;
 pub mod idempotency;
 pub mod import;
 pub mod routes;
+pub mod sessions;
 
 pub use app::{AppState, Application, Settings};

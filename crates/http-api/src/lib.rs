@@ -3,14 +3,15 @@
 //! # Layout
 //! - [`client`]: the client address behind `TRUSTED_PROXIES` (rate limits key on it).
 //! - [`problem`]: [`ApiError`](problem::ApiError), every error as `application/problem+json`.
-//! - [`tokens`]: HS256 bearer tokens (issued by command-api, checked by both APIs).
+//! - [`tokens`]: EdDSA bearer tokens (signed by command-api with its private key, verified by
+//!   both APIs with public keys), the signing and verification keys and their JWKS form.
 //! - [`middleware`]: fallbacks, time limit, request id, trace span, CORS and metrics layers,
 //!   and [`middleware::service`], which assembles an API with its operational routes and docs.
 //! - [`openapi`]: the OpenAPI pieces both APIs share (problem responses, bearer scheme, the
 //!   documented operational routes, `/openapi.json`).
 //! - [`resilience`]: load shedding (concurrency limit) and the database circuit breaker.
 //! - [`principal`]: the extractor that turns a bearer token into the caller's id and role.
-//! - [`settings`]: [`HttpSettings`], the flags both APIs take (token secret, environment,
+//! - [`settings`]: [`HttpSettings`], the flags both APIs take (token verification keys, environment,
 //!   time limit, concurrency limit, CORS origins).
 //! - [`etag`]: entity tags are the aggregate version, quoted.
 

@@ -7,7 +7,7 @@ use domain::Role;
 use uuid::Uuid;
 
 use crate::problem::ApiError;
-use crate::tokens::TokenKeys;
+use crate::tokens::TokenVerifier;
 
 /// The caller, proven by a valid bearer token.
 #[derive(Debug, Clone)]
@@ -30,7 +30,7 @@ impl Principal {
 impl<S> FromRequestParts<S> for Principal
 where
     S: Send + Sync,
-    TokenKeys: FromRef<S>,
+    TokenVerifier: FromRef<S>,
 {
     type Rejection = ApiError;
 
@@ -41,7 +41,7 @@ where
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
             .ok_or(ApiError::Unauthorized)?;
-        let claims = TokenKeys::from_ref(state).verify(token.trim()).map_err(|error| {
+        let claims = TokenVerifier::from_ref(state).verify(token.trim()).map_err(|error| {
             tracing::debug!(%error, "rejected bearer token");
             ApiError::Unauthorized
         })?;

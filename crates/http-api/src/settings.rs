@@ -1,19 +1,27 @@
 //! The HTTP settings both APIs take, flattened into each one's `Settings` (as
 //! `service_runtime`'s `DatabaseSettings` is). Each flag also reads an environment variable.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::Args;
 
 #[derive(Debug, Clone, Args)]
 pub struct HttpSettings {
-    /// HMAC secret that signs bearer tokens (at least 32 bytes). Required in production.
-    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
+    /// Public key(s) bearer tokens are verified with: PEM text of one or more Ed25519
+    /// `PUBLIC KEY` blocks (two during a key rotation). command-api also accepts its own key.
+    #[arg(long, env = "TOKEN_VERIFY_KEYS", conflicts_with = "token_verify_keys_file", allow_hyphen_values = true)]
+    pub token_verify_keys: Option<String>,
 
-    /// `production` refuses to start without a real JWT_SECRET.
-    #[arg(long, env = "CATALOG_ENV", default_value = "development")]
-    pub environment: String,
+    /// A file holding what `TOKEN_VERIFY_KEYS` would.
+    #[arg(long, env = "TOKEN_VERIFY_KEYS_FILE")]
+    pub token_verify_keys_file: Option<PathBuf>,
+
+    /// `development` (explicitly) allows the public development token key and plain `http`
+    /// image URLs; any other or no value requires real keys.
+    #[arg(long, env = "CATALOG_ENV")]
+    pub environment: Option<String>,
 
     /// Longest time one request may take before it is answered 503.
     #[arg(long, env = "REQUEST_TIMEOUT_SECONDS", default_value_t = 10)]
@@ -36,15 +44,19 @@ pub struct HttpSettings {
 }
 
 impl HttpSettings {
-    /// The token secret: see [`crate::tokens::resolve_secret`] (refused when too short, or
-    /// missing in production; the development secret otherwise).
-    pub fn jwt_secret(&self) -> anyhow::Result<Vec<u8>> {
-        crate::tokens::resolve_secret(self.jwt_secret.as_deref(), &self.environment)
+    /// The PEM text of `TOKEN_VERIFY_KEYS` or of the file `TOKEN_VERIFY_KEYS_FILE` names.
+    pub fn verify_keys_pem(&self) -> anyhow::Result<Option<String>> {
+        read_inline_or_file(
+            self.token_verify_keys.as_deref(),
+            self.token_verify_keys_file.as_deref(),
+            "TOKEN_VERIFY_KEYS",
+        )
     }
 
-    /// `CATALOG_ENV=development` (the default), where plain `http` image URLs are accepted.
+    /// `CATALOG_ENV=development`, set explicitly: the only setting where the public
+    /// development token key and plain `http` image URLs are accepted.
     pub fn is_development(&self) -> bool {
-        self.environment == "development"
+        self.environment.as_deref() == Some("development")
     }
 
     /// `TRUSTED_PROXIES`, parsed; an unreadable entry refuses to start.
@@ -55,5 +67,19 @@ impl HttpSettings {
     /// Longest time one request may take.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_seconds)
+    }
+}
+
+/// A setting given inline (`inline`) or as a file's path (`file`), named `name` in errors.
+/// An empty value counts as not given.
+pub fn read_inline_or_file(inline: Option<&str>, file: Option<&Path>, name: &str) -> anyhow::Result<Option<String>> {
+    let inline = inline.filter(|text| !text.trim().is_empty());
+    let file = file.filter(|path| !path.as_os_str().is_empty());
+    match (inline, file) {
+        (Some(text), _) => Ok(Some(text.to_owned())),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map(Some)
+            .with_context(|| format!("cannot read {name}_FILE {}", path.display())),
+        (None, None) => Ok(None),
     }
 }

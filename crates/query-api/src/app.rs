@@ -9,7 +9,7 @@ use axum::http::{header, Method};
 use axum::Router;
 use clap::Parser;
 use http_api::middleware;
-use http_api::tokens::{self, TokenKeys};
+use http_api::tokens::{self, TokenVerifier};
 use http_api::HttpSettings;
 use metrics_exporter_prometheus::PrometheusHandle;
 use service_runtime::operations::ReadinessCheck;
@@ -22,10 +22,8 @@ use crate::cache::{CacheSettings, ProductCache};
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "query-api", about = "Catalog's read REST API", version)]
-#[command(mut_arg("jwt_secret", |arg| arg.help(
-    "HMAC secret that verifies bearer tokens (at least 32 bytes; the one command-api signs with). \
-     Required in production"
-)))]
+// A flag given twice counts once, the last (tests add to a default command line).
+#[command(args_override_self = true)]
 pub struct Settings {
     /// Address to listen on.
     #[arg(long, env = "QUERY_API_ADDR", default_value = "127.0.0.1:8081")]
@@ -37,8 +35,7 @@ pub struct Settings {
     #[command(flatten)]
     pub log: LogSettings,
 
-    // Token secret (with this API's own help text above: it verifies, command-api signs),
-    // environment, time limit, concurrency limit and CORS origins.
+    // Token verification keys (public only: query-api cannot sign), environment, time limit, concurrency limit and CORS origins.
     #[command(flatten)]
     pub http: HttpSettings,
 
@@ -69,7 +66,7 @@ pub struct Settings {
 pub struct AppState {
     pub pool: PgPool,
     pub products: ProductCache,
-    pub tokens: TokenKeys,
+    pub tokens: TokenVerifier,
     pub min_version_wait: Duration,
     /// Listings count their matches exactly up to this many (`LIST_EXACT_TOTAL_LIMIT`).
     pub exact_total_limit: i64,
@@ -78,7 +75,7 @@ pub struct AppState {
     pub list_statement_timeout: Duration,
 }
 
-impl FromRef<AppState> for TokenKeys {
+impl FromRef<AppState> for TokenVerifier {
     fn from_ref(state: &AppState) -> Self {
         state.tokens.clone()
     }
@@ -95,7 +92,9 @@ impl Application {
     /// Binds the address and starts listening for read model changes (if Postgres is
     /// reachable; otherwise `run` keeps trying, and products are served uncached meanwhile).
     pub async fn build(settings: Settings, pool: PgPool, metrics: PrometheusHandle) -> anyhow::Result<Self> {
-        let secret = settings.http.jwt_secret()?;
+        // Public keys only: query-api verifies tokens and cannot sign one.
+        let verify_pem = settings.http.verify_keys_pem()?;
+        let keys = tokens::resolve_verify_keys(verify_pem.as_deref(), None, settings.http.is_development())?;
         // No rate limits here (yet), but the setting is shared: an unreadable one refuses to
         // start on both APIs alike.
         settings.http.trusted_proxies()?;
@@ -114,8 +113,7 @@ impl Application {
         let state = AppState {
             pool,
             products: products.clone(),
-            // Only verifies tokens; the lifetime is command-api's business.
-            tokens: TokenKeys::new(&secret, tokens::MAX_TOKEN_TTL),
+            tokens: TokenVerifier::new(&keys),
             min_version_wait,
             exact_total_limit: settings.list_exact_total_limit,
             list_statement_timeout: settings.http.request_timeout(),

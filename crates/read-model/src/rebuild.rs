@@ -8,7 +8,7 @@
 //!    size of the store.
 //! 3. One short transaction takes the apply lock exclusively (the projector waits), applies
 //!    the events the snapshot could not see, drops the live table, renames the shadow into its
-//!    place (with its indexes, constraints and triggers) and commits. Readers see the old table
+//!    place (with its indexes, constraints, triggers and grants) and commits. Readers see the old table
 //!    or the new one, never neither.
 //!
 //! Interrupted before step 3 commits, nothing live has changed; the next rebuild drops the
@@ -114,6 +114,16 @@ async fn swap<M: ReadModel>(connection: &mut PgConnection, shadow: &str, snapsho
     .bind(table)
     .fetch_all(&mut *tx)
     .await?;
+    // `LIKE` copies no privileges: the roles that may use the live table (catalog_query,
+    // catalog_projector) are granted the same on its successor.
+    let grants: Vec<String> = sqlx::query_scalar(
+        "SELECT format('GRANT %s ON %I TO %I', a.privilege_type, c.relname, r.rolname) \
+         FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a JOIN pg_roles r ON r.oid = a.grantee \
+         WHERE c.oid = $1::regclass AND a.grantee <> c.relowner",
+    )
+    .bind(table)
+    .fetch_all(&mut *tx)
+    .await?;
     sqlx::query(&format!("DROP TABLE {table}")).execute(&mut *tx).await?;
     sqlx::query(&format!("ALTER TABLE {shadow} RENAME TO {table}")).execute(&mut *tx).await?;
     // `LIKE` named the shadow's objects `<shadow>_...`; give them back the live names.
@@ -138,8 +148,8 @@ async fn swap<M: ReadModel>(connection: &mut PgConnection, shadow: &str, snapsho
         let renamed = name.replacen(shadow, table, 1);
         sqlx::query(&format!("ALTER INDEX {name} RENAME TO {renamed}")).execute(&mut *tx).await?;
     }
-    for trigger in triggers {
-        sqlx::query(&trigger).execute(&mut *tx).await?;
+    for statement in triggers.iter().chain(&grants) {
+        sqlx::query(statement).execute(&mut *tx).await?;
     }
 
     let caught_up = missed.len() as u64;

@@ -19,14 +19,53 @@ use tokio::task::JoinHandle;
 
 use crate::TestDatabase;
 
-/// The token secret test servers run with (so tests can sign tokens they accept).
-pub const TEST_JWT_SECRET: &str = "test-secret-test-secret-test-secret!";
+/// The Ed25519 key test command-api servers sign tokens with (so tests can sign tokens they
+/// accept); test query-api servers are given only [`TEST_PUBLIC_KEY`].
+pub const TEST_SIGNING_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEIHX/uAg+AVr4aMaEXr+zjIDYIMLSDT5sxvYAbR0Bw7YY
+-----END PRIVATE KEY-----
+";
+
+/// The public half of [`TEST_SIGNING_KEY`].
+pub const TEST_PUBLIC_KEY: &str = "-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VwAyEApwB/vDOhkfB1VJG1McRNQsaC6b9upSBMvhMr/cLfdZU=
+-----END PUBLIC KEY-----
+";
+
+/// A second key pair, for rotations and for forgeries by a key the servers do not know.
+pub const OTHER_SIGNING_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEILypqhe/0OUVLCE669jA5WGtzArfp8gByzHgTQtJE/gJ
+-----END PRIVATE KEY-----
+";
+
+/// The public half of [`OTHER_SIGNING_KEY`].
+pub const OTHER_PUBLIC_KEY: &str = "-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VwAyEASXdETVrH85jb/vrLl/NpnJdbYtQMH9fi2DmSJkGBYOI=
+-----END PUBLIC KEY-----
+";
+
+/// A 10-minute token for `user_id` with `role`, signed by the PEM private key `signing_key`.
+pub fn token_signed_by(signing_key: &str, user_id: uuid::Uuid, role: domain::Role) -> String {
+    let key = http_api::tokens::SigningKey::from_pem(signing_key).unwrap();
+    let public = key.public_key().clone();
+    http_api::tokens::TokenIssuer::new(key, &[public], Duration::from_secs(600)).issue(user_id, role).unwrap()
+}
+
+/// A token test servers accept: signed by [`TEST_SIGNING_KEY`].
+pub fn test_token(user_id: uuid::Uuid, role: domain::Role) -> String {
+    token_signed_by(TEST_SIGNING_KEY, user_id, role)
+}
 
 /// The command line of `binary` listening on a free port of 127.0.0.1, on `database_url`, with
-/// [`TEST_JWT_SECRET`], then `extra_args`.
+/// `CATALOG_ENV=development` and the test token keys (command-api: [`TEST_SIGNING_KEY`];
+/// query-api: [`TEST_PUBLIC_KEY`] only), then `extra_args` (which override those).
 pub fn server_args(binary: &str, database_url: &str, extra_args: &[&str]) -> Vec<String> {
-    let args = [binary, "--addr", "127.0.0.1:0", "--database-url", database_url, "--jwt-secret", TEST_JWT_SECRET];
-    args.iter().chain(extra_args).map(|arg| (*arg).to_owned()).collect()
+    let keys = match binary {
+        "command-api" => ["--token-signing-key", TEST_SIGNING_KEY],
+        _ => ["--token-verify-keys", TEST_PUBLIC_KEY],
+    };
+    let args = [binary, "--addr", "127.0.0.1:0", "--database-url", database_url, "--environment", "development"];
+    args.iter().chain(&keys).chain(extra_args).map(|arg| (*arg).to_owned()).collect()
 }
 
 /// A Postgres URL nothing listens on (a port just closed): a server built on it starts, and
@@ -45,7 +84,8 @@ pub struct TestServer {
     /// `http://127.0.0.1:PORT`
     pub base: String,
     pub client: Client,
-    /// The server's own pool.
+    /// A pool on the server's database: the server's own, or the database owner's when the
+    /// server runs under a least-privilege role ([`Self::on_own_database_as`]).
     pub pool: PgPool,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
@@ -76,6 +116,26 @@ impl TestServer {
     {
         let database = TestDatabase::new().await;
         let mut server = serve(server_args(binary, &database.url, extra_args)).await;
+        server.database = Some(database);
+        server
+    }
+
+    /// Like [`Self::on_own_database`], but the API connects as a login user that is a member of
+    /// the database role `role` only (see [`TestDatabase::login_as`]), as in production. The
+    /// test's [`pool`](Self::pool) stays the database owner's, for fixtures.
+    pub async fn on_own_database_as<Fut>(
+        binary: &str,
+        role: &str,
+        extra_args: &[&str],
+        serve: impl FnOnce(Vec<String>) -> Fut,
+    ) -> Self
+    where
+        Fut: Future<Output = TestServer>,
+    {
+        let mut database = TestDatabase::new().await;
+        let url = database.login_as(role).await;
+        let mut server = serve(server_args(binary, &url, extra_args)).await;
+        server.pool = database.pool.clone();
         server.database = Some(database);
         server
     }
@@ -159,9 +219,10 @@ macro_rules! serve {
     };
 }
 
-/// `test_app!(/// docs  TestApp: command_api as "command-api")` declares, for the tests of the
-/// API crate `command_api` (started as [`serve!`](crate::serve) does, named `command-api` on
-/// its command line):
+/// `test_app!(/// docs  TestApp: command_api as "command-api", role "catalog_command")`
+/// declares, for the tests of the API crate `command_api` (started as [`serve!`](crate::serve)
+/// does, named `command-api` on its command line, connected as a member of the database role
+/// `catalog_command` when one is named):
 /// - `pub struct TestApp`, a [`TestServer`] on a database of its own (it dereferences to it),
 ///   for the tests to add their fixtures to;
 /// - `spawn_app_with(extra_args)`, one with extra settings as command-line flags;
@@ -169,7 +230,7 @@ macro_rules! serve {
 /// - `spawn_app_without_database()`, a plain [`TestServer`] whose Postgres is unreachable.
 #[macro_export]
 macro_rules! test_app {
-    ($(#[$attr:meta])* $name:ident: $api:ident as $binary:literal) => {
+    ($(#[$attr:meta])* $name:ident: $api:ident as $binary:literal $(, role $role:literal)?) => {
         $(#[$attr])*
         pub struct $name($crate::http::TestServer);
 
@@ -186,9 +247,29 @@ macro_rules! test_app {
             }
         }
 
-        /// A server on a database of its own, with extra settings as command-line flags.
+        /// A server on a database of its own, with extra settings as command-line flags (and
+        /// connected as a member of the declared database role, if any).
         pub async fn spawn_app_with(extra_args: &[&str]) -> $name {
-            $name($crate::http::TestServer::on_own_database($binary, extra_args, |args| $crate::serve!($api, args)).await)
+            let role: Option<&str> = None $(.or(Some($role)))?;
+            match role {
+                Some(role) => spawn_app_as(role, extra_args).await,
+                None => $name(
+                    $crate::http::TestServer::on_own_database($binary, extra_args, |args| $crate::serve!($api, args))
+                        .await,
+                ),
+            }
+        }
+
+        /// A server on a database of its own that connects as a member of the database role
+        /// `role` only (such as `catalog_query`), with extra settings as command-line flags.
+        #[allow(dead_code)] // not every test crate runs its API under its role
+        pub async fn spawn_app_as(role: &str, extra_args: &[&str]) -> $name {
+            $name(
+                $crate::http::TestServer::on_own_database_as($binary, role, extra_args, |args| {
+                    $crate::serve!($api, args)
+                })
+                .await,
+            )
         }
 
         /// A server on a database of its own.

@@ -44,6 +44,8 @@ pub struct TestDatabase {
     /// Unique per test: a suffix for topic and group names.
     pub id: String,
     name: String,
+    /// Login users made by [`Self::login_as`], dropped with the database.
+    logins: Vec<String>,
 }
 
 impl TestDatabase {
@@ -55,7 +57,22 @@ impl TestDatabase {
         let url = server_url(&name);
         let pool = PgPool::connect(&url).await.expect("connect to the test database");
         service_runtime::database::migrate(&pool).await.expect("migrate the test database");
-        Self { pool, url, id, name }
+        Self { pool, url, id, name, logins: Vec::new() }
+    }
+
+    /// A login user of this test's own that is a member of `role` (one of the roles the
+    /// migrations create, such as `catalog_query`) and nothing else, and the URL of this
+    /// database as that user (the local Postgres trusts loopback connections).
+    pub async fn login_as(&mut self, role: &str) -> String {
+        let login = format!("{role}_{}", self.id);
+        sqlx::query(&format!("CREATE ROLE {login} LOGIN IN ROLE {role}"))
+            .execute(&self.pool)
+            .await
+            .expect("create a login user");
+        self.logins.push(login.clone());
+        let (scheme, rest) = self.url.split_once("://").expect("a URL");
+        let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+        format!("{scheme}://{login}@{host}")
     }
 
     /// The events topic of this test.
@@ -75,6 +92,7 @@ impl TestDatabase {
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         let name = self.name.clone();
+        let logins = std::mem::take(&mut self.logins);
         // Drop is synchronous and may run inside the test's runtime: a thread with a runtime of
         // its own drops the database. The pool is not closed first (closing waits for
         // connections that only the blocked runtime could return); FORCE ends them instead.
@@ -84,6 +102,9 @@ impl Drop for TestDatabase {
                 if let Ok(mut admin) = PgConnection::connect(&server_url("postgres")).await {
                     let _ =
                         sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await;
+                    for login in logins {
+                        let _ = sqlx::query(&format!("DROP ROLE IF EXISTS {login}")).execute(&mut admin).await;
+                    }
                 }
             });
         })

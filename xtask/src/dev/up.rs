@@ -9,10 +9,6 @@ use crate::proc::{self, step, warn};
 use crate::system::{Ports, Service};
 use crate::workspace::{self, cargo};
 
-/// Only ever used when JWT_SECRET is unset; tokens signed with it are
-/// worthless outside this machine, which is the point.
-const DEV_JWT_SECRET: &str = "dev-only-insecure-jwt-secret-do-not-use-in-production";
-
 /// Where `service` listens: its address variable, else its default (the
 /// `DEV` row of the ports table, which are the services' own defaults).
 fn listen_addr(service: Service) -> String {
@@ -36,7 +32,7 @@ pub fn run(no_build: bool) -> Result<()> {
     // Before anything slow: a second `up` would only fail later, at bind time.
     ensure_ports_free()?;
     let backends = super::ensure_backends(true)?;
-    let jwt_secret = jwt_secret();
+    let environment = environment();
 
     if !no_build {
         step("building the workspace binaries");
@@ -50,7 +46,7 @@ pub fn run(no_build: bool) -> Result<()> {
     let children = Service::ALL
         .map(|service| {
             let mut command = Command::new(bin_dir.join(service.binary()));
-            command.current_dir(workspace::root()).envs(backends.vars()).env("JWT_SECRET", &jwt_secret);
+            command.current_dir(workspace::root()).envs(backends.vars()).env("CATALOG_ENV", &environment);
             (service.binary(), command)
         })
         .into();
@@ -71,10 +67,12 @@ fn ensure_ports_free() -> Result<()> {
     Ok(())
 }
 
-fn jwt_secret() -> String {
-    workspace::var("JWT_SECRET").unwrap_or_else(|| {
-        warn("JWT_SECRET is not set; using a fixed, public dev-only secret");
-        DEV_JWT_SECRET.to_owned()
+/// `CATALOG_ENV` as given, else `development`: the APIs then sign and verify tokens with the
+/// public development key unless `TOKEN_SIGNING_KEY` / `TOKEN_VERIFY_KEYS` are set.
+fn environment() -> String {
+    workspace::var("CATALOG_ENV").unwrap_or_else(|| {
+        warn("CATALOG_ENV is not set; running with CATALOG_ENV=development (public dev-only token key)");
+        "development".to_owned()
     })
 }
 

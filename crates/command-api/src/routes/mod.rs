@@ -35,6 +35,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(accounts::grant_role, accounts::revoke_role))
         .routes(routes!(accounts::deactivate))
         .routes(routes!(tokens::issue))
+        .routes(routes!(tokens::refresh))
+        .routes(routes!(tokens::logout))
+        .routes(routes!(tokens::keys))
         .routes(routes!(products::create))
         .routes(routes!(products::update, products::delete))
         .routes(routes!(products::adjust_stock))
@@ -141,7 +144,8 @@ fn document() -> utoipa::openapi::OpenApi {
     #[openapi(tags(
         (name = "users", description = "Registration (open; every new account is a customer), changes to your \
             own account (`/api/v1/users/me`), and roles and deactivation (admin only)"),
-        (name = "auth", description = "Bearer tokens for a username and password"),
+        (name = "auth", description = "Bearer tokens for a username and password, and the public keys \
+            that verify them"),
         (name = "products", description = "Product writes (admin only), with `If-Match` and `Idempotency-Key`: \
             SKU, price in a currency, publication status, categories, attributes, images, and stock, which \
             changes only by adjustments; bulk import by SKU from NDJSON or CSV"),

@@ -4,14 +4,17 @@ use domain::{Category, Product, Role};
 use event_store::{CommandBus, EventMetadata};
 use reqwest::Response;
 use serde_json::{json, Value};
-pub use test_support::http::{assert_problem, TEST_JWT_SECRET};
+pub use test_support::http::{
+    assert_problem, test_token, token_signed_by, OTHER_PUBLIC_KEY, OTHER_SIGNING_KEY, TEST_PUBLIC_KEY,
+};
 
 pub const ADMIN_PASSWORD: &str = "admin-password-123";
 
 test_support::test_app! {
-    /// A server on a database of its own, with the write API's fixtures; its requests, pool
+    /// A server on a database of its own, connected as a member of `catalog_command` only (its
+    /// production role), with the write API's fixtures; its requests, pool (the owner's)
     /// and `stop` are [`TestServer`](test_support::http::TestServer)'s.
-    TestApp: command_api as "command-api"
+    TestApp: command_api as "command-api", role "catalog_command"
 }
 
 impl TestApp {

@@ -7,7 +7,7 @@ use domain::ProductStatus;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{assert_problem, spawn_app, spawn_app_with, spawn_app_without_database, TestApp, TEST_JWT_SECRET};
+use crate::helpers::{assert_problem, spawn_app, spawn_app_with, spawn_app_without_database, test_token, TestApp};
 
 const NDJSON: &str = "application/x-ndjson";
 const CSV: &str = "text/csv";
@@ -350,10 +350,7 @@ async fn only_admins_import() {
 #[tokio::test]
 async fn an_unreachable_database_ends_the_import_at_its_first_line() {
     let server = spawn_app_without_database().await;
-    let now = jsonwebtoken::get_current_timestamp();
-    let claims = json!({"sub": uuid::Uuid::new_v4(), "role": "admin", "iss": "catalog", "iat": now, "exp": now + 600});
-    let key = jsonwebtoken::EncodingKey::from_secret(TEST_JWT_SECRET.as_bytes());
-    let token = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap();
+    let token = test_token(uuid::Uuid::new_v4(), domain::Role::Admin);
     let lines: Vec<Value> = (0..50).map(|i| json!({"sku": format!("S-{i}"), "name": "x", "price": 1})).collect();
     let request = server.post("/api/v1/products/import").bearer_auth(token).header("content-type", NDJSON);
     let results = results(request.body(ndjson(&lines)).send().await.unwrap()).await;

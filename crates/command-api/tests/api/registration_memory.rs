@@ -33,7 +33,7 @@ async fn two_hundred_concurrent_registrations_keep_peak_rss_within_budget() {
     let process = Process(
         Command::new(env!("CARGO_BIN_EXE_command-api"))
             .args(["--addr", &format!("127.0.0.1:{port}"), "--database-url", &database.url])
-            .args(["--jwt-secret", test_support::http::TEST_JWT_SECRET])
+            .args(["--token-signing-key", test_support::http::TEST_SIGNING_KEY])
             // Every registration comes from 127.0.0.1: lift the per-client limit so the flood
             // reaches the hashing.
             .args(["--registrations-per-client", "100000"])

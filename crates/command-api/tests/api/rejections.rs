@@ -5,7 +5,7 @@ use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 
-use crate::helpers::{assert_problem, spawn_app, TestApp, TEST_JWT_SECRET};
+use crate::helpers::{assert_problem, spawn_app, TestApp, OTHER_SIGNING_KEY, TEST_PUBLIC_KEY};
 
 fn claims_for(app_admin: &str, exp: u64) -> serde_json::Value {
     let now = jsonwebtoken::get_current_timestamp();
@@ -69,28 +69,49 @@ async fn forged_tokens_are_401_and_write_nothing() {
     let none_payload = URL_SAFE_NO_PAD.encode(claims_for(&admin_id, now + 600).to_string());
     let alg_none = format!("{none_header}.{none_payload}.");
 
-    let wrong_key = jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
+    // The server's key id, from a real token: forgeries name it to look genuine.
+    let kid = jsonwebtoken::decode_header(&token).unwrap().kid.unwrap();
+    let header = |alg| Header { kid: Some(kid.clone()), ..Header::new(alg) };
+    let none_header = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"none","typ":"JWT","kid":"{kid}"}}"#));
+    let alg_none_with_kid = format!("{none_header}.{none_payload}.");
+
+    // Signed by a key the server does not know, under the server's kid and under its own.
+    let other_key = EncodingKey::from_ed_pem(OTHER_SIGNING_KEY.as_bytes()).unwrap();
+    let wrong_key =
+        jsonwebtoken::encode(&header(Algorithm::EdDSA), &claims_for(&admin_id, now + 600), &other_key).unwrap();
+    let unknown_key =
+        test_support::http::token_signed_by(OTHER_SIGNING_KEY, admin_id.parse().unwrap(), domain::Role::Admin);
+    let test_key = EncodingKey::from_ed_pem(test_support::http::TEST_SIGNING_KEY.as_bytes()).unwrap();
+    let expired =
+        jsonwebtoken::encode(&header(Algorithm::EdDSA), &claims_for(&admin_id, now - 120), &test_key).unwrap();
+    // HS256 keyed with the public key (algorithm confusion), and with the PEM text of it.
+    let spki = base64::engine::general_purpose::STANDARD.decode(TEST_PUBLIC_KEY.lines().nth(1).unwrap()).unwrap();
+    let hs256_public_raw = jsonwebtoken::encode(
+        &header(Algorithm::HS256),
         &claims_for(&admin_id, now + 600),
-        &EncodingKey::from_secret(b"some-other-secret-some-other-secret"),
+        &EncodingKey::from_secret(&spki[12..]),
     )
     .unwrap();
-    let expired = jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims_for(&admin_id, now - 120),
-        &EncodingKey::from_secret(TEST_JWT_SECRET.as_bytes()),
-    )
-    .unwrap();
-    let other_alg = jsonwebtoken::encode(
-        &Header::new(Algorithm::HS384),
+    let hs256_public_pem = jsonwebtoken::encode(
+        &header(Algorithm::HS256),
         &claims_for(&admin_id, now + 600),
-        &EncodingKey::from_secret(TEST_JWT_SECRET.as_bytes()),
+        &EncodingKey::from_secret(TEST_PUBLIC_KEY.as_bytes()),
     )
     .unwrap();
     let mut tampered = token.clone();
     tampered.push('x');
 
-    for forged in [alg_none, wrong_key, expired, other_alg, tampered, "garbage".into()] {
+    for forged in [
+        alg_none,
+        alg_none_with_kid,
+        wrong_key,
+        unknown_key,
+        expired,
+        hs256_public_raw,
+        hs256_public_pem,
+        tampered,
+        "garbage".into(),
+    ] {
         let request = app.post("/api/v1/products").bearer_auth(&forged).json(&body);
         assert_rejected_without_write(&app, request, 401).await;
     }

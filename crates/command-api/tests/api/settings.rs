@@ -25,12 +25,46 @@ async fn an_invalid_default_currency_fails_start_up_with_a_clear_message() {
     }
 }
 
-async fn start_up_error(extra: &[&str]) -> String {
+/// command-api's start-up with `extra` settings on top of the test ones (test key,
+/// `CATALOG_ENV=development`): the error's text if it is refused.
+async fn build(extra: &[&str]) -> Result<(), String> {
     let args = server_args("command-api", &unreachable_database_url(), extra);
-    let settings = Settings::try_parse_from(args).unwrap();
+    let settings = Settings::try_parse_from(args).map_err(|e| e.to_string())?;
     let pool = service_runtime::database::pool(&settings.database).unwrap();
     let metrics = service_runtime::telemetry::init_metrics();
-    Application::build(settings, pool, metrics).await.err().expect("start-up fails").to_string()
+    Application::build(settings, pool, metrics).await.map(|_| ()).map_err(|e| format!("{e:#}"))
+}
+
+/// Fail closed: the public development key signs tokens only with `CATALOG_ENV=development`
+/// set explicitly; any other value needs a real key, and the example key of the deployment
+/// files is refused everywhere.
+#[tokio::test]
+async fn the_public_development_key_is_used_only_with_catalog_env_development() {
+    let no_key = "--token-signing-key=";
+    for environment in ["--environment=production", "--environment=staging", "--environment=dev"] {
+        let error = build(&[no_key, environment]).await.unwrap_err();
+        assert!(error.contains("TOKEN_SIGNING_KEY"), "{environment}: {error}");
+        let dev_key = format!("--token-signing-key={}", http_api::tokens::DEV_SIGNING_KEY);
+        let error = build(&[&dev_key, environment]).await.unwrap_err();
+        assert!(error.contains("development"), "{environment}: {error}");
+    }
+    assert!(build(&[no_key, "--environment=development"]).await.is_ok());
+    let real_idempotency_secret = "--idempotency-key-secret=a-test-secret-of-more-than-32-bytes";
+    assert!(build(&["--environment=production", real_idempotency_secret]).await.is_ok(), "a real key runs anywhere");
+
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/k8s/secret.example.yaml")).unwrap();
+    let pem: String = example
+        .lines()
+        .skip_while(|line| !line.contains("-----BEGIN PRIVATE KEY-----"))
+        .take_while(|line| !line.contains("-----END PRIVATE KEY-----"))
+        .chain(["-----END PRIVATE KEY-----"])
+        .map(|line| format!("{}\n", line.trim()))
+        .collect();
+    for environment in ["--environment=production", "--environment=development"] {
+        let error = build(&[&format!("--token-signing-key={pem}"), environment]).await.unwrap_err();
+        assert!(error.contains("example"), "{error}");
+    }
 }
 
 /// Outside development the idempotency fingerprint key must be a real one: missing, short or
@@ -38,15 +72,15 @@ async fn start_up_error(extra: &[&str]) -> String {
 #[tokio::test]
 async fn without_a_real_idempotency_secret_production_does_not_start() {
     let production = ["--environment", "production"];
-    assert!(start_up_error(&production).await.contains("IDEMPOTENCY_KEY_SECRET is required"));
+    assert!(build(&production).await.unwrap_err().contains("IDEMPOTENCY_KEY_SECRET is required"));
     let short = [&production[..], &["--idempotency-key-secret", "short"]].concat();
-    assert!(start_up_error(&short).await.contains("at least 32 bytes"));
+    assert!(build(&short).await.unwrap_err().contains("at least 32 bytes"));
     let example = [&production[..], &["--idempotency-key-secret", "REPLACE-ME-with-at-least-32-random-bytes"]].concat();
-    assert!(start_up_error(&example).await.contains("example value"));
+    assert!(build(&example).await.unwrap_err().contains("example value"));
 }
 
 #[tokio::test]
 async fn an_unreadable_trusted_proxy_does_not_start() {
-    let message = start_up_error(&["--trusted-proxies", "10.0.0.0/8,ingress.internal"]).await;
+    let message = build(&["--trusted-proxies", "10.0.0.0/8,ingress.internal"]).await.unwrap_err();
     assert!(message.contains("TRUSTED_PROXIES") && message.contains("ingress.internal"), "{message}");
 }

@@ -1,6 +1,6 @@
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_problem, spawn_app, spawn_app_with, ADMIN_PASSWORD, TEST_JWT_SECRET};
+use crate::helpers::{assert_problem, spawn_app, spawn_app_with, ADMIN_PASSWORD, TEST_PUBLIC_KEY};
 
 #[tokio::test]
 async fn a_user_gets_a_bearer_token_with_subject_and_role() {
@@ -16,8 +16,8 @@ async fn a_user_gets_a_bearer_token_with_subject_and_role() {
 
     let claims = jsonwebtoken::decode::<Value>(
         body["access_token"].as_str().unwrap(),
-        &jsonwebtoken::DecodingKey::from_secret(TEST_JWT_SECRET.as_bytes()),
-        &jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256),
+        &jsonwebtoken::DecodingKey::from_ed_pem(TEST_PUBLIC_KEY.as_bytes()).unwrap(),
+        &jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA),
     )
     .unwrap()
     .claims;

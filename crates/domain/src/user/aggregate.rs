@@ -21,6 +21,11 @@ pub struct User {
     pub roles: BTreeSet<Role>,
     pub active: bool,
     pub version: u64,
+    /// The version of the last event that changed how the user signs in or what they may do
+    /// (registration, password, roles, deactivation): sessions issued before it are void.
+    /// `default`: snapshots from before this field read as 0, consistently for every load.
+    #[serde(default)]
+    pub credentials_version: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -108,6 +113,8 @@ impl Aggregate for User {
 
     fn apply(&mut self, event: Self::Event) {
         self.version += 1;
+        // Every event but an email change touches how the user signs in or what they may do.
+        let touches_credentials = !matches!(event, UserEvent::UserEmailChanged { .. });
         match event {
             UserEvent::UserRegistered { id, username, email, password_hash } => {
                 self.id = Some(id);
@@ -127,6 +134,9 @@ impl Aggregate for User {
                 self.roles.remove(&role);
             }
             UserEvent::UserDeactivated {} => self.active = false,
+        }
+        if touches_credentials {
+            self.credentials_version = self.version;
         }
     }
 }
@@ -181,6 +191,23 @@ mod tests {
         let UserError::Invalid(violations) = error else { panic!("expected validation error") };
         let fields: Vec<_> = violations.0.iter().map(|v| v.field.as_str()).collect();
         assert_eq!(fields, ["username", "email", "password"]);
+    }
+
+    #[test]
+    fn credentials_version_follows_password_role_and_deactivation_but_not_email() {
+        let mut user = User::default();
+        user.apply(registered());
+        assert_eq!(user.credentials_version, 1);
+        user.apply(UserEvent::UserEmailChanged { email: "new@example.com".into() });
+        assert_eq!((user.version, user.credentials_version), (2, 1));
+        user.apply(UserEvent::UserPasswordChanged { password_hash: "$argon2id$new".into() });
+        assert_eq!(user.credentials_version, 3);
+        user.apply(UserEvent::UserRoleGranted { role: Role::Admin });
+        assert_eq!(user.credentials_version, 4);
+        user.apply(UserEvent::UserRoleRevoked { role: Role::Admin });
+        assert_eq!(user.credentials_version, 5);
+        user.apply(UserEvent::UserDeactivated {});
+        assert_eq!(user.credentials_version, 6);
     }
 
     #[test]

@@ -23,8 +23,9 @@ pub struct Apis {
 
 /// command-api and query-api in this process, on the pipeline's database.
 pub async fn start_apis(pipeline: &Pipeline) -> Apis {
-    let command = serve!(command_api, server_args("command-api", &pipeline.database_url, &[])).await;
-    let query = serve!(query_api, server_args("query-api", &pipeline.database_url, &[])).await;
+    // Each service under its own least-privilege role, as deployed.
+    let command = serve!(command_api, server_args("command-api", &pipeline.command_url, &[])).await;
+    let query = serve!(query_api, server_args("query-api", &pipeline.query_url, &[])).await;
     Apis { command: command.base.clone(), query: query.base.clone(), _servers: [command, query] }
 }
 

@@ -21,8 +21,13 @@ use uuid::Uuid;
 pub struct Pipeline {
     /// Kept for its `Drop`, which drops the database.
     _database: TestDatabase,
+    /// The database owner's pool, for fixtures.
     pub pool: PgPool,
+    /// The database as a member of `catalog_projector`, the projector's production role.
     pub database_url: String,
+    /// The database as members of `catalog_command` and `catalog_query`, for the APIs.
+    pub command_url: String,
+    pub query_url: String,
     pub topic: String,
     pub dlq_topic: String,
     pub group: String,
@@ -30,10 +35,12 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub async fn new() -> Self {
-        let database = TestDatabase::new().await;
+        let mut database = TestDatabase::new().await;
         Self {
             pool: database.pool.clone(),
-            database_url: database.url.clone(),
+            database_url: database.login_as("catalog_projector").await,
+            command_url: database.login_as("catalog_command").await,
+            query_url: database.login_as("catalog_query").await,
             topic: database.topic(),
             dlq_topic: database.dlq_topic(),
             group: database.group(),

@@ -1,19 +1,17 @@
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use domain::{CategoryEvent, ProductEvent, Role};
 use event_store::CatalogEvent;
-use http_api::tokens::TokenKeys;
 use serde::Serialize;
 use serde_json::{json, Value};
 pub use test_support::eventually;
-pub use test_support::http::{assert_problem, TEST_JWT_SECRET};
+pub use test_support::http::{assert_problem, test_token, token_signed_by, OTHER_SIGNING_KEY};
 use uuid::Uuid;
 
 test_support::test_app! {
-    /// A server on a database of its own, with the read API's fixtures; its requests, pool
+    /// A server on a database of its own, connected as a member of `catalog_query` only (its
+    /// production role), with the read API's fixtures; its requests, pool (the owner's)
     /// and `stop` are [`TestServer`](test_support::http::TestServer)'s.
-    TestApp: query_api as "query-api"
+    TestApp: query_api as "query-api", role "catalog_query"
 }
 
 impl TestApp {
@@ -194,5 +192,5 @@ pub fn customer_token() -> String {
 }
 
 pub fn token(user_id: Uuid, role: Role) -> String {
-    TokenKeys::new(TEST_JWT_SECRET.as_bytes(), Duration::from_secs(600)).issue(user_id, role).unwrap()
+    test_token(user_id, role)
 }

@@ -10,6 +10,7 @@ mod listing;
 mod openapi;
 mod operations;
 mod products;
+mod security;
 mod store;
 mod time_travel;
 mod users;

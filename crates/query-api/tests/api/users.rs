@@ -2,7 +2,7 @@ use domain::Role;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::helpers::{assert_problem, spawn_app, token};
+use crate::helpers::{assert_problem, spawn_app, token, token_signed_by, OTHER_SIGNING_KEY};
 
 #[tokio::test]
 async fn a_profile_needs_a_valid_bearer_token() {
@@ -13,10 +13,7 @@ async fn a_profile_needs_a_valid_bearer_token() {
     assert_eq!(response.headers()["www-authenticate"], "Bearer");
     assert_problem(response, 401).await;
     assert_problem(app.get(&path).bearer_auth("not-a-token").send().await.unwrap(), 401).await;
-    let forged =
-        http_api::tokens::TokenKeys::new(b"another-secret-another-secret-xx", std::time::Duration::from_secs(60))
-            .issue(id, Role::Admin)
-            .unwrap();
+    let forged = token_signed_by(OTHER_SIGNING_KEY, id, Role::Admin);
     assert_problem(app.get(&path).bearer_auth(forged).send().await.unwrap(), 401).await;
 }
 
