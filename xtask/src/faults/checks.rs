@@ -84,36 +84,46 @@ fn read_topic_blocking(brokers: &str, topic: &str) -> Result<TopicReadback> {
         .map(|t| t.partitions().iter().map(|p| p.id()).collect())
         .unwrap_or_default();
     ensure!(!partitions.is_empty(), "topic {topic} has no partitions");
-    let mut remaining: HashMap<i32, i64> = HashMap::new();
     let mut assignment = TopicPartitionList::new();
-    for partition in partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, partition, timeout)?;
-        if high > low {
-            remaining.insert(partition, high);
-            assignment.add_partition_offset(topic, partition, Offset::Offset(low))?;
-        }
-    }
-    let mut ids = Vec::new();
-    if remaining.is_empty() {
-        return Ok(TopicReadback { ids });
+    for partition in &partitions {
+        assignment.add_partition_offset(topic, *partition, Offset::Beginning)?;
     }
     consumer.assign(&assignment)?;
+    // The next offset to read in each partition. The high watermarks are read again after
+    // reaching them, until a second look finds nothing more: a broker may report a watermark a
+    // moment behind the last message it acknowledged.
+    let mut next: HashMap<i32, i64> = HashMap::new();
+    let mut ids = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(120);
-    while !remaining.is_empty() {
-        if Instant::now() > deadline {
-            bail!("reading {topic} back: partitions {:?} never reached their high watermark", remaining.keys());
+    for _ in 0..10 {
+        let mut remaining: HashMap<i32, i64> = HashMap::new();
+        for partition in &partitions {
+            let (low, high) = consumer.fetch_watermarks(topic, *partition, timeout)?;
+            if high > *next.get(partition).unwrap_or(&low).max(&low) {
+                remaining.insert(*partition, high);
+            }
         }
-        let Some(message) = consumer.poll(Duration::from_millis(500)) else { continue };
-        let message = message?;
-        let id = message
-            .headers()
-            .and_then(|h| h.iter().find(|header| header.key == "ce_id").and_then(|header| header.value))
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-            .with_context(|| format!("a message at offset {} has no ce_id", message.offset()))?;
-        ids.push(id);
-        if remaining.get(&message.partition()).is_some_and(|high| message.offset() + 1 >= *high) {
-            remaining.remove(&message.partition());
+        if remaining.is_empty() {
+            break;
         }
+        while !remaining.is_empty() {
+            if Instant::now() > deadline {
+                bail!("reading {topic} back: partitions {:?} never reached their high watermark", remaining.keys());
+            }
+            let Some(message) = consumer.poll(Duration::from_millis(500)) else { continue };
+            let message = message?;
+            let id = message
+                .headers()
+                .and_then(|h| h.iter().find(|header| header.key == "ce_id").and_then(|header| header.value))
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .with_context(|| format!("a message at offset {} has no ce_id", message.offset()))?;
+            ids.push(id);
+            next.insert(message.partition(), message.offset() + 1);
+            if remaining.get(&message.partition()).is_some_and(|high| message.offset() + 1 >= *high) {
+                remaining.remove(&message.partition());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
     }
     Ok(TopicReadback { ids })
 }
