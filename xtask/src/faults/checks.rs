@@ -125,6 +125,21 @@ fn read_topic_blocking(brokers: &str, topic: &str) -> Result<TopicReadback> {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+    // Then until the topic has been quiet for 2 s: tansu's watermarks can trail what it has
+    // acknowledged, and a message past them is still on the topic.
+    let mut quiet_since = Instant::now();
+    while quiet_since.elapsed() < Duration::from_secs(2) && Instant::now() < deadline {
+        if let Some(message) = consumer.poll(Duration::from_millis(200)) {
+            let message = message?;
+            if let Some(id) = message
+                .headers()
+                .and_then(|h| h.iter().find(|header| header.key == "ce_id").and_then(|header| header.value))
+            {
+                ids.push(String::from_utf8_lossy(id).into_owned());
+            }
+            quiet_since = Instant::now();
+        }
+    }
     Ok(TopicReadback { ids })
 }
 
