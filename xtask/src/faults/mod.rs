@@ -57,9 +57,19 @@ fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
 }
 
+/// The line of a scenario that could not run, and whether it fails the suite: under CI it
+/// does, so a green CI run means every scenario ran.
+fn skipped(name: &str, why: &str, ci: bool) -> (String, bool) {
+    if ci {
+        (format!("FAIL  {name}: cannot run, and CI=true does not allow a skip: {why}"), true)
+    } else {
+        (format!("SKIP  {name}: {why}"), false)
+    }
+}
+
 /// Runs every scenario whose name contains `only` (all when None).
 pub fn run(backends: &Backends, only: Option<&str>) -> Result<ExitCode> {
-    let mut failed = 0;
+    let mut failed = 0usize;
     let mut lines = Vec::new();
     let ci = in_ci();
     if only.is_some_and(|only| !scenarios::ALL.iter().any(|(name, _)| name.contains(only))) {
@@ -74,11 +84,11 @@ pub fn run(backends: &Backends, only: Option<&str>) -> Result<ExitCode> {
         let started = Instant::now();
         let line = match scenario(backends) {
             Ok(Outcome::Pass(details)) => format!("PASS  {name} ({:.0} s): {details}", started.elapsed().as_secs_f64()),
-            Ok(Outcome::Skip(why)) if ci => {
-                failed += 1;
-                format!("FAIL  {name}: cannot run, and CI=true does not allow a skip: {why}")
+            Ok(Outcome::Skip(why)) => {
+                let (line, fails) = skipped(name, &why, ci);
+                failed += usize::from(fails);
+                line
             }
-            Ok(Outcome::Skip(why)) => format!("SKIP  {name}: {why}"),
             Err(error) => {
                 failed += 1;
                 format!("FAIL  {name}: {error:#}")
@@ -290,4 +300,34 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scenario_that_cannot_run_fails_under_ci_only() {
+        let (line, fails) = skipped("Postgres restarted", "no pg_ctlcluster", true);
+        assert!(fails && line.starts_with("FAIL"), "{line}");
+        let (line, fails) = skipped("Postgres restarted", "no pg_ctlcluster", false);
+        assert!(!fails && line.starts_with("SKIP"), "{line}");
+    }
+
+    #[test]
+    fn a_metric_that_cannot_be_read_is_an_error_not_zero() {
+        let page = "# TYPE publisher_lag_events gauge\npublisher_lag_events 0\nx{a=\"1\"} 2\nx{a=\"2\"} 3\n";
+        assert_eq!(scenarios::samples(page, "publisher_lag_events").unwrap(), 0.0);
+        assert_eq!(scenarios::samples(page, "x").unwrap(), 5.0);
+        assert!(scenarios::samples(page, "projector_dead_letters_total").is_err(), "an absent metric is not 0");
+        assert!(scenarios::samples("y NaNx\n", "y").is_err(), "an unreadable sample is not 0");
+    }
+
+    #[test]
+    fn every_scenario_name_is_unique() {
+        let mut names: Vec<&str> = scenarios::ALL.iter().map(|(name, _)| *name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), scenarios::ALL.len());
+    }
 }

@@ -301,17 +301,23 @@ async fn outage_noticed(what: &str, part: Part, longer: Duration) -> Result<()> 
 async fn metric(url: &str, name: &str) -> Result<f64> {
     let response = reqwest::get(url).await.with_context(|| format!("reading {url}"))?.error_for_status()?;
     let text = response.text().await.with_context(|| format!("reading {url}"))?;
-    let samples: Vec<f64> = text
+    samples(&text, name).with_context(|| format!("reading {url}"))
+}
+
+/// The sum of every sample of metric `name` on a Prometheus page; an error when there is none
+/// or one cannot be parsed.
+pub(super) fn samples(page: &str, name: &str) -> Result<f64> {
+    let samples: Vec<f64> = page
         .lines()
         .filter(|line| line.split([' ', '{']).next() == Some(name))
         .map(|line| {
             line.rsplit(' ')
                 .next()
                 .and_then(|v| v.parse::<f64>().ok())
-                .with_context(|| format!("{url}: unreadable sample {line:?}"))
+                .with_context(|| format!("unreadable sample {line:?}"))
         })
         .collect::<Result<_>>()?;
-    ensure!(!samples.is_empty(), "{url} has no sample of {name}");
+    ensure!(!samples.is_empty(), "no sample of {name}");
     Ok(samples.iter().sum())
 }
 
