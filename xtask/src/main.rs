@@ -84,10 +84,15 @@ enum Cmd {
         name: Bench,
     },
     /// Run the fault suite against release builds: crashes, a database restart, a paused
-    /// broker and a long transaction, each followed by the invariant checks.
+    /// broker, a long transaction and a scaled-out system, each followed by the invariant
+    /// checks. Under CI=true a scenario that cannot run fails instead of being skipped.
     Faults {
-        /// Only the scenarios whose name contains this (e.g. `broker`).
+        /// Only the scenarios whose name contains this (e.g. `broker`, `scale-out`); the names
+        /// are printed by `--list`.
         only: Option<String>,
+        /// Print the scenarios' names and exit.
+        #[arg(long)]
+        list: bool,
     },
 }
 
@@ -112,14 +117,19 @@ fn run(command: Cmd) -> Result<ExitCode> {
             if let Some(code) = rerun_in_release("the benchmark harness", &["bench", arg.get_name()])? {
                 return Ok(code);
             }
-            bench::run(name, &release_backends()?).map(|()| ExitCode::SUCCESS)
+            bench::run(name, &release_backends(&[])?).map(|()| ExitCode::SUCCESS)
         }
-        Cmd::Faults { only } => {
+        Cmd::Faults { list: true, .. } => {
+            faults::list();
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Faults { only, list: false } => {
             let args: Vec<&str> = std::iter::once("faults").chain(only.as_deref()).collect();
             if let Some(code) = rerun_in_release("the fault suite", &args)? {
                 return Ok(code);
             }
-            faults::run(&release_backends()?, only.as_deref())
+            // The projector's test-only fail-points, which the targeted kills stop it at.
+            faults::run(&release_backends(&["projector/fault-injection"])?, only.as_deref())
         }
     }
 }
@@ -137,12 +147,17 @@ fn rerun_in_release(what: &str, args: &[&str]) -> Result<Option<ExitCode>> {
     proc::run_for_exit_code(&mut cmd).map(Some)
 }
 
-/// The backends, and the release binaries of the workspace freshly built: what benchmarks and
-/// the fault suite run against.
-fn release_backends() -> Result<dev::Backends> {
+/// The backends, and the release binaries of the workspace freshly built (with `features`):
+/// what benchmarks and the fault suite run against.
+fn release_backends(features: &[&str]) -> Result<dev::Backends> {
     let backends = dev::ensure_backends(true)?;
     step("building release binaries");
-    proc::run(cargo().args(["build", "--release", "--workspace", "--bins"]))?;
+    let mut build = cargo();
+    build.args(["build", "--release", "--workspace", "--bins"]);
+    if !features.is_empty() {
+        build.args(["--features", &features.join(",")]);
+    }
+    proc::run(&mut build)?;
     Ok(backends)
 }
 

@@ -66,6 +66,11 @@ pub struct Ports {
     /// A second projector process, `--role publish` only, next to a `--role project` one: the
     /// fault suite crashes the two halves of the pipeline apart. No one else runs one.
     pub publisher: Option<&'static str>,
+    /// More processes of the same services: the fault suite's scale-out scenario runs a second
+    /// command-api and query-api and a second and third projector on these.
+    pub spare: &'static [&'static str],
+    /// A broker of this user's own: the fault suite pauses it (a shared one is never paused).
+    pub broker: Option<&'static str>,
 }
 
 impl Ports {
@@ -77,11 +82,13 @@ impl Ports {
     pub const BENCH_CATALOG: Self = Self::three("127.0.0.1:18480", "127.0.0.1:18481", "127.0.0.1:18482");
     pub const FAULTS: Self = Self {
         publisher: Some("127.0.0.1:19083"),
+        spare: &["127.0.0.1:19084", "127.0.0.1:19085", "127.0.0.1:19086", "127.0.0.1:19087"],
+        broker: Some("127.0.0.1:19092"),
         ..Self::three("127.0.0.1:19080", "127.0.0.1:19081", "127.0.0.1:19082")
     };
 
     const fn three(command_api: &'static str, query_api: &'static str, projector: &'static str) -> Self {
-        Self { command_api, query_api, projector, publisher: None }
+        Self { command_api, query_api, projector, publisher: None, spare: &[], broker: None }
     }
 
     /// The address of `service` in this row.
@@ -132,6 +139,11 @@ pub struct System {
 }
 
 impl System {
+    /// The bootstrap servers its projectors are given.
+    pub fn brokers(&self) -> &str {
+        &self.brokers
+    }
+
     /// A fresh database `database` (see [`fresh_database`]); no service runs yet.
     pub async fn fresh(backends: &Backends, database: &str, ports: Ports) -> Result<Self> {
         let url = fresh_database(backends, database).await?;
@@ -240,8 +252,18 @@ mod tests {
             Ports::BENCH_CATALOG,
             Ports::FAULTS,
         ];
-        let mut addrs: Vec<&str> =
-            rows.iter().flat_map(|row| Service::ALL.iter().map(|s| row.of(*s)).chain(row.publisher)).collect();
+        let mut addrs: Vec<&str> = rows
+            .iter()
+            .flat_map(|row| {
+                Service::ALL
+                    .iter()
+                    .map(|s| row.of(*s))
+                    .chain(row.publisher)
+                    .chain(row.spare.iter().copied())
+                    .chain(row.broker)
+            })
+            .chain([crate::dev::broker::DEFAULT_BROKERS])
+            .collect();
         let all = addrs.len();
         addrs.sort_unstable();
         addrs.dedup();

@@ -111,6 +111,8 @@ impl Projector {
         for result in results {
             outcome += result?;
         }
+        #[cfg(feature = "fault-injection")]
+        crate::fail_point::hit("project-after-commit").await;
         let offsets = self.consumer.context().record(&next_offsets);
         if let Err(error) = self.consumer.commit(&offsets, CommitMode::Async) {
             // Not fatal: the events are applied; a redelivery is skipped by the version rule.

@@ -8,11 +8,15 @@
 //! - [`consumer`]: `catalog.events` → read models in group `catalog-projector`, offsets
 //!   committed after the read-model transaction, poison events to `catalog.events.dlq`.
 //!
+//! - `fail_point` (feature `fault-injection` only): where the fault suite stops a loop to kill it.
+//!
 //! How events fold into rows is not here: that is `read_model`, shared with catalogctl; reading
 //! the event store is `event_store`'s.
 
 pub mod app;
 pub mod consumer;
+#[cfg(feature = "fault-injection")]
+mod fail_point;
 pub mod message;
 pub mod publisher;
 

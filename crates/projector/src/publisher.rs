@@ -132,6 +132,8 @@ impl Publisher {
         for delivery in deliveries {
             delivery?;
         }
+        #[cfg(feature = "fault-injection")]
+        crate::fail_point::hit("publish-after-ack").await;
         sqlx::query(
             "INSERT INTO publisher_checkpoints (topic, transaction_id, global_position, published_total)
              VALUES ($1, $2::text::xid8, $3, $4)

@@ -232,3 +232,50 @@ fn is_alive(pid: u32) -> bool {
     let state = proc::stat_fields(pid).and_then(|fields| fields.first().and_then(|f| f.chars().next()));
     !matches!(state, Some('Z' | 'X') | None)
 }
+
+/// A tansu of one caller's own on `addr` (in memory, log in `.local/log/`), for a fault that
+/// must pause a broker: the shared one is never paused. Killed when dropped.
+pub struct PrivateBroker {
+    child: std::process::Child,
+}
+
+impl PrivateBroker {
+    pub fn start(addr: &str, name: &str) -> Result<Self> {
+        if proc::tcp_reachable(addr) {
+            bail!("cannot start a private broker: something already listens on {addr}");
+        }
+        let bin = install()?;
+        let log_path = local_dir().join(format!("log/tansu-{name}.log"));
+        fs::create_dir_all(log_path.parent().unwrap())?;
+        let log = OpenOptions::new().create(true).append(true).open(&log_path)?;
+        let url = format!("tcp://{addr}");
+        let mut child = Command::new(bin)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting a private tansu")?;
+        proc::wait_until(&format!("the private tansu on {addr}"), STARTUP_TIMEOUT, || {
+            proc::tcp_reachable(addr) || !matches!(child.try_wait(), Ok(None))
+        })?;
+        if let Ok(Some(status)) = child.try_wait() {
+            bail!("the private tansu exited during startup ({status}); see {}", log_path.display());
+        }
+        Ok(Self { child })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        // Resumed first, in case it is dropped while paused.
+        proc::send_signal(self.child.id().into(), "CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
