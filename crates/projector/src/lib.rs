@@ -14,6 +14,7 @@
 pub mod app;
 pub mod consumer;
 pub mod message;
+pub mod parking;
 pub mod publisher;
 
 pub use app::{run, Role, Settings};
