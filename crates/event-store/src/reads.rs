@@ -172,6 +172,18 @@ pub async fn histories<'e>(
     Ok(rows.into_iter().map(|row| row.into_event().1).collect())
 }
 
+/// The stored events among `event_ids` (read with today's upcasters), in no particular order.
+pub async fn by_event_ids<'e>(
+    executor: impl PgExecutor<'e>,
+    event_ids: &[Uuid],
+) -> Result<Vec<CatalogEvent>, sqlx::Error> {
+    let rows: Vec<StoredRow> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM events WHERE event_id = ANY($1)"))
+        .bind(event_ids)
+        .fetch_all(executor)
+        .await?;
+    Ok(rows.into_iter().map(|row| row.into_event().1).collect())
+}
+
 /// How many events of `aggregate_type` `snapshot` could not see (committed since, as far as the
 /// caller's own snapshot shows).
 pub async fn count_invisible_in_snapshot<'e>(
