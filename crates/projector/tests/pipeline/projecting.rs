@@ -71,3 +71,96 @@ async fn a_poison_event_goes_to_the_dead_letter_topic_and_later_events_are_still
     let reason = header("catalog_dlq_reason").expect("a reason");
     assert!(reason.contains("not a product event"), "{reason}");
 }
+
+/// Makes every write to `products` fail with SQLSTATE `code` (as the server would under that
+/// condition) until [`heal`] is called.
+async fn fail_product_writes(pipeline: &Pipeline, code: &str) {
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS test_failure (code text NOT NULL);
+         CREATE OR REPLACE FUNCTION test_fail() RETURNS trigger LANGUAGE plpgsql AS $$
+         DECLARE injected text;
+         BEGIN
+             SELECT code INTO injected FROM test_failure LIMIT 1;
+             IF injected IS NOT NULL THEN
+                 RAISE EXCEPTION 'injected failure %', injected USING ERRCODE = injected;
+             END IF;
+             RETURN NEW;
+         END $$;
+         CREATE OR REPLACE TRIGGER test_fail BEFORE INSERT OR UPDATE ON products
+             FOR EACH ROW EXECUTE FUNCTION test_fail();
+         DELETE FROM test_failure;",
+    )
+    .execute(&pipeline.pool)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO test_failure VALUES ($1)").bind(code).execute(&pipeline.pool).await.unwrap();
+}
+
+async fn heal(pipeline: &Pipeline) {
+    sqlx::query("DELETE FROM test_failure").execute(&pipeline.pool).await.unwrap();
+}
+
+#[tokio::test]
+async fn transient_database_errors_are_retried_with_the_consumer_paused_and_never_dead_lettered() {
+    let pipeline = Pipeline::new().await;
+    let projector = pipeline.projector("project", &["--kafka-topic-partitions", "1", "--project-max-attempts", "2"]);
+    let id = pipeline.create_product("Lamp", "19.99").await;
+    let event = pipeline.stored_events().await.remove(0);
+    projector.wait_until_assigned().await;
+    fail_product_writes(&pipeline, "53300").await;
+    pipeline.produce(&pipeline.producer(), &event).await;
+
+    // Each SQLSTATE the APIs treat as passing with time: too many connections, statement
+    // timeout, program limit, serialization failure, deadlock, admin shutdown, connection failure.
+    // The first is retried past `--project-max-attempts`; each further one at least once.
+    // (The backoff grows to 10 s between tries, so more would make the test slow.)
+    let mut seen = 0.0;
+    for (code, tries) in
+        [("53300", 3.0), ("57014", 1.0), ("54000", 1.0), ("40001", 1.0), ("40P01", 1.0), ("57P01", 1.0), ("08006", 1.0)]
+    {
+        sqlx::query("UPDATE test_failure SET code = $1").bind(code).execute(&pipeline.pool).await.unwrap();
+        eventually(&format!("{code} is retried"), Duration::from_secs(60), || async {
+            projector.metric("projector_transient_failures_total").await >= seen + tries
+        })
+        .await;
+        seen = projector.metric("projector_transient_failures_total").await;
+        assert_eq!(projector.metric("projector_paused").await, 1.0, "the consumer pauses while {code} lasts");
+        assert_eq!(projector.metric("projector_dead_letters_total").await, 0.0, "{code} dead-lettered");
+        assert_eq!(pipeline.product_version(id).await, 0);
+    }
+    heal(&pipeline).await;
+    eventually("the event is applied once the database recovers", Duration::from_secs(60), || async {
+        pipeline.product_version(id).await == 1
+    })
+    .await;
+    eventually("the consumer resumes", Duration::from_secs(10), || async {
+        projector.metric("projector_paused").await == 0.0
+    })
+    .await;
+    assert_eq!(projector.metric("projector_dead_letters_total").await, 0.0);
+    let parked: i64 = sqlx::query_scalar("SELECT count(*) FROM parked_events").fetch_one(&pipeline.pool).await.unwrap();
+    assert_eq!(parked, 0);
+
+    // And it still consumes: a later event arrives.
+    pipeline.rename_product(id, "Desk lamp").await;
+    let renamed = pipeline.stored_events().await.remove(1);
+    pipeline.produce(&pipeline.producer(), &renamed).await;
+    eventually("a later event is applied", Duration::from_secs(60), || async {
+        pipeline.product_version(id).await == 2
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn every_counter_the_alert_rules_use_exists_at_zero_from_start_up() {
+    let pipeline = Pipeline::new().await;
+    let projector = pipeline.projector("all", &[]);
+    projector.wait_until_assigned().await;
+    let text = reqwest::get(projector.metrics_url()).await.unwrap().text().await.unwrap();
+    for counter in ["projector_dead_letters_total", "publisher_failures_total", "publisher_events_published_total"] {
+        assert!(text.lines().any(|line| line == format!("{counter} 0")), "{counter} missing at start-up:\n{text}");
+    }
+    for counter in projector::consumer::COUNTERS.iter().chain(projector::publisher::COUNTERS) {
+        assert!(text.lines().any(|line| line.starts_with(&format!("{counter} "))), "{counter} missing:\n{text}");
+    }
+}
