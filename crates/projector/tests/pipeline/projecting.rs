@@ -114,16 +114,15 @@ async fn transient_database_errors_are_retried_with_the_consumer_paused_and_neve
     // timeout, program limit, serialization failure, deadlock, admin shutdown, connection failure.
     // The first is retried past `--project-max-attempts`; each further one at least once.
     // (The backoff grows to 10 s between tries, so more would make the test slow.)
-    let mut seen = 0.0;
     for (code, tries) in
         [("53300", 3.0), ("57014", 1.0), ("54000", 1.0), ("40001", 1.0), ("40P01", 1.0), ("57P01", 1.0), ("08006", 1.0)]
     {
         sqlx::query("UPDATE test_failure SET code = $1").bind(code).execute(&pipeline.pool).await.unwrap();
+        let seen = projector.metric("projector_transient_failures_total").await;
         eventually(&format!("{code} is retried"), Duration::from_secs(60), || async {
             projector.metric("projector_transient_failures_total").await >= seen + tries
         })
         .await;
-        seen = projector.metric("projector_transient_failures_total").await;
         assert_eq!(projector.metric("projector_paused").await, 1.0, "the consumer pauses while {code} lasts");
         assert_eq!(projector.metric("projector_dead_letters_total").await, 0.0, "{code} dead-lettered");
         assert_eq!(pipeline.product_version(id).await, 0);
