@@ -48,6 +48,7 @@ async fn status_reports_positions_lag_dead_letters_and_row_counts() {
             && status["read_models"]["product_history"] == 2
             && status["read_models"]["categories"] == 0
             && status["dead_letters"] == 0
+            && status["parked_aggregates"] == 0
     })
     .await;
     let text = system.catalogctl(&["status"]).await;
@@ -109,6 +110,9 @@ async fn a_dead_letter_parks_its_aggregate_in_order_until_retried_or_discarded()
     })
     .await;
     assert_eq!(version(&system, lamp).await, Some(1), "the lamp stops before its bad event; the third waits");
+    let status = system.catalogctl(&["status", "--json"]).await;
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!((status["parked_aggregates"].as_i64(), status["parked_events"].as_i64()), (Some(1), Some(2)));
     let dead_lettered: i64 = sqlx::query_scalar("SELECT count(*) FROM parked_events WHERE reason IS NOT NULL")
         .fetch_one(&system.pool)
         .await
