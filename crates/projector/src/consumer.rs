@@ -69,6 +69,14 @@ pub const COUNTERS: &[&str] = &[
     "projector_transient_failures_total",
 ];
 
+/// Exports [`COUNTERS`] at 0 and the pause gauge (idempotent: a counter keeps its value).
+pub fn register_metrics() {
+    for name in COUNTERS {
+        metrics::counter!(*name).increment(0);
+    }
+    metrics::gauge!("projector_paused").increment(0.0);
+}
+
 impl Projector {
     pub fn new(
         pool: PgPool,
@@ -77,10 +85,7 @@ impl Projector {
         dlq_topic: String,
         tuning: ConsumerTuning,
     ) -> Self {
-        for name in COUNTERS {
-            metrics::counter!(*name).absolute(0);
-        }
-        metrics::gauge!("projector_paused").set(0.0);
+        register_metrics();
         Self { pool, consumer, dead_letters, dlq_topic, tuning, paused: watch::channel(false).0 }
     }
 

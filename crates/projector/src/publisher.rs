@@ -32,6 +32,13 @@ const EVENTS_APPENDED_CHANNEL: &str = "catalog_events_appended";
 /// The publisher's counters (registered at 0 at start-up).
 pub const COUNTERS: &[&str] = &["publisher_failures_total", "publisher_events_published_total"];
 
+/// Exports [`COUNTERS`] at 0, so alerts on their increase see the first one (idempotent).
+pub fn register_metrics() {
+    for name in COUNTERS {
+        metrics::counter!(*name).increment(0);
+    }
+}
+
 pub struct Publisher {
     pool: PgPool,
     producer: RenewableProducer,
@@ -49,10 +56,7 @@ struct Leadership {
 
 impl Publisher {
     pub fn new(pool: PgPool, producer: RenewableProducer, topic: String, batch_size: i64) -> Self {
-        // At 0 from start-up, so alerts on their increase see the first one.
-        for name in COUNTERS {
-            metrics::counter!(*name).absolute(0);
-        }
+        register_metrics();
         Self { pool, producer, topic, batch_size }
     }
 
