@@ -163,3 +163,49 @@ async fn every_counter_the_alert_rules_use_exists_at_zero_from_start_up() {
         assert!(text.lines().any(|line| line.starts_with(&format!("{counter} "))), "{counter} missing:\n{text}");
     }
 }
+
+#[tokio::test]
+async fn a_parked_aggregate_stays_parked_across_a_projector_restart() {
+    let pipeline = Pipeline::new().await;
+    let args = ["--kafka-topic-partitions", "1", "--project-max-attempts", "1"];
+    let mut projector = pipeline.projector("project", &args);
+    let id = pipeline.create_product("Lamp", "19.99").await;
+    pipeline.rename_product(id, "Desk lamp").await;
+    pipeline.rename_product(id, "Floor lamp").await;
+    let events = pipeline.stored_events().await;
+    let [first, second, third] = &events[..] else { panic!("three events expected") };
+    let mut poison = second.clone();
+    poison.payload = serde_json::json!({"ProductUpdated": {"price": "not a price"}});
+    projector.wait_until_assigned().await;
+    let producer = pipeline.producer();
+    pipeline.produce(&producer, first).await;
+    pipeline.produce(&producer, &poison).await;
+    eventually("the poison event is dead-lettered", Duration::from_secs(60), || async {
+        projector.metric("projector_dead_letters_total").await == 1.0
+    })
+    .await;
+    projector.kill_hard().await;
+
+    // A new process: the aggregate is still parked, so its next event queues instead of
+    // healing past the dead letter from the event store.
+    let projector = pipeline.projector("project", &args);
+    projector.wait_until_assigned().await;
+    pipeline.produce(&producer, third).await;
+    eventually("the later event is parked behind the dead letter", Duration::from_secs(60), || async {
+        projector.metric("projector_events_parked_total").await == 1.0
+    })
+    .await;
+    assert_eq!(pipeline.product_version(id).await, 1);
+    let queue: Vec<(Option<i64>, bool)> =
+        sqlx::query_as("SELECT sequence, reason IS NOT NULL FROM parked_events WHERE aggregate_id = $1 ORDER BY id")
+            .bind(id.to_string())
+            .fetch_all(&pipeline.pool)
+            .await
+            .unwrap();
+    assert_eq!(queue, vec![(Some(2), true), (Some(3), false)]);
+
+    // The fix: retrying reads the events from the store (where the second is fine).
+    let outcome = projector::parking::retry(&pipeline.pool, &id.to_string()).await.unwrap();
+    assert_eq!(outcome, projector::parking::RetryOutcome::Applied { events: 2 });
+    assert_eq!(pipeline.product_row(id).await.unwrap().0, "Floor lamp");
+}
