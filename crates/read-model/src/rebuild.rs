@@ -32,8 +32,10 @@ use sqlx::{Connection, PgConnection, PgPool};
 use crate::projection::{ApplyError, ReadModel, APPLY_LOCK};
 use event_store::{reads, CatalogEvent};
 
-/// Rows written to the shadow table per statement, and aggregates re-folded per catch-up page.
+/// Rows written to the shadow table per statement.
 const WRITE_BATCH: usize = 2000;
+/// Aggregates re-folded per catch-up page (their whole histories are in memory at once).
+const CATCH_UP_PAGE: i64 = 500;
 /// Catch-up stops once fewer events than this wait; they are applied under the lock.
 const SWAP_DELTA: i64 = 1000;
 /// Catch-up rounds before the swap is tried anyway (under a write rate the catch-up cannot outrun).
@@ -238,14 +240,9 @@ async fn refold_since<M: ReadModel>(
     let mut after = String::new();
     let mut aggregates = 0;
     loop {
-        let ids = reads::aggregates_invisible_in_snapshot(
-            &mut *reader,
-            M::AGGREGATE_TYPE,
-            snapshot,
-            &after,
-            WRITE_BATCH as i64,
-        )
-        .await?;
+        let ids =
+            reads::aggregates_invisible_in_snapshot(&mut *reader, M::AGGREGATE_TYPE, snapshot, &after, CATCH_UP_PAGE)
+                .await?;
         let Some(last) = ids.last() else { break };
         after = last.clone();
         aggregates += ids.len() as u64;
