@@ -9,7 +9,7 @@
 //! - [`events`]: `events` (JSON lines) and `replay` (republish to Kafka).
 //! - [`read_models`]: `rebuild` (shadow tables, atomic swap, progress bar) and `verify`.
 //! - [`status`]: where the pipeline stands.
-//! - [`dead_letters`]: `dlq list` and `dlq retry`.
+//! - [`dead_letters`]: `dlq list`, `dlq retry` and `dlq discard` (parked per aggregate).
 
 mod dead_letters;
 mod events;
@@ -88,7 +88,8 @@ enum Command {
     /// /api/v1/products/import`, without its line limit); failed lines go to a report file and
     /// make the exit code 1.
     Import(import::ImportArgs),
-    /// Dead letters: events the projector could not apply.
+    /// Dead letters: events the projector could not apply, parked per aggregate with the
+    /// events of that aggregate that came after them.
     #[command(subcommand)]
     Dlq(dead_letters::DlqCommand),
 }
@@ -136,7 +137,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return read_models::verify(&pool, Duration::from_secs(settle_seconds)).await;
         }
         Command::Status { json } => status::print(&pool, &cli.kafka, &cli.group, json).await?,
-        Command::Dlq(command) => dead_letters::run(&cli.kafka, command).await?,
+        Command::Dlq(command) => {
+            if !dead_letters::run(&pool, command).await? {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         Command::Import(args) => return import::run(&pool, default_currency, args).await,
     }
     Ok(ExitCode::SUCCESS)

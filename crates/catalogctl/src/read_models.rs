@@ -41,13 +41,29 @@ async fn rebuild_one<M: ReadModel>(pool: &PgPool) -> anyhow::Result<RebuildRepor
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     println!(
-        "{}: rebuilt from {} events into {} rows in {seconds:.1} s ({:.0} events/s); {} events caught up at the swap",
+        "{}: rebuilt from {} events into {} rows in {seconds:.1} s ({:.0} events/s); {} events caught up in {} \
+         rounds before the swap, {} aggregates at the swap (attempt {}, table locked {:.1} ms)",
         M::TABLE,
         report.events,
         report.rows,
         report.events as f64 / seconds.max(f64::EPSILON),
         report.caught_up,
+        report.rounds,
+        report.delta,
+        report.swap_attempts,
+        report.table_lock_held.as_secs_f64() * 1000.0,
     );
+    for event in &report.unappliable {
+        println!(
+            "{}: event {} of {} (position {}, {}) cannot be applied; the aggregate stops before it: {}",
+            M::TABLE,
+            event.sequence,
+            event.aggregate_id,
+            event.position,
+            event.event_type,
+            event.reason
+        );
+    }
     Ok(report)
 }
 

@@ -19,7 +19,11 @@ struct Status {
     consumer_group: String,
     consumer_lag: Vec<PartitionLag>,
     consumer_lag_total: i64,
+    /// Messages in the dead-letter topic (copies, kept for inspection).
     dead_letters: i64,
+    /// Aggregates parked behind a dead letter, and the events queued for them (`dlq list`).
+    parked_aggregates: i64,
+    parked_events: i64,
     read_models: ReadModelCounts,
     /// The oldest transaction open in the database server, if any: while it runs, events
     /// committed after it began wait to be published (the commit-safe horizon).
@@ -73,7 +77,11 @@ pub async fn print(pool: &PgPool, kafka: &KafkaSettings, group: &str, json: bool
     .fetch_all(pool)
     .await?;
     let consumer_lag = consumer_lag(kafka, group).await?;
+    let (parked_aggregates, parked_events): (i64, i64) =
+        sqlx::query_as("SELECT count(DISTINCT aggregate_id), count(*) FROM parked_events").fetch_one(pool).await?;
     let status = Status {
+        parked_aggregates,
+        parked_events,
         event_store_head_position: reads::head_position(pool).await?,
         publishers,
         consumer_group: group.to_owned(),
@@ -116,6 +124,10 @@ pub async fn print(pool: &PgPool, kafka: &KafkaSettings, group: &str, json: bool
         println!("  partition {:<3} committed {committed:>8}  end {:>8}  lag {}", p.partition, p.end_offset, p.lag);
     }
     println!("dead letters               {}", status.dead_letters);
+    println!(
+        "parked                     {} aggregates, {} events (catalogctl dlq list)",
+        status.parked_aggregates, status.parked_events
+    );
     if let Some(t) = &status.oldest_open_transaction {
         println!(
             "oldest open transaction    {:.1} s (pid {}, {}, database {}): later commits wait for it to be published",

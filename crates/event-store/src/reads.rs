@@ -154,6 +154,81 @@ pub async fn invisible_in_snapshot<'e>(
     Ok(rows.into_iter().map(|row| row.into_event().1).collect())
 }
 
+/// Every event of the aggregates `aggregate_ids` (of one type), in `(aggregate_id, sequence)`
+/// order: what a rebuild's catch-up re-folds.
+pub async fn histories<'e>(
+    executor: impl PgExecutor<'e>,
+    aggregate_type: &str,
+    aggregate_ids: &[String],
+) -> Result<Vec<CatalogEvent>, sqlx::Error> {
+    let rows: Vec<StoredRow> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM events WHERE aggregate_type = $1 AND aggregate_id = ANY($2)
+          ORDER BY aggregate_id, sequence"
+    ))
+    .bind(aggregate_type)
+    .bind(aggregate_ids)
+    .fetch_all(executor)
+    .await?;
+    Ok(rows.into_iter().map(|row| row.into_event().1).collect())
+}
+
+/// The stored events among `event_ids` (read with today's upcasters), in no particular order.
+pub async fn by_event_ids<'e>(
+    executor: impl PgExecutor<'e>,
+    event_ids: &[Uuid],
+) -> Result<Vec<CatalogEvent>, sqlx::Error> {
+    let rows: Vec<StoredRow> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM events WHERE event_id = ANY($1)"))
+        .bind(event_ids)
+        .fetch_all(executor)
+        .await?;
+    Ok(rows.into_iter().map(|row| row.into_event().1).collect())
+}
+
+/// How many events of `aggregate_type` `snapshot` could not see (committed since, as far as the
+/// caller's own snapshot shows).
+pub async fn count_invisible_in_snapshot<'e>(
+    executor: impl PgExecutor<'e>,
+    aggregate_type: &str,
+    snapshot: &str,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM events
+          WHERE aggregate_type = $1
+            AND transaction_id >= pg_snapshot_xmin($2::text::pg_snapshot)
+            AND NOT pg_visible_in_snapshot(transaction_id, $2::text::pg_snapshot)",
+    )
+    .bind(aggregate_type)
+    .bind(snapshot)
+    .fetch_one(executor)
+    .await
+}
+
+/// Up to `limit` ids, above `after_id`, of the aggregates of `aggregate_type` with events that
+/// `snapshot` could not see, in id order (a keyset page, so a large delta is walked in
+/// bounded pieces).
+pub async fn aggregates_invisible_in_snapshot<'e>(
+    executor: impl PgExecutor<'e>,
+    aggregate_type: &str,
+    snapshot: &str,
+    after_id: &str,
+    limit: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT DISTINCT aggregate_id FROM events
+          WHERE aggregate_type = $1
+            AND transaction_id >= pg_snapshot_xmin($2::text::pg_snapshot)
+            AND NOT pg_visible_in_snapshot(transaction_id, $2::text::pg_snapshot)
+            AND aggregate_id > $3
+          ORDER BY aggregate_id LIMIT $4",
+    )
+    .bind(aggregate_type)
+    .bind(snapshot)
+    .bind(after_id)
+    .bind(limit)
+    .fetch_all(executor)
+    .await
+}
+
 /// Which events `catalogctl events` and `replay` select. Every part is optional.
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {

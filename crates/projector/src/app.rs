@@ -103,6 +103,13 @@ pub async fn run(
     let topics_ready = ensure_topics(settings.kafka.clone(), stopped.clone());
     let publish = matches!(settings.role, Role::Publish | Role::All);
     let project = matches!(settings.role, Role::Project | Role::All);
+    // At start-up, not once the broker answers: alert rules need the counters from the first scrape.
+    if publish {
+        crate::publisher::register_metrics();
+    }
+    if project {
+        crate::consumer::register_metrics();
+    }
     {
         let settings = settings.clone();
         let pool = pool.clone();

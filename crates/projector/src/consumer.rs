@@ -7,13 +7,17 @@
 //! `read_model::projection` makes redelivery (after a crash, a rebalance or a replay) harmless.
 //!
 //! Failures:
-//! - the read store is unreachable: the lane retries with backoff until it is back (never a
-//!   dead letter, since the event is fine);
+//! - the read store fails in a way that passes with time (unreachable, too many connections,
+//!   statement timeout, serialization failure, shutting down: `ApplyError::is_transient`): the
+//!   lane retries with backoff for as long as it takes, never dead-lettering a valid event.
+//!   Meanwhile the consumer pauses its partitions (and keeps polling, so it stays in the
+//!   group); the lag grows, and alerts;
 //! - an event cannot be applied: the lane's events are retried one by one, the failing one up
-//!   to `max_attempts` times with backoff, then it goes to the dead-letter topic with the
-//!   reason, and the partition moves on.
+//!   to `max_attempts` times with backoff, then it is dead-lettered: parked in Postgres with the
+//!   reason (and copied to the dead-letter topic). Its aggregate is parked from then on: its
+//!   later events queue behind it unapplied (`crate::parking`), other aggregates move on.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -31,7 +35,7 @@ use service_runtime::telemetry;
 use sqlx::PgPool;
 use tokio::sync::watch;
 
-use crate::message;
+use crate::{message, parking};
 
 /// Limits of one consume round.
 #[derive(Debug, Clone)]
@@ -47,10 +51,31 @@ pub struct Projector {
     dead_letters: RenewableProducer,
     dlq_topic: String,
     tuning: ConsumerTuning,
+    /// True while a lane waits out a transient failure: the partitions are paused.
+    paused: watch::Sender<bool>,
 }
 
 /// Why a round stopped before it finished.
 struct Interrupted;
+
+/// Every counter the projector's loops report, registered at 0 at start-up: an alert on
+/// `increase(...)` sees the first increment only if the series existed before it.
+pub const COUNTERS: &[&str] = &[
+    "projector_events_applied_total",
+    "projector_events_skipped_total",
+    "projector_events_healed_total",
+    "projector_events_parked_total",
+    "projector_dead_letters_total",
+    "projector_transient_failures_total",
+];
+
+/// Exports [`COUNTERS`] at 0 and the pause gauge (idempotent: a counter keeps its value).
+pub fn register_metrics() {
+    for name in COUNTERS {
+        metrics::counter!(*name).increment(0);
+    }
+    metrics::gauge!("projector_paused").increment(0.0);
+}
 
 impl Projector {
     pub fn new(
@@ -60,26 +85,32 @@ impl Projector {
         dlq_topic: String,
         tuning: ConsumerTuning,
     ) -> Self {
-        Self { pool, consumer, dead_letters, dlq_topic, tuning }
+        register_metrics();
+        Self { pool, consumer, dead_letters, dlq_topic, tuning, paused: watch::channel(false).0 }
     }
 
     /// Consumes until `shutdown` turns true, then commits what was applied and leaves the group.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        // Messages received while paused (already on their way when the pause came): they
+        // open the next round, in order.
+        let mut held: Vec<OwnedMessage> = Vec::new();
         loop {
-            let first = tokio::select! {
-                _ = shutdown.changed() => break,
-                received = self.consumer.recv() => received.map(|m| m.detach()),
-            };
-            let first = match first {
-                Ok(message) => message,
-                Err(error) => {
-                    // E.g. the brokers are unreachable: librdkafka reconnects by itself; don't spin.
-                    tracing::warn!(%error, "consumer error");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
+            let mut batch = std::mem::take(&mut held);
+            if batch.is_empty() {
+                let first = tokio::select! {
+                    _ = shutdown.changed() => break,
+                    received = self.consumer.recv() => received.map(|m| m.detach()),
+                };
+                match first {
+                    Ok(message) => batch.push(message),
+                    Err(error) => {
+                        // E.g. the brokers are unreachable: librdkafka reconnects by itself; don't spin.
+                        tracing::warn!(%error, "consumer error");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
                 }
-            };
-            let mut batch = vec![first];
+            }
             while batch.len() < self.tuning.max_batch {
                 match self.consumer.recv().now_or_never() {
                     Some(Ok(message)) => batch.push(message.detach()),
@@ -87,13 +118,67 @@ impl Projector {
                     None => break,
                 }
             }
-            if self.process(batch, &shutdown).await.is_err() {
+            let work = self.process(batch, &shutdown);
+            tokio::pin!(work);
+            let mut paused = self.paused.subscribe();
+            let result = loop {
+                // While paused, keep polling: a consumer that stops polling for
+                // `max.poll.interval.ms` is thrown out of its group.
+                let poll = async {
+                    let _ = paused.wait_for(|p| *p).await;
+                    self.consumer.recv().await.map(|m| m.detach())
+                };
+                tokio::select! {
+                    result = &mut work => break result,
+                    received = poll => match received {
+                        Ok(message) => {
+                            held.push(message);
+                            if held.len() >= self.tuning.max_batch {
+                                self.pause(); // partitions assigned since the pause
+                            }
+                        }
+                        Err(error) => tracing::warn!(%error, "consumer error"),
+                    },
+                }
+            };
+            self.resume();
+            if result.is_err() {
                 break; // shutting down mid-round: uncommitted messages are redelivered later
             }
         }
         self.consumer.context().commit_applied(&self.consumer);
         self.consumer.unsubscribe();
         tracing::info!("projector stopped");
+    }
+
+    /// Stops fetching from every assigned partition. librdkafka drops what it had fetched and,
+    /// on resume, fetches again from the last message handed to us, so nothing is skipped.
+    fn pause(&self) {
+        match self.consumer.assignment() {
+            Ok(assignment) => {
+                if let Err(error) = self.consumer.pause(&assignment) {
+                    tracing::warn!(%error, "cannot pause partitions");
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot read the assignment"),
+        }
+        if !self.paused.send_replace(true) {
+            metrics::gauge!("projector_paused").set(1.0);
+            tracing::warn!("read store failing; partitions paused until it recovers");
+        }
+    }
+
+    fn resume(&self) {
+        if !self.paused.send_replace(false) {
+            return;
+        }
+        if let Ok(assignment) = self.consumer.assignment() {
+            if let Err(error) = self.consumer.resume(&assignment) {
+                tracing::warn!(%error, "cannot resume partitions");
+            }
+        }
+        metrics::gauge!("projector_paused").set(0.0);
+        tracing::info!("read store back; partitions resumed");
     }
 
     async fn process(&self, batch: Vec<OwnedMessage>, shutdown: &watch::Receiver<bool>) -> Result<(), Interrupted> {
@@ -138,7 +223,8 @@ impl Projector {
             // Open until the lane is applied (or dead-lettered), so each span's duration is
             // its event's time in this projector.
             let _spans: Vec<tracing::Span> = events.iter().map(event_span).collect();
-            match self.apply_with_retry(&events, shutdown).await? {
+            let pairs: Vec<(&OwnedMessage, CatalogEvent)> = lane.iter().zip(events).collect();
+            match self.apply_with_retry(&pairs, shutdown).await? {
                 Ok(outcome) => return Ok(outcome),
                 Err(error) => tracing::info!(%error, "a batch failed; applying its events one by one"),
             }
@@ -158,15 +244,21 @@ impl Projector {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let reason = match decode(message) {
-                Err(reason) => reason,
-                Ok(event) => match self.apply_with_retry(std::slice::from_ref(&event), shutdown).await? {
+            let (event, reason) = match decode(message) {
+                Err(reason) => {
+                    // Not even an event: still, if its aggregate is parked it queues behind.
+                    if self.park_if_parked(message, shutdown).await? {
+                        return Ok(Outcome::default());
+                    }
+                    (None, reason)
+                }
+                Ok(event) => match self.apply_with_retry(&[(message, event.clone())], shutdown).await? {
                     Ok(outcome) => return Ok(outcome),
-                    Err(error) => error.to_string(),
+                    Err(error) => (Some(event), error.to_string()),
                 },
             };
             if attempt >= self.tuning.max_attempts {
-                self.dead_letter(message, &reason, shutdown).await?;
+                self.dead_letter(message, event.as_ref(), &reason, shutdown).await?;
                 return Ok(Outcome::default());
             }
             tracing::warn!(%reason, attempt, offset = message.offset(), partition = message.partition(), "event failed; retrying");
@@ -178,7 +270,7 @@ impl Projector {
     /// database's (not the events'). The inner error is a failure of the events themselves.
     async fn apply_with_retry(
         &self,
-        events: &[CatalogEvent],
+        events: &[(&OwnedMessage, CatalogEvent)],
         shutdown: &watch::Receiver<bool>,
     ) -> Result<Result<Outcome, ApplyError>, Interrupted> {
         let mut failures = 0;
@@ -186,7 +278,9 @@ impl Projector {
             match self.apply(events).await {
                 Err(error) if error.is_transient() => {
                     failures += 1;
-                    tracing::warn!(%error, failures, "read store unavailable; retrying");
+                    metrics::counter!("projector_transient_failures_total").increment(1);
+                    tracing::warn!(%error, failures, "read store failing; retrying");
+                    self.pause();
                     if *shutdown.borrow() {
                         return Err(Interrupted);
                     }
@@ -197,23 +291,92 @@ impl Projector {
         }
     }
 
-    async fn apply(&self, events: &[CatalogEvent]) -> Result<Outcome, ApplyError> {
+    /// Applies `events` in one transaction, except those of parked aggregates: those are
+    /// parked behind their queue in the same transaction.
+    async fn apply(&self, events: &[(&OwnedMessage, CatalogEvent)]) -> Result<Outcome, ApplyError> {
         let started = Instant::now();
         let mut transaction = self.pool.begin().await?;
-        let outcome = apply_events(&mut transaction, events).await?;
+        let mut keys: Vec<String> = events.iter().map(|(m, _)| parking::key_of(m)).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let parked: HashSet<String> = parking::parked_among(&mut transaction, &keys).await?;
+        let mut to_apply = Vec::with_capacity(events.len());
+        let mut newly_parked = 0;
+        for (message, event) in events {
+            if parked.contains(&parking::key_of(message)) {
+                parking::park(&mut transaction, message, Some(event), None).await?;
+                newly_parked += 1;
+            } else {
+                to_apply.push(event.clone());
+            }
+        }
+        let outcome = apply_events(&mut transaction, &to_apply).await?;
         transaction.commit().await?;
+        if newly_parked > 0 {
+            metrics::counter!("projector_events_parked_total").increment(newly_parked);
+            tracing::warn!(events = newly_parked, "events parked behind a dead letter of their aggregate");
+        }
         metrics::histogram!("projector_apply_duration_seconds").record(started.elapsed().as_secs_f64());
         Ok(outcome)
     }
 
-    /// Re-produces `message` to the dead-letter topic with the reason, waiting for the broker's
-    /// acknowledgement (retrying until it comes): a dead letter is never lost.
+    /// Parks `message` (which could not be decoded) if its aggregate is parked. True if it was.
+    async fn park_if_parked(
+        &self,
+        message: &OwnedMessage,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<bool, Interrupted> {
+        let key = parking::key_of(message);
+        self.retry_database(shutdown, || async {
+            let mut transaction = self.pool.begin().await?;
+            if parking::parked_among(&mut transaction, std::slice::from_ref(&key)).await?.is_empty() {
+                return Ok(false);
+            }
+            parking::park(&mut transaction, message, None, None).await?;
+            transaction.commit().await?;
+            metrics::counter!("projector_events_parked_total").increment(1);
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Runs `work` until it succeeds: only the database can fail it, and it is retried.
+    async fn retry_database<T, F, Fut>(&self, shutdown: &watch::Receiver<bool>, work: F) -> Result<T, Interrupted>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+    {
+        let mut failures = 0;
+        loop {
+            match work().await {
+                Ok(value) => return Ok(value),
+                Err(error) => {
+                    failures += 1;
+                    tracing::warn!(%error, failures, "read store failing; retrying");
+                    if *shutdown.borrow() {
+                        return Err(Interrupted);
+                    }
+                    tokio::time::sleep(outage_backoff(failures)).await;
+                }
+            }
+        }
+    }
+
+    /// Dead-letters `message`: parks it at the head of its aggregate's queue with the reason
+    /// (retrying until Postgres takes it), then copies it to the dead-letter topic with the
+    /// reason, waiting for the broker's acknowledgement (retrying until it comes).
     async fn dead_letter(
         &self,
         message: &OwnedMessage,
+        event: Option<&CatalogEvent>,
         reason: &str,
         shutdown: &watch::Receiver<bool>,
     ) -> Result<(), Interrupted> {
+        self.retry_database(shutdown, || async {
+            let mut connection = self.pool.acquire().await?;
+            parking::park(&mut connection, message, event, Some(reason)).await
+        })
+        .await?;
         let mut headers = OwnedHeaders::new();
         if let Some(original) = message.headers() {
             for header in original.iter() {
@@ -247,7 +410,7 @@ impl Projector {
             }
         }
         metrics::counter!("projector_dead_letters_total").increment(1);
-        tracing::error!(%reason, %source, "event dead-lettered");
+        tracing::error!(%reason, %source, aggregate_id = %parking::key_of(message), "event dead-lettered; its aggregate is parked");
         Ok(())
     }
 }

@@ -18,6 +18,7 @@ pub mod consumer;
 #[cfg(feature = "fault-injection")]
 mod fail_point;
 pub mod message;
+pub mod parking;
 pub mod publisher;
 
 pub use app::{run, Role, Settings};

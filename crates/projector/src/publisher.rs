@@ -29,6 +29,16 @@ const POLL_INTERVAL: Duration = Duration::from_secs(1);
 const QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
 const EVENTS_APPENDED_CHANNEL: &str = "catalog_events_appended";
 
+/// The publisher's counters (registered at 0 at start-up).
+pub const COUNTERS: &[&str] = &["publisher_failures_total", "publisher_events_published_total"];
+
+/// Exports [`COUNTERS`] at 0, so alerts on their increase see the first one (idempotent).
+pub fn register_metrics() {
+    for name in COUNTERS {
+        metrics::counter!(*name).increment(0);
+    }
+}
+
 pub struct Publisher {
     pool: PgPool,
     producer: RenewableProducer,
@@ -40,10 +50,13 @@ pub struct Publisher {
 struct Leadership {
     connection: PgConnection,
     checkpoint: CommitPosition,
+    /// The highest position published so far (commit order is not position order).
+    published_high: i64,
 }
 
 impl Publisher {
     pub fn new(pool: PgPool, producer: RenewableProducer, topic: String, batch_size: i64) -> Self {
+        register_metrics();
         Self { pool, producer, topic, batch_size }
     }
 
@@ -114,7 +127,8 @@ impl Publisher {
         .map(|(transaction_id, global_position)| CommitPosition { transaction_id, global_position })
         .unwrap_or_default();
         tracing::info!(topic = %self.topic, ?checkpoint, "publishing");
-        Ok(Some(Leadership { connection, checkpoint }))
+        let published_high = checkpoint.global_position;
+        Ok(Some(Leadership { connection, checkpoint, published_high }))
     }
 
     /// One round: read, produce, await every acknowledgement, move the checkpoint.
@@ -123,7 +137,7 @@ impl Publisher {
         let started = Instant::now();
         let batch = reads::committed_after(&mut lead.connection, lead.checkpoint, self.batch_size).await?;
         let Some((last, _)) = batch.last() else {
-            record_lag(&mut lead.connection, lead.checkpoint).await?;
+            record_lag(lead).await?;
             return Ok(0);
         };
         let last = *last;
@@ -149,8 +163,9 @@ impl Publisher {
         .execute(&mut lead.connection)
         .await?;
         lead.checkpoint = last;
+        lead.published_high = batch.iter().map(|(_, e)| e.global_position).fold(lead.published_high, i64::max);
         // Also while busy: the gauges must fall as a backlog drains, not only once it is gone.
-        record_lag(&mut lead.connection, lead.checkpoint).await?;
+        record_lag(lead).await?;
         metrics::counter!("publisher_events_published_total").increment(batch.len() as u64);
         metrics::histogram!("publisher_batch_duration_seconds").record(started.elapsed().as_secs_f64());
         tracing::debug!(events = batch.len(), checkpoint = ?last, "published");
@@ -176,20 +191,46 @@ pub async fn produce(producer: &FutureProducer, topic: &str, event: &CatalogEven
     Ok(())
 }
 
-/// Committed events not yet published, and the age of the oldest, as gauges. Measured after
-/// every round, including one that found nothing it may take: a long-open transaction holding
-/// the horizon back shows here as a growing lag while the publisher itself is idle.
-async fn record_lag(connection: &mut PgConnection, checkpoint: CommitPosition) -> Result<(), sqlx::Error> {
-    let (events, oldest_seconds): (i64, Option<f64>) = sqlx::query_as(
-        "SELECT count(*), extract(epoch FROM now() - min(recorded_at))::float8
-           FROM events WHERE (transaction_id, global_position) > ($1::text::xid8, $2)",
+/// The publisher's lag: how many events wait (an estimate from positions) and how old the
+/// oldest waiting one is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Lag {
+    pub events: i64,
+    pub oldest_seconds: f64,
+}
+
+/// Measures the lag in O(1) (two index probes), however large the backlog: the head position
+/// minus the highest position published, and the commit time of the first event after the
+/// checkpoint in commit order. (Counting the backlog made each round cost O(backlog), and
+/// catching up quadratic.) Positions have gaps (rolled-back appends) and a late commit can
+/// sit below `published_high`, so `events` estimates; it is 0 exactly when nothing waits.
+/// Measured after every round, including one that found nothing it may take: a long-open
+/// transaction holding the horizon back shows here as a growing lag while the publisher idles.
+pub async fn measure_lag(
+    connection: &mut PgConnection,
+    checkpoint: CommitPosition,
+    published_high: i64,
+) -> Result<Lag, sqlx::Error> {
+    let (head, oldest_seconds): (i64, Option<f64>) = sqlx::query_as(
+        "SELECT (SELECT coalesce(max(global_position), 0) FROM events),
+                (SELECT extract(epoch FROM now() - recorded_at)::float8 FROM events
+                  WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
+                  ORDER BY transaction_id, global_position LIMIT 1)",
     )
     .bind(checkpoint.transaction_id.to_string())
     .bind(checkpoint.global_position)
     .fetch_one(connection)
     .await?;
-    metrics::gauge!("publisher_lag_events").set(events as f64);
-    metrics::gauge!("publisher_lag_seconds").set(oldest_seconds.unwrap_or(0.0).max(0.0));
+    Ok(match oldest_seconds {
+        None => Lag { events: 0, oldest_seconds: 0.0 },
+        Some(seconds) => Lag { events: (head - published_high).max(1), oldest_seconds: seconds.max(0.0) },
+    })
+}
+
+async fn record_lag(lead: &mut Leadership) -> Result<(), sqlx::Error> {
+    let lag = measure_lag(&mut lead.connection, lead.checkpoint, lead.published_high).await?;
+    metrics::gauge!("publisher_lag_events").set(lag.events as f64);
+    metrics::gauge!("publisher_lag_seconds").set(lag.oldest_seconds);
     Ok(())
 }
 

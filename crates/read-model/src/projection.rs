@@ -43,14 +43,22 @@ impl ApplyError {
                 | sqlx::Error::WorkerCrashed
                 | sqlx::Error::Tls(_)
                 | sqlx::Error::Protocol(_) => true,
-                // Serialization failures, deadlocks, admin shutdown, connection exceptions.
-                sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-                    ["40001", "40P01", "57P01", "57P02", "57P03"].contains(&&*code) || code.starts_with("08")
-                }),
+                sqlx::Error::Database(db) => db.code().is_some_and(|code| is_transient_sqlstate(&code)),
                 _ => false,
             },
         }
     }
+}
+
+/// SQLSTATEs that say the server could not do the work now, not that the work is wrong:
+/// connection exceptions (class 08), serialization failures and deadlocks (40001, 40P01),
+/// insufficient resources (class 53: too many connections, out of memory, disk full), program
+/// limits hit under load (54000), a statement or lock timeout (57014, 55P03), and the server
+/// shutting down or restarting (57P01-57P03). Retried for as long as it takes, never dead-lettered.
+pub fn is_transient_sqlstate(code: &str) -> bool {
+    ["40001", "40P01", "54000", "55P03", "57014", "57P01", "57P02", "57P03"].contains(&code)
+        || code.starts_with("08")
+        || code.starts_with("53")
 }
 
 /// What a batch did, for metrics and tests.

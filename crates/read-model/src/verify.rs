@@ -5,6 +5,10 @@
 //! live system a row may lag its events (the pipeline is asynchronous) or be ahead of the
 //! snapshot; such aggregates are re-checked afresh until `settle` has passed, and only what
 //! still differs then is reported.
+//!
+//! An event that cannot be applied does not abort the check: the fold of its aggregate stops at
+//! the event before (where the projector parks it), and the event is reported as a difference
+//! of field `event` with its sequence, position and reason.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -16,7 +20,8 @@ use sqlx::{Connection, PgPool};
 use uuid::Uuid;
 
 use crate::projection::{ApplyError, ReadModel};
-use event_store::reads;
+use crate::rebuild::Unappliable;
+use event_store::{reads, CatalogEvent};
 
 /// Aggregates compared per round trip for their rows.
 const CHUNK: usize = 1000;
@@ -42,24 +47,41 @@ pub async fn verify<M: ReadModel>(pool: &PgPool, settle: Duration) -> Result<Vec
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *snapshot).await?;
     {
         let mut events = reads::aggregate_type_stream(&mut snapshot, M::AGGREGATE_TYPE);
-        let mut current: Option<(String, M::View)> = None;
+        // The aggregate being folded (its view, if any event applied), and whether one of its
+        // events could not be applied: such an aggregate is always re-checked (and reported).
+        let mut current: Option<(String, Option<M::View>)> = None;
+        let mut stuck = false;
         let mut folded: Vec<(String, M::View)> = Vec::with_capacity(CHUNK);
         while let Some(event) = events.try_next().await? {
             let state = match current.take() {
-                Some((id, view)) if id == event.aggregate_id => Some(view),
-                Some(finished) => {
-                    folded.push(finished);
+                Some((id, view)) if id == event.aggregate_id => view,
+                Some((id, finished)) => {
+                    folded.extend(finished.map(|view| (id, view)));
+                    stuck = false;
                     None
                 }
                 None => None,
             };
-            current = Some((event.aggregate_id.clone(), M::apply(state, &event)?));
+            let state = if stuck {
+                None
+            } else {
+                match M::apply(state, &event) {
+                    Ok(view) => Some(view),
+                    Err(_) => {
+                        // Re-checked (and reported) by `compare_now`, not compared here.
+                        stuck = true;
+                        suspects.push(event.aggregate_id.clone());
+                        None
+                    }
+                }
+            };
+            current = Some((event.aggregate_id.clone(), state));
             if folded.len() >= CHUNK {
                 suspects.extend(differing::<M>(pool, &folded).await?);
                 folded.clear();
             }
         }
-        folded.extend(current);
+        folded.extend(current.and_then(|(id, view)| view.map(|view| (id, view))));
         suspects.extend(differing::<M>(pool, &folded).await?);
     }
     snapshot.commit().await?;
@@ -74,6 +96,8 @@ pub async fn verify<M: ReadModel>(pool: &PgPool, settle: Duration) -> Result<Vec
     .fetch_all(pool)
     .await?;
     suspects.extend(orphans.iter().map(Uuid::to_string));
+    suspects.sort_unstable();
+    suspects.dedup();
 
     // Re-check each suspect from scratch until it agrees or `settle` runs out.
     let deadline = Instant::now() + settle;
@@ -81,11 +105,13 @@ pub async fn verify<M: ReadModel>(pool: &PgPool, settle: Duration) -> Result<Vec
         let mut differences = Vec::new();
         let mut still = Vec::new();
         for id in &suspects {
-            let found = compare_now::<M>(pool, id).await?;
+            let (found, unappliable) = compare_now::<M>(pool, id).await?;
             if !found.is_empty() {
                 differences.extend(found);
                 still.push(id.clone());
             }
+            // Settling does not fix an event; it is reported as it is, without waiting for it.
+            differences.extend(unappliable.map(|u| unappliable_difference(M::TABLE, u)));
         }
         if still.is_empty() || Instant::now() >= deadline {
             return Ok(differences);
@@ -112,18 +138,36 @@ async fn differing<M: ReadModel>(pool: &PgPool, folded: &[(String, M::View)]) ->
         .collect())
 }
 
-/// Folds `id`'s events as they are now and compares them with its row as it is now.
-async fn compare_now<M: ReadModel>(pool: &PgPool, id: &str) -> Result<Vec<Difference>, ApplyError> {
-    let events = reads::aggregate_history(pool, M::AGGREGATE_TYPE, id, 0, i64::MAX).await?;
-    let mut expected = None;
-    for event in &events {
-        expected = Some(M::apply(expected, event)?);
+/// An event that cannot be applied, as a difference: field `event`, the event's sequence,
+/// position, type and the reason as `expected`.
+fn unappliable_difference(table: &'static str, event: Unappliable) -> Difference {
+    Difference {
+        table,
+        aggregate_id: event.aggregate_id,
+        field: "event".into(),
+        expected: serde_json::json!({
+            "sequence": event.sequence,
+            "position": event.position,
+            "event_type": event.event_type,
+            "reason": event.reason,
+        }),
+        actual: Value::Null,
     }
+}
+
+/// Folds `id`'s events as they are now (up to one that cannot be applied, returned too) and
+/// compares them with its row as it is now.
+async fn compare_now<M: ReadModel>(
+    pool: &PgPool,
+    id: &str,
+) -> Result<(Vec<Difference>, Option<Unappliable>), ApplyError> {
+    let events: Vec<CatalogEvent> = reads::aggregate_history(pool, M::AGGREGATE_TYPE, id, 0, i64::MAX).await?;
+    let (expected, unappliable) = crate::rebuild::fold::<M>(&events);
     let actual = match id.parse::<Uuid>() {
         Ok(uuid) => M::load(pool, &[uuid]).await?.remove(&uuid),
         Err(_) => None,
     };
-    Ok(field_differences(M::TABLE, id, expected.as_ref(), actual.as_ref(), M::fields))
+    Ok((field_differences(M::TABLE, id, expected.as_ref(), actual.as_ref(), M::fields), unappliable))
 }
 
 fn field_differences<V>(

@@ -6,8 +6,17 @@
 //! stream of event rows read by a client that does nothing with them), and the rebuild
 //! process's peak resident memory at 250,000 and at 1,000,000 events: a streaming rebuild holds
 //! one aggregate and one write batch, so the peak should not grow with the store.
+//!
+//! Then the swap under load: the 1,000,000-event rebuild again while readers issue 300 reads/s
+//! of product rows (each read started on schedule, so a stall cannot hide later reads) and a
+//! writer appends events that the rebuild must catch up, at two rates. Measured: the longest
+//! read, the p99 of all reads and of the reads in the swap's second, what the catch-up did (from
+//! catalogctl's summary line), and the peak memory against the rebuild without writes: the
+//! catch-up re-folds a page of aggregates at a time, so it should not grow with what arrived.
 
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -30,6 +39,24 @@ const EVENTS_PER_PRODUCT: usize = 5;
 const SIZES: [usize; 2] = [250_000, 1_000_000];
 const INSERT_BATCH: usize = 10_000;
 
+/// Reads per second during the rebuild under load.
+const READS_PER_SEC: u64 = 300;
+/// Events the writer appends per half second during the two rebuilds under load.
+const WRITE_RATES: [usize; 2] = [1_000, 5_000];
+
+struct UnderLoad {
+    writes_per_sec: usize,
+    reads: usize,
+    longest_read_ms: f64,
+    p99_ms: f64,
+    swap_reads: usize,
+    swap_p99_ms: f64,
+    swap_longest_ms: f64,
+    arrived: i64,
+    peak_rss_mib: f64,
+    summary: String,
+}
+
 struct Row {
     events: usize,
     rebuild_seconds: f64,
@@ -51,7 +78,7 @@ pub async fn run(backends: &Backends) -> Result<()> {
         step(format!("reading the {size} event rows in rebuild order (the read ceiling)"));
         let read_per_sec = read_ceiling(&pool).await?;
         step(format!("catalogctl rebuild products over {size} events"));
-        let (rebuild_seconds, peak_rss_mib) = rebuild(&url)?;
+        let (rebuild_seconds, peak_rss_mib, _) = rebuild(&url)?;
         let rebuilt: i64 = sqlx::query_scalar("SELECT count(*) FROM products").fetch_one(&pool).await?;
         anyhow::ensure!(rebuilt as usize == size / EVENTS_PER_PRODUCT, "rebuild produced {rebuilt} rows");
         rows.push(Row {
@@ -62,8 +89,118 @@ pub async fn run(backends: &Backends) -> Result<()> {
             peak_rss_mib,
         });
     }
+    let mut under_load = Vec::new();
+    let mut next_product = 1_000_000;
+    for per_half_second in WRITE_RATES {
+        step(format!(
+            "catalogctl rebuild products over {stored} events under {READS_PER_SEC} reads/s and ~{} writes/s",
+            per_half_second * 2
+        ));
+        let products = stored / EVENTS_PER_PRODUCT;
+        under_load.push(rebuild_under_load(&url, &pool, products, next_product, per_half_second).await?);
+        next_product += 1_000_000;
+    }
     pool.close().await;
-    report(&rows)
+    report(&rows, &under_load)
+}
+
+/// The 1,000,000-event rebuild with readers and a writer running; see the module doc.
+async fn rebuild_under_load(
+    url: &str,
+    pool: &PgPool,
+    products: usize,
+    first_new_product: usize,
+    per_half_second: usize,
+) -> Result<UnderLoad> {
+    let readers = PgPoolOptions::new().max_connections(48).connect(url).await?;
+    let head_before: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(pool).await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let t0 = Instant::now();
+    // (started at, latency) of each read, seconds since t0.
+    let samples: Arc<Mutex<Vec<(f64, f64)>>> = Arc::default();
+    let reader = {
+        let (stop, samples, readers) = (stop.clone(), samples.clone(), readers.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / READS_PER_SEC));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let mut n: u128 = 0;
+            let mut tasks = tokio::task::JoinSet::new();
+            while !stop.load(Ordering::Relaxed) {
+                tick.tick().await;
+                n += 1;
+                let id =
+                    uuid::Uuid::from_u128(0xbe9c_0000_0000_0000_0000_0000_0000_0000 | (n * 7919 % products as u128));
+                let (samples, readers) = (samples.clone(), readers.clone());
+                tasks.spawn(async move {
+                    let started = Instant::now();
+                    let read: Result<Option<String>, sqlx::Error> =
+                        sqlx::query_scalar("SELECT name FROM products WHERE id = $1")
+                            .bind(id)
+                            .fetch_optional(&readers)
+                            .await;
+                    let latency = started.elapsed().as_secs_f64();
+                    read.map(|_| samples.lock().unwrap().push((started.duration_since(t0).as_secs_f64(), latency)))
+                });
+                while let Some(done) = tasks.try_join_next() {
+                    done??;
+                }
+            }
+            while let Some(done) = tasks.join_next().await {
+                done??;
+            }
+            anyhow::Ok(())
+        })
+    };
+    let writer = {
+        let (stop, pool) = (stop.clone(), pool.clone());
+        tokio::spawn(async move {
+            let mut next = first_new_product;
+            let per_round = per_half_second / EVENTS_PER_PRODUCT;
+            while !stop.load(Ordering::Relaxed) {
+                let round = Instant::now();
+                generate(&pool, next, per_round).await?;
+                next += per_round;
+                tokio::time::sleep(Duration::from_millis(500).saturating_sub(round.elapsed())).await;
+            }
+            anyhow::Ok(())
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await; // readers and writer at pace first
+    let url = url.to_owned();
+    let rebuilt = tokio::task::spawn_blocking(move || rebuild(&url)).await?;
+    let ended = t0.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    reader.await??;
+    writer.await??;
+    let (_, peak_rss_mib, summary) = rebuilt?;
+    let head_after: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(pool).await?;
+    let samples = std::mem::take(&mut *samples.lock().unwrap());
+    let all: Vec<f64> = samples.iter().map(|(_, latency)| *latency).collect();
+    // The swap is the rebuild's last moment: the reads started in its last second.
+    let swap: Vec<f64> = samples.iter().filter(|(at, _)| *at >= ended - 1.0 && *at <= ended).map(|(_, l)| *l).collect();
+    Ok(UnderLoad {
+        reads: all.len(),
+        longest_read_ms: all.iter().copied().fold(0.0, f64::max) * 1000.0,
+        p99_ms: percentile(&all, 0.99) * 1000.0,
+        swap_reads: swap.len(),
+        swap_p99_ms: percentile(&swap, 0.99) * 1000.0,
+        swap_longest_ms: swap.iter().copied().fold(0.0, f64::max) * 1000.0,
+        arrived: head_after - head_before,
+        peak_rss_mib,
+        writes_per_sec: per_half_second * 2,
+        // catalogctl's summary line (its log lines go to the same stream).
+        summary: summary.lines().filter(|l| l.starts_with("products:")).collect::<Vec<_>>().join(" "),
+    })
+}
+
+fn percentile(values: &[f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
 /// Appends the events of products `first .. first + count`, each created then updated four
@@ -176,13 +313,14 @@ async fn read_ceiling(pool: &PgPool) -> Result<f64> {
     Ok(count as f64 / started.elapsed().as_secs_f64())
 }
 
-/// Runs the rebuild; returns its wall time and the process's peak resident set (VmHWM).
-fn rebuild(database_url: &str) -> Result<(f64, f64)> {
+/// Runs the rebuild; returns its wall time, the process's peak resident set (VmHWM) and its
+/// summary (stdout).
+fn rebuild(database_url: &str) -> Result<(f64, f64, String)> {
     let started = Instant::now();
     let mut child = catalogctl(database_url)
         .args(["rebuild", "products"])
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::inherit())
+        .stdout(Stdio::piped())
         .spawn()
         .context("starting catalogctl rebuild")?;
     let mut peak_kib = 0u64;
@@ -196,10 +334,16 @@ fn rebuild(database_url: &str) -> Result<(f64, f64)> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok((started.elapsed().as_secs_f64(), peak_kib as f64 / 1024.0))
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut summary = String::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        std::io::Read::read_to_string(&mut stdout, &mut summary)?;
+    }
+    print!("{summary}");
+    Ok((elapsed, peak_kib as f64 / 1024.0, summary))
 }
 
-fn report(rows: &[Row]) -> Result<()> {
+fn report(rows: &[Row], load: &[UnderLoad]) -> Result<()> {
     let mut table = String::from(
         "| events | rebuild s | rebuild events/s | read ceiling events/s | ratio | peak RSS MiB |\n|---|---|---|---|---|---|\n",
     );
@@ -221,7 +365,40 @@ fn report(rows: &[Row]) -> Result<()> {
         large.events / small.events,
         large.peak_rss_mib / small.peak_rss_mib,
     );
-    println!("\n{table}\n{verdict}");
+    let large_peak = large.peak_rss_mib;
+    let mut swap = String::from(
+        "| writes/s | reads | longest read ms | p99 ms | reads in the swap's second | their p99 ms | their longest ms | events arrived | peak RSS MiB |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+    );
+    for l in load {
+        swap.push_str(&format!(
+            "| {} | {} | {:.1} | {:.1} | {} | {:.1} | {:.1} | {} | {:.1} |\n",
+            l.writes_per_sec,
+            l.reads,
+            l.longest_read_ms,
+            l.p99_ms,
+            l.swap_reads,
+            l.swap_p99_ms,
+            l.swap_longest_ms,
+            l.arrived,
+            l.peak_rss_mib
+        ));
+    }
+    for l in load {
+        swap.push_str(&format!("\ncatalogctl at {} writes/s: `{}`\n", l.writes_per_sec, l.summary));
+    }
+    let (few, many) = (&load[0], &load[load.len() - 1]);
+    let longest = load.iter().map(|l| l.longest_read_ms).fold(0.0, f64::max);
+    swap.push_str(&format!(
+        "\nTarget: no read waits longer than 100 ms: {}. Peak memory with {} events arriving during the \
+         rebuild against {}: {:.2}x (against none: {:.2}x).",
+        if longest <= 100.0 { "met" } else { "not met" },
+        many.arrived,
+        few.arrived,
+        many.peak_rss_mib / few.peak_rss_mib,
+        many.peak_rss_mib / large_peak,
+    ));
+    println!("\n{table}\n{verdict}\n\n{swap}");
     let section = format!(
         "## rebuild\n\n`cargo xtask bench rebuild`, release build, on {} cores, Postgres on the same machine.\n\
          The store holds products created and then updated four times each, generated through\n\
@@ -229,7 +406,13 @@ fn report(rows: &[Row]) -> Result<()> {
          streams them in one snapshot, folds them with the projector's code and writes the shadow table\n\
          in multi-row statements, then swaps it in; the time is the whole command, process start to\n\
          exit. The read ceiling is the same ordered query consumed by a client that does nothing with\n\
-         the rows, in the same run. Peak RSS is the rebuild process's VmHWM.\n\n{table}\n{verdict}\n",
+         the rows, in the same run. Peak RSS is the rebuild process's VmHWM.\n\n{table}\n{verdict}\n\n\
+         ### The swap under load\n\n\
+         The 1,000,000-event rebuild again, while {READS_PER_SEC} reads/s of product rows (`SELECT ... WHERE id = $1`\n\
+         on a pool of 48 connections, each read started on schedule) and a writer appending\n\
+         events of new products (two rates) run. The rebuild catches up on what arrived in bounded batches before it\n\
+         locks anything, then swaps with a 50 ms `lock_timeout` on the live table. Latency is each\n\
+         read's own, pool wait included; the swap is the rebuild's last second.\n\n{swap}\n",
         cores(),
     );
     write_section("rebuild", &section)

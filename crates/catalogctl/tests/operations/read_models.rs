@@ -263,3 +263,45 @@ async fn an_interrupted_rebuild_leaves_the_live_tables_serving_and_a_later_one_s
     let verify = system.catalogctl(&["verify", "--settle-seconds", "1"]).await;
     assert!(verify.status.success(), "{}{}", stdout(&verify), stderr(&verify));
 }
+
+#[tokio::test]
+async fn the_swap_never_queues_readers_behind_a_long_read_and_retries_until_it_can_lock() {
+    let system = System::new().await;
+    system.fill_store(200).await;
+    // A long read holds the live table (as a slow report would) for a few seconds.
+    let mut long_read = system.pool.begin().await.unwrap();
+    sqlx::query("SELECT count(*) FROM products").execute(&mut *long_read).await.unwrap();
+
+    let rebuild = tokio::spawn({
+        let command = system.catalogctl_command(&["rebuild", "products"]).output();
+        async move { command.await.unwrap() }
+    });
+    // Meanwhile, other readers keep reading: none may wait behind the swap's lock request for
+    // long (before: the swap queued for the exclusive lock without a timeout, and every reader
+    // queued behind it until the long read ended).
+    let started = std::time::Instant::now();
+    let mut slowest = Duration::ZERO;
+    let mut reads = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        let read = std::time::Instant::now();
+        let mut connection = system.pool.acquire().await.unwrap();
+        sqlx::query("SET statement_timeout = '2s'").execute(&mut *connection).await.unwrap();
+        sqlx::query("SELECT count(*) FROM products")
+            .execute(&mut *connection)
+            .await
+            .expect("a read during the rebuild");
+        slowest = slowest.max(read.elapsed());
+        reads += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!rebuild.is_finished(), "the swap cannot happen while the long read holds the table");
+    long_read.commit().await.unwrap();
+    let output = tokio::time::timeout(Duration::from_secs(60), rebuild).await.expect("the rebuild finishes").unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(slowest < Duration::from_millis(500), "a read waited {slowest:?} (of {reads})");
+    let text = stdout(&output);
+    let attempt: u32 = text.split("(attempt ").nth(1).and_then(|s| s.split(',').next()).unwrap().parse().unwrap();
+    assert!(attempt > 1, "the swap timed out on its lock and retried: {text}");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM products").fetch_one(&system.pool).await.unwrap();
+    assert_eq!(rows, 200);
+}

@@ -152,3 +152,58 @@ async fn a_long_open_transaction_stalls_publishing_visibly_and_publishing_catche
     })
     .await;
 }
+
+/// Rows of `events` this transaction has read so far (sequential and through indexes).
+async fn rows_read(connection: &mut sqlx::PgConnection) -> i64 {
+    sqlx::query_scalar(
+        "SELECT coalesce(seq_tup_read + coalesce(idx_tup_fetch, 0), 0)::bigint
+           FROM pg_stat_xact_user_tables WHERE relname = 'events'",
+    )
+    .fetch_one(connection)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn measuring_the_lag_reads_a_bounded_number_of_rows_whatever_the_backlog() {
+    let pipeline = Pipeline::new().await;
+    pipeline.create_product("First", "1.00").await;
+    let first = pipeline.stored_events().await.remove(0);
+    // A backlog of 20,000 unpublished events (written directly: the lag does not read payloads).
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         SELECT 'LagProbe', g::text, 1, 'Probed', '1.0', '{}', '{}' FROM generate_series(1, 20000) AS g",
+    )
+    .execute(&pipeline.pool)
+    .await
+    .unwrap();
+    let checkpoint: (i64, i64) =
+        sqlx::query_as("SELECT transaction_id::text::bigint, global_position FROM events WHERE event_id = $1")
+            .bind(first.event_id)
+            .fetch_one(&pipeline.pool)
+            .await
+            .unwrap();
+    let checkpoint = event_store::reads::CommitPosition { transaction_id: checkpoint.0, global_position: checkpoint.1 };
+
+    let mut tx = pipeline.pool.begin().await.unwrap();
+    let before = rows_read(&mut tx).await;
+    let lag = projector::publisher::measure_lag(&mut tx, checkpoint, checkpoint.global_position).await.unwrap();
+    let read = rows_read(&mut tx).await - before;
+    tx.commit().await.unwrap();
+    assert_eq!(lag.events, 20_000);
+    assert!(lag.oldest_seconds >= 0.0);
+    assert!(read <= 10, "measuring a lag of 20,000 read {read} rows");
+
+    // Nothing after the last event: no lag.
+    let head = event_store::reads::head_position(&pipeline.pool).await.unwrap();
+    let last: (i64, i64) = sqlx::query_as(
+        "SELECT transaction_id::text::bigint, global_position FROM events ORDER BY transaction_id DESC, global_position DESC LIMIT 1",
+    )
+    .fetch_one(&pipeline.pool)
+    .await
+    .unwrap();
+    let mut connection = pipeline.pool.acquire().await.unwrap();
+    let at_head = event_store::reads::CommitPosition { transaction_id: last.0, global_position: last.1 };
+    let lag = projector::publisher::measure_lag(&mut connection, at_head, head).await.unwrap();
+    assert_eq!((lag.events, lag.oldest_seconds), (0, 0.0));
+}
