@@ -77,7 +77,7 @@ async fn a_poison_event_goes_to_the_dead_letter_topic_and_later_events_are_still
 async fn fail_product_writes(pipeline: &Pipeline, code: &str) {
     sqlx::raw_sql(
         "CREATE TABLE IF NOT EXISTS test_failure (code text NOT NULL);
-         CREATE OR REPLACE FUNCTION test_fail() RETURNS trigger LANGUAGE plpgsql AS $$
+         CREATE OR REPLACE FUNCTION test_fail() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
          DECLARE injected text;
          BEGIN
              SELECT code INTO injected FROM test_failure LIMIT 1;
