@@ -101,6 +101,7 @@ pub enum Target {
     History,
     Categories,
     Users,
+    Reservations,
     All,
 }
 

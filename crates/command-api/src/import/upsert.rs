@@ -308,9 +308,13 @@ pub(super) fn next_step(error: CommandError<ProductError>) -> Next {
             | ProductError::AlreadyExists(_),
         )
         | CommandError::Conflict => Next::Retry,
-        CommandError::Rejected(other @ ProductError::InsufficientStock { .. }) => {
-            Next::Fail(vec![FieldViolation::new("stock", "conflict", other.to_string())])
-        }
+        CommandError::Rejected(
+            other @ (ProductError::InsufficientStock { .. }
+            | ProductError::StockReserved { .. }
+            | ProductError::NotEnoughAvailable { .. }
+            | ProductError::ReservationSettled(_)
+            | ProductError::NotHeld(_)),
+        ) => Next::Fail(vec![FieldViolation::new("stock", "conflict", other.to_string())]),
         CommandError::Store(error) if is_sku_taken(&error) || is_rolled_back(&error) => Next::Retry,
         CommandError::Store(error) => match rule_violation(&error) {
             Some(violation) => Next::Fail(vec![violation]),

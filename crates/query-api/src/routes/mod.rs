@@ -3,6 +3,7 @@
 
 mod categories;
 mod products;
+mod reservations;
 pub mod schemas;
 mod users;
 
@@ -33,6 +34,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(categories::tree))
         .routes(routes!(categories::detail))
         .routes(routes!(users::detail))
+        .routes(routes!(reservations::detail))
 }
 
 fn document() -> utoipa::openapi::OpenApi {
@@ -46,6 +48,7 @@ fn document() -> utoipa::openapi::OpenApi {
             admins see every status"),
         (name = "categories", description = "The category tree, with the number of published products in each"),
         (name = "users", description = "User profiles, for that user or an admin"),
+        (name = "reservations", description = "Stock reservations, for their owner or an admin"),
     ))]
     struct Tags;
 
