@@ -13,7 +13,7 @@
 
 use std::collections::BTreeSet;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, SubsecRound, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
@@ -336,7 +336,9 @@ fn place(
         ));
     }
     violations.into_result().map_err(ReservationError::Invalid)?;
-    Ok(vec![ReservationEvent::ReservationPlaced { id, owner, items: held, expires_at: now + Duration::seconds(ttl) }])
+    // Microseconds: what Postgres keeps, so the read model holds exactly the deadline decided here.
+    let expires_at = (now + Duration::seconds(ttl)).trunc_subsecs(6);
+    Ok(vec![ReservationEvent::ReservationPlaced { id, owner, items: held, expires_at }])
 }
 
 impl Aggregate for Reservation {
