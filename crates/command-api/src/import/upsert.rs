@@ -356,6 +356,8 @@ mod tests {
             attributes: BTreeMap::from([("colour".into(), "red".into())]),
             images: vec![ProductImage { url: "https://img.example.com/a.jpg".into(), alt: Some("A".into()) }],
             on_hand: 3,
+            holds: Default::default(),
+            settled: Default::default(),
             deleted: false,
             version: 4,
         }
