@@ -24,8 +24,12 @@ const WRITE_API: Contract = Contract {
         ("POST", "/api/v1/products/import"),
         ("POST", "/api/v1/categories"),
         ("POST", "/api/v1/users"),
+        ("POST", "/api/v1/reservations"),
+        ("POST", "/api/v1/reservations/{id}/confirm"),
+        ("POST", "/api/v1/reservations/{id}/cancel"),
     ],
     unlisted: &[
+        "/api/v1/reservations/{id}",
         "/",
         "/api",
         "/api/v1",

@@ -25,8 +25,11 @@ const READ_API: Contract = Contract {
         ("GET", "/api/v1/categories"),
         ("GET", "/api/v1/categories/{id}"),
         ("GET", "/api/v1/users/{id}"),
+        ("GET", "/api/v1/reservations/{id}"),
     ],
     unlisted: &[
+        "/api/v1/reservations",
+        "/api/v1/reservations/{id}/confirm",
         "/",
         "/api",
         "/api/v1",
