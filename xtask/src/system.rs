@@ -78,6 +78,7 @@ impl Ports {
     pub const BENCH_PIPELINE: Self = Self::three("127.0.0.1:18180", "127.0.0.1:18181", "127.0.0.1:18182");
     pub const BENCH_SOAK: Self = Self::three("127.0.0.1:18380", "127.0.0.1:18381", "127.0.0.1:18382");
     pub const BENCH_CATALOG: Self = Self::three("127.0.0.1:18480", "127.0.0.1:18481", "127.0.0.1:18482");
+    pub const BENCH_RESERVATIONS: Self = Self::three("127.0.0.1:18580", "127.0.0.1:18581", "127.0.0.1:18582");
     pub const FAULTS: Self = Self {
         publisher: Some("127.0.0.1:19083"),
         ..Self::three("127.0.0.1:19080", "127.0.0.1:19081", "127.0.0.1:19082")
@@ -238,6 +239,7 @@ mod tests {
             Ports::BENCH_PIPELINE,
             Ports::BENCH_SOAK,
             Ports::BENCH_CATALOG,
+            Ports::BENCH_RESERVATIONS,
             Ports::FAULTS,
         ];
         let mut addrs: Vec<&str> =

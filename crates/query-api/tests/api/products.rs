@@ -32,7 +32,10 @@ async fn a_product_has_its_fields_an_exact_price_and_an_etag() {
     assert_eq!(body["sku"], Value::Null);
     assert_eq!(body["status"], "published");
     assert_eq!((body["categories"].clone(), body["attributes"].clone()), (json!([]), json!({})));
-    assert_eq!((body["images"].clone(), body["stock"].clone()), (json!([]), json!({"on_hand": 0, "reserved": 0, "available": 0})));
+    assert_eq!(
+        (body["images"].clone(), body["stock"].clone()),
+        (json!([]), json!({"on_hand": 0, "reserved": 0, "available": 0}))
+    );
     let mut keys: Vec<&str> = body.as_object().unwrap().keys().map(String::as_str).collect();
     keys.sort_unstable();
     assert_eq!(
