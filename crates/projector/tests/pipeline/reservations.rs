@@ -273,7 +273,7 @@ async fn an_expired_hold_is_released_after_a_restart_that_spanned_its_deadline()
     let wait = (deadline - Utc::now()).to_std().unwrap_or_default() + Duration::from_secs(1);
     tokio::time::sleep(wait).await;
     let restarted = Instant::now();
-    let _everything = pipeline.projector("all", &[]);
+    let everything = pipeline.projector("all", &[]);
     eventually("the hold is released", Duration::from_secs(30), || async {
         commands.load::<Reservation>(&id.to_string()).await.unwrap().settled
     })
@@ -284,6 +284,7 @@ async fn an_expired_hold_is_released_after_a_restart_that_spanned_its_deadline()
     let reservation: Reservation = commands.load(&id.to_string()).await.unwrap();
     assert_eq!(reservation.status, ReservationStatus::Released);
     assert_eq!(reservation.cause, Some(domain::reservation::ReleaseCause::Expired));
+    assert_eq!(everything.metric("reservation_holds_expired_total").await, 1.0);
     let product: Product = commands.load(&products[0].to_string()).await.unwrap();
     assert_eq!((product.on_hand, product.reserved(), product.available()), (5, 0, 5));
     eventually("available stock returns in the read model", Duration::from_secs(30), || async {
@@ -299,7 +300,7 @@ async fn reservations_through_the_apis() {
     let pipeline = Pipeline::new().await;
     let apis = start_apis(&pipeline).await;
     let (_admin, admin) = admin_token(&pipeline, &apis).await;
-    let _everything = pipeline.projector("all", &[]);
+    let everything = pipeline.projector("all", &[]);
     let client = Client::new();
     let products = stocked_products(&pipeline.commands(), 2, 5).await;
     let shopper = register(&client, &apis.command, "shopper").await;
@@ -385,8 +386,13 @@ async fn reservations_through_the_apis() {
     assert_eq!(act(shopper.clone(), small_id.clone(), "cancel").await.status(), StatusCode::OK);
     assert_eq!(act(shopper.clone(), small_id.clone(), "cancel").await.status(), StatusCode::OK, "idempotent");
     assert_eq!(act(shopper.clone(), small_id.clone(), "confirm").await.status(), StatusCode::CONFLICT);
-    let released = wait_for_status(&get, &shopper, &small_id, "released").await;
-    assert_eq!(released["items"][0]["state"], "released");
+    wait_for_status(&get, &shopper, &small_id, "released").await;
+    // The status changes with the cancel; the item's hold a moment later, with the release.
+    eventually("the item's hold is released", Duration::from_secs(30), || async {
+        let body: Value = get(shopper.clone(), small_id.clone()).await.json().await.unwrap();
+        body["items"][0]["state"] == "released"
+    })
+    .await;
     eventually("cancelled stock is available again", Duration::from_secs(30), || async {
         product_stock(&client, &apis.query, products[1]).await == json!({"on_hand": 4, "reserved": 0, "available": 4})
     })
@@ -410,6 +416,16 @@ async fn reservations_through_the_apis() {
             .await
             .unwrap();
     assert_eq!(stored, 3);
+
+    // Every step is visible in the process manager's metrics.
+    assert_eq!(everything.metric("reservations_total").await, 3.0, "held twice, rejected once");
+    // Histograms reach /metrics at the recorder's next upkeep (every 5 s).
+    eventually("saga step latencies are reported", Duration::from_secs(15), || async {
+        // Five items reserved, one commit, two releases (a step retried after a lost race
+        // counts again).
+        everything.metric("reservation_saga_step_duration_seconds_count").await >= 8.0
+    })
+    .await;
 }
 
 async fn register(client: &Client, command: &str, username: &str) -> String {
