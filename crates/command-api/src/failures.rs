@@ -111,6 +111,7 @@ pub fn product_failure(error: CommandError<ProductError>, version_pinned: bool) 
             | ProductError::InsufficientStock { .. }
             | ProductError::StockReserved { .. }
             | ProductError::NotEnoughAvailable { .. }
+            | ProductError::NotForSale(_)
             | ProductError::ReservationSettled(_)
             | ProductError::NotHeld(_)),
         ) => ApiError::Conflict(rule.to_string()),

@@ -276,6 +276,10 @@ impl ProcessManager {
         match self.commands.execute::<Product>(&id.to_string(), command, metadata(), true).await {
             Ok(_) => Ok(()),
             Err(CommandError::Rejected(ProductError::ReservationSettled(_))) => Err(Refusal::Settled),
+            // A product a shopper may not see is "not found" to them, as on the read API.
+            Err(CommandError::Rejected(ProductError::NotForSale(_) | ProductError::Deleted)) => {
+                Err(Refusal::Refused(ProductError::NotFound.to_string()))
+            }
             Err(CommandError::Rejected(error)) => Err(Refusal::Refused(error.to_string())),
             Err(CommandError::Conflict) => Err(Refusal::Conflict),
             Err(CommandError::Store(error)) => Err(Refusal::Failed(StepFailed(error.to_string()))),

@@ -312,6 +312,7 @@ pub(super) fn next_step(error: CommandError<ProductError>) -> Next {
             other @ (ProductError::InsufficientStock { .. }
             | ProductError::StockReserved { .. }
             | ProductError::NotEnoughAvailable { .. }
+            | ProductError::NotForSale(_)
             | ProductError::ReservationSettled(_)
             | ProductError::NotHeld(_)),
         ) => Next::Fail(vec![FieldViolation::new("stock", "conflict", other.to_string())]),

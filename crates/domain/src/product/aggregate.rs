@@ -71,6 +71,9 @@ pub enum ProductError {
     /// A reservation asked for more than is available.
     #[error("only {available} available, {requested} requested")]
     NotEnoughAvailable { available: u64, requested: u64 },
+    /// Only published products can be reserved.
+    #[error("a {} product cannot be reserved", .0.as_str())]
+    NotForSale(ProductStatus),
     /// The reservation's hold on this product was already released or committed.
     #[error("reservation {0} is already settled on this product")]
     ReservationSettled(Uuid),
@@ -319,6 +322,9 @@ impl Product {
                     let mut violations = Violations::default();
                     violations.push(FieldViolation::new("quantity", "too_small", "quantity must be at least 1"));
                     return Err(ProductError::Invalid(violations));
+                }
+                if self.status != ProductStatus::Published {
+                    return Err(ProductError::NotForSale(self.status));
                 }
                 if quantity > self.available() {
                     return Err(ProductError::NotEnoughAvailable { available: self.available(), requested: quantity });
@@ -1387,6 +1393,16 @@ mod tests {
                 .given(vec![with_stock(5), reserved(1, 3, 3)])
                 .when(reserve(2, 3))
                 .then_expect_error(ProductError::NotEnoughAvailable { available: 2, requested: 3 });
+        }
+
+        #[test]
+        fn only_published_products_can_be_reserved() {
+            for status in [Draft, Archived] {
+                ProductTest::with(())
+                    .given(vec![Created { on_hand: 5, status, ..Default::default() }.event()])
+                    .when(reserve(1, 1))
+                    .then_expect_error(ProductError::NotForSale(status));
+            }
         }
 
         #[test]
