@@ -99,15 +99,17 @@ impl ProcessManager {
                     None => break,
                 }
             }
-            self.process(batch).await;
+            self.process(batch, &shutdown).await;
         }
         self.consumer.unsubscribe();
         tracing::info!("reservations process manager stopped");
     }
 
     /// Reconciles every reservation the batch names, then commits the batch's offsets. A
-    /// reconcile that fails stays due in `reservation_sagas`, so the offsets move on anyway.
-    async fn process(&self, batch: Vec<OwnedMessage>) {
+    /// reconcile that fails after its saga is recorded in `reservation_sagas` is the sweep's to
+    /// finish; one that failed before (Postgres unreachable) is retried here, with backoff,
+    /// before the offsets move on: otherwise the saga would be known nowhere.
+    async fn process(&self, batch: Vec<OwnedMessage>, shutdown: &watch::Receiver<bool>) {
         let mut next_offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
         let mut due: HashMap<Uuid, Option<String>> = HashMap::new();
         for message in &batch {
@@ -122,7 +124,16 @@ impl ProcessManager {
                 due.insert(id, header(message, message::TRACEPARENT));
             }
         }
-        self.reconcile_all(due.into_iter().collect()).await;
+        let mut unrecorded = self.reconcile_all(due.into_iter().collect()).await;
+        let mut failures = 0;
+        while !unrecorded.is_empty() {
+            if *shutdown.borrow() {
+                return; // uncommitted: redelivered to whoever consumes next
+            }
+            failures += 1;
+            tokio::time::sleep(outage_backoff(failures)).await;
+            unrecorded = self.reconcile_all(unrecorded).await;
+        }
         let mut list = TopicPartitionList::new();
         for ((topic, partition), offset) in &next_offsets {
             let _ = list.add_partition_offset(topic, *partition, Offset::Offset(*offset));
@@ -141,15 +152,20 @@ impl ProcessManager {
                 .fetch_all(&self.pool)
                 .await;
         match due {
-            Ok(ids) if !ids.is_empty() => self.reconcile_all(ids.into_iter().map(|id| (id, None)).collect()).await,
+            Ok(ids) if !ids.is_empty() => {
+                // Their rows stay due: whatever fails now is swept again.
+                let _ = self.reconcile_all(ids.into_iter().map(|id| (id, None)).collect()).await;
+            }
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "cannot read due reservation sagas"),
         }
     }
 
-    async fn reconcile_all(&self, sagas: Vec<(Uuid, Option<String>)>) {
+    /// Reconciles `sagas` concurrently; returns those that failed before their saga row was
+    /// written (the only ones nothing would retry).
+    async fn reconcile_all(&self, sagas: Vec<(Uuid, Option<String>)>) -> Vec<(Uuid, Option<String>)> {
         futures::stream::iter(sagas)
-            .for_each_concurrent(self.concurrency, |(id, traceparent)| async move {
+            .map(|(id, traceparent)| async move {
                 let span = tracing::info_span!(
                     parent: None,
                     "reservation_saga",
@@ -157,15 +173,24 @@ impl ProcessManager {
                     trace_id = tracing::field::Empty,
                 );
                 telemetry::continue_trace(&span, traceparent.as_deref());
-                if let Err(error) = self.reconcile(id).instrument(span).await {
-                    tracing::warn!(reservation_id = %id, %error, "reservation saga step failed; retrying later");
+                let mut recorded = false;
+                match self.reconcile(id, &mut recorded).instrument(span).await {
+                    Ok(()) => None,
+                    Err(error) => {
+                        tracing::warn!(reservation_id = %id, %error, recorded, "reservation saga step failed; retrying");
+                        (!recorded).then_some((id, traceparent))
+                    }
                 }
             })
-            .await;
+            .buffer_unordered(self.concurrency)
+            .filter_map(|failed| async move { failed })
+            .collect()
+            .await
     }
 
-    /// Takes `id`'s saga as far as it can go now. Every step is safe to repeat.
-    async fn reconcile(&self, id: Uuid) -> Result<(), StepFailed> {
+    /// Takes `id`'s saga as far as it can go now. Every step is safe to repeat. `recorded`
+    /// turns true once the saga's row holds its progress.
+    async fn reconcile(&self, id: Uuid, recorded: &mut bool) -> Result<(), StepFailed> {
         let key = id.to_string();
         let mut conflicts = 0;
         for _ in 0..MAX_STEPS {
@@ -176,6 +201,7 @@ impl ProcessManager {
             let now = Utc::now();
             let step = reservation.next_step(now);
             self.record_progress(id, &reservation, &step).await?;
+            *recorded = true;
             let started = Instant::now();
             let name = match &step {
                 SagaStep::Done | SagaStep::WaitUntil(_) => return Ok(()),
