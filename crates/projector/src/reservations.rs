@@ -70,17 +70,29 @@ impl ProcessManager {
         Self { pool, commands, consumer, concurrency: concurrency.max(1) }
     }
 
-    /// Consumes and sweeps until `shutdown` turns true.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    /// Consumes and sweeps until `shutdown` turns true. The sweep runs beside the consumer, so
+    /// a long batch never holds an expiry back.
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+        tokio::join!(self.consume(shutdown.clone()), self.sweep_every_second(shutdown));
+        self.consumer.unsubscribe();
+        tracing::info!("reservations process manager stopped");
+    }
+
+    async fn sweep_every_second(&self, mut shutdown: watch::Receiver<bool>) {
         let mut sweep = tokio::time::interval(SWEEP_EVERY);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = sweep.tick() => self.sweep().await,
+            }
+        }
+    }
+
+    async fn consume(&self, mut shutdown: watch::Receiver<bool>) {
+        loop {
             let first = tokio::select! {
-                _ = shutdown.changed() => break,
-                _ = sweep.tick() => {
-                    self.sweep().await;
-                    continue;
-                }
+                _ = shutdown.changed() => return,
                 received = self.consumer.recv() => received.map(|m| m.detach()),
             };
             let first = match first {
@@ -101,8 +113,6 @@ impl ProcessManager {
             }
             self.process(batch, &shutdown).await;
         }
-        self.consumer.unsubscribe();
-        tracing::info!("reservations process manager stopped");
     }
 
     /// Reconciles every reservation the batch names, then commits the batch's offsets. A
