@@ -13,6 +13,7 @@ mod operations;
 mod product_fields;
 mod products;
 mod rejections;
+mod reservations;
 mod settings;
 mod snapshots;
 mod stock;
