@@ -20,7 +20,7 @@
 //!   `KAFKA_BROKERS`.
 //! - `bench NAME`: ensure services, build the release binaries, run benchmark
 //!   NAME and write its section of BENCHMARKS.md: `write`, `pipeline`,
-//!   `rebuild`, `soak` or `catalog` (see `bench/`, one file or folder per benchmark).
+//!   `rebuild`, `soak`, `catalog` or `reservations` (see `bench/`, one file or folder per benchmark).
 //! - `faults [NAME]`: the fault suite against release builds (see `faults/`).
 //!
 //! Where things are: `dev/` (up, down, services, test: PostgreSQL, the broker

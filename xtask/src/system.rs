@@ -80,6 +80,7 @@ impl Ports {
     pub const BENCH_PIPELINE: Self = Self::three("127.0.0.1:18180", "127.0.0.1:18181", "127.0.0.1:18182");
     pub const BENCH_SOAK: Self = Self::three("127.0.0.1:18380", "127.0.0.1:18381", "127.0.0.1:18382");
     pub const BENCH_CATALOG: Self = Self::three("127.0.0.1:18480", "127.0.0.1:18481", "127.0.0.1:18482");
+    pub const BENCH_RESERVATIONS: Self = Self::three("127.0.0.1:18580", "127.0.0.1:18581", "127.0.0.1:18582");
     pub const FAULTS: Self = Self {
         publisher: Some("127.0.0.1:19083"),
         spare: &["127.0.0.1:19084", "127.0.0.1:19085", "127.0.0.1:19086", "127.0.0.1:19087"],
@@ -250,6 +251,7 @@ mod tests {
             Ports::BENCH_PIPELINE,
             Ports::BENCH_SOAK,
             Ports::BENCH_CATALOG,
+            Ports::BENCH_RESERVATIONS,
             Ports::FAULTS,
         ];
         let mut addrs: Vec<&str> = rows

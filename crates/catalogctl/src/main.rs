@@ -102,6 +102,7 @@ pub enum Target {
     History,
     Categories,
     Users,
+    Reservations,
     All,
 }
 

@@ -11,6 +11,7 @@ use read_model::history::History;
 use read_model::products::Products;
 use read_model::projection::ReadModel;
 use read_model::rebuild::{self, RebuildReport};
+use read_model::reservations::Reservations;
 use read_model::users::Users;
 use read_model::verify::{self, Difference};
 use sqlx::PgPool;
@@ -29,6 +30,9 @@ pub async fn rebuild(pool: &PgPool, target: Target) -> anyhow::Result<()> {
     }
     if matches!(target, Target::Users | Target::All) {
         rebuild_one::<Users>(pool).await?;
+    }
+    if matches!(target, Target::Reservations | Target::All) {
+        rebuild_one::<Reservations>(pool).await?;
     }
     Ok(())
 }
@@ -88,6 +92,8 @@ pub async fn verify(pool: &PgPool, settle: Duration) -> anyhow::Result<ExitCode>
     differences.extend(verify::verify::<History>(pool, settle).await?);
     differences.extend(verify::verify::<Categories>(pool, settle).await?);
     differences.extend(verify::verify::<Users>(pool, settle).await?);
+    differences.extend(verify::verify::<Reservations>(pool, settle).await?);
+    differences.extend(verify::stock_holds(pool, settle).await?);
     let mut out = std::io::stdout().lock();
     for difference in &differences {
         serde_json::to_writer(&mut out, difference)?;

@@ -28,6 +28,18 @@ struct Status {
     /// The oldest transaction open in the database server, if any: while it runs, events
     /// committed after it began wait to be published (the commit-safe horizon).
     oldest_open_transaction: Option<OpenTransaction>,
+    /// Reservation sagas the process manager has not settled yet.
+    reservation_sagas: SagaStatus,
+}
+
+#[derive(Serialize, sqlx::FromRow)]
+struct SagaStatus {
+    in_flight: i64,
+    /// Of those, the one started longest ago.
+    oldest_id: Option<String>,
+    oldest_started_at: Option<DateTime<Utc>>,
+    /// Of those, due for a step now (a deadline passed, or a step to retry).
+    overdue: i64,
 }
 
 #[derive(Serialize, sqlx::FromRow)]
@@ -64,6 +76,7 @@ struct ReadModelCounts {
     /// Rows of the product history: one per product event.
     product_history: i64,
     users: i64,
+    reservations: i64,
 }
 
 pub async fn print(pool: &PgPool, kafka: &KafkaSettings, group: &str, json: bool) -> anyhow::Result<()> {
@@ -96,12 +109,23 @@ pub async fn print(pool: &PgPool, kafka: &KafkaSettings, group: &str, json: bool
         )
         .fetch_optional(pool)
         .await?,
+        reservation_sagas: sqlx::query_as(
+            "SELECT (SELECT count(*) FROM reservation_sagas WHERE due_at IS NOT NULL) AS in_flight,
+                    (SELECT count(*) FROM reservation_sagas WHERE due_at <= now()) AS overdue,
+                    oldest.id::text AS oldest_id, oldest.started_at AS oldest_started_at
+               FROM (SELECT 1) one
+               LEFT JOIN (SELECT id, started_at FROM reservation_sagas WHERE due_at IS NOT NULL
+                           ORDER BY started_at LIMIT 1) oldest ON true",
+        )
+        .fetch_one(pool)
+        .await?,
         read_models: ReadModelCounts {
             products: sqlx::query_scalar("SELECT count(*) FROM products WHERE NOT deleted").fetch_one(pool).await?,
             products_deleted: sqlx::query_scalar("SELECT count(*) FROM products WHERE deleted").fetch_one(pool).await?,
             categories: sqlx::query_scalar("SELECT count(*) FROM categories WHERE NOT deleted").fetch_one(pool).await?,
             product_history: crate::row_count(pool, "product_history").await?,
             users: crate::row_count(pool, "users").await?,
+            reservations: crate::row_count(pool, "reservations").await?,
         },
     };
     if json {
@@ -137,13 +161,23 @@ pub async fn print(pool: &PgPool, kafka: &KafkaSettings, group: &str, json: bool
             t.database.as_deref().unwrap_or("?")
         );
     }
+    let sagas = &status.reservation_sagas;
+    match (&sagas.oldest_id, sagas.oldest_started_at) {
+        (Some(id), Some(started)) => println!(
+            "reservation sagas          {} in flight ({} due now), oldest {id} started {started}",
+            sagas.in_flight, sagas.overdue
+        ),
+        _ => println!("reservation sagas          none in flight"),
+    }
     println!(
-        "read models                products {} (+{} deleted), categories {}, product history {} events, users {}",
+        "read models                products {} (+{} deleted), categories {}, product history {} events, users {}, \
+         reservations {}",
         status.read_models.products,
         status.read_models.products_deleted,
         status.read_models.categories,
         status.read_models.product_history,
-        status.read_models.users
+        status.read_models.users,
+        status.read_models.reservations
     );
     Ok(())
 }

@@ -104,8 +104,16 @@ pub fn product_failure(error: CommandError<ProductError>, version_pinned: bool) 
         CommandError::Rejected(ProductError::NotFound | ProductError::Deleted) => ApiError::NotFound("product"),
         CommandError::Rejected(ProductError::VersionMismatch { .. }) => ApiError::PreconditionFailed,
         // The rule itself is the detail: which transitions there are, how much stock there is.
+        // The reservation rules come only from the process manager's steps, never a request;
+        // were one to arrive here, it is a conflict with the stock as it stands all the same.
         CommandError::Rejected(
-            rule @ (ProductError::InvalidTransition { .. } | ProductError::InsufficientStock { .. }),
+            rule @ (ProductError::InvalidTransition { .. }
+            | ProductError::InsufficientStock { .. }
+            | ProductError::StockReserved { .. }
+            | ProductError::NotEnoughAvailable { .. }
+            | ProductError::NotForSale(_)
+            | ProductError::ReservationSettled(_)
+            | ProductError::NotHeld(_)),
         ) => ApiError::Conflict(rule.to_string()),
         // With If-Match, losing the race means the version the client saw is gone.
         CommandError::Conflict if version_pinned => ApiError::PreconditionFailed,

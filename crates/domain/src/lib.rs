@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`product`]: the product aggregate (create, partial update, stock adjustment, delete) and its
 //!   value rules: name, description, sku, status and its transitions, categories, attributes, images.
+//! - [`reservation`]: a hold on several products' stock at once, all or nothing, and the saga
+//!   steps the process manager takes for it (reserve, release, commit, expire).
 //! - [`category`]: the category aggregate (create, partial update including moving it, delete).
 //! - [`money`]: ISO 4217 currencies and prices with exactly their currency's fraction digits.
 //! - [`user`]: the user aggregate (register, change email or password, roles, deactivate), the
@@ -19,6 +21,7 @@
 pub mod category;
 pub mod money;
 pub mod product;
+pub mod reservation;
 pub mod tri_state;
 pub mod user;
 pub mod validation;
@@ -26,6 +29,7 @@ pub mod validation;
 pub use category::{Category, CategoryCommand, CategoryError, CategoryEvent};
 pub use money::{Currency, Money};
 pub use product::{Product, ProductCommand, ProductError, ProductEvent, ProductImage, ProductStatus};
+pub use reservation::{Reservation, ReservationCommand, ReservationError, ReservationEvent, ReservationStatus};
 pub use user::{Role, User, UserCommand, UserError, UserEvent};
 pub use validation::{FieldViolation, Violations};
 

@@ -15,6 +15,8 @@ use tokio::sync::watch;
 
 use crate::consumer::{ConsumerTuning, Projector, RebalanceLog};
 use crate::publisher::Publisher;
+use crate::reservations::ProcessManager;
+use event_store::CommandBus;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Role {
@@ -22,7 +24,9 @@ pub enum Role {
     Publish,
     /// Kafka → read models.
     Project,
-    /// Both loops in one process.
+    /// The reservations process manager: Kafka → stock commands (see `reservations`).
+    Reservations,
+    /// Every loop in one process.
     All,
 }
 
@@ -40,6 +44,15 @@ pub struct Settings {
     /// Consumer group of the project loop.
     #[arg(long, env = "PROJECTOR_GROUP", default_value = "catalog-projector")]
     pub group: String,
+
+    /// Consumer group of the reservations process manager; `<PROJECTOR_GROUP>-reservations`
+    /// when absent.
+    #[arg(long, env = "RESERVATIONS_GROUP")]
+    pub reservations_group: Option<String>,
+
+    /// Reservations the process manager reconciles at once.
+    #[arg(long, env = "RESERVATIONS_CONCURRENCY", default_value_t = 16)]
+    pub reservations_concurrency: usize,
 
     /// Kafka consumer session timeout: how soon a dead projector's partitions move to another.
     #[arg(long, env = "KAFKA_SESSION_TIMEOUT_MS", default_value_t = 10_000)]
@@ -110,6 +123,7 @@ pub async fn run(
     if project {
         crate::consumer::register_metrics();
     }
+    let reservations = matches!(settings.role, Role::Reservations | Role::All);
     {
         let settings = settings.clone();
         let pool = pool.clone();
@@ -127,6 +141,15 @@ pub async fn run(
                     settings.publish_batch_size,
                 );
                 inner.spawn(publisher.run(stopped.clone()));
+            }
+            if reservations {
+                let manager = ProcessManager::new(
+                    pool.clone(),
+                    CommandBus::new(pool.clone()),
+                    reservations_consumer(&settings)?,
+                    settings.reservations_concurrency,
+                );
+                inner.spawn(manager.run(stopped.clone()));
             }
             if project {
                 let projector = Projector::new(
@@ -171,6 +194,25 @@ fn consumer(settings: &Settings) -> anyhow::Result<StreamConsumer<RebalanceLog>>
         // Feeds the per-partition consumer lag gauge (`RebalanceLog::stats`).
         .set("statistics.interval.ms", "5000")
         .create_with_context(RebalanceLog::default())?;
+    consumer.subscribe(&[&settings.kafka.kafka_topic])?;
+    Ok(consumer)
+}
+
+/// The process manager's consumer: a group of its own, so it reads every event independently
+/// of the projector; offsets committed by hand after the batch's sagas were reconciled.
+fn reservations_consumer(settings: &Settings) -> anyhow::Result<StreamConsumer> {
+    let group = settings.reservations_group.clone().unwrap_or_else(|| format!("{}-reservations", settings.group));
+    let consumer: StreamConsumer = settings
+        .kafka
+        .client_config("catalog-reservations")
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", settings.session_timeout_ms.to_string())
+        .set("heartbeat.interval.ms", (settings.session_timeout_ms / 3).max(100).to_string())
+        .set("enable.partition.eof", "false")
+        .set("fetch.wait.max.ms", settings.fetch_wait_max_ms.to_string())
+        .create()?;
     consumer.subscribe(&[&settings.kafka.kafka_topic])?;
     Ok(consumer)
 }

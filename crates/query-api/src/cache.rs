@@ -60,6 +60,8 @@ pub enum Change {
     Product { id: Uuid, version: i64 },
     /// A category changed: cached products may show its old name.
     Categories,
+    /// Reservation `id` reached `version` (never cached; `min_version` waits listen for it).
+    Reservation { id: Uuid, version: i64 },
     /// Announcements may have been missed: everyone re-reads.
     Resync,
 }
@@ -204,7 +206,7 @@ impl ProductCache {
                         break
                     }
                     Ok(Ok(Change::Resync) | Err(RecvError::Lagged(_))) => break,
-                    Ok(Ok(Change::Product { .. } | Change::Categories)) => {}
+                    Ok(Ok(Change::Product { .. } | Change::Categories | Change::Reservation { .. })) => {}
                     Ok(Err(RecvError::Closed)) | Err(_) => {
                         return Err(ApiError::Unavailable {
                             reason: format!("the read model has not reached version {version} of this product yet"),
@@ -214,6 +216,11 @@ impl ProductCache {
                 }
             }
         }
+    }
+
+    /// Announcements as they arrive (products, categories, reservations, resyncs).
+    pub fn changes(&self) -> broadcast::Receiver<Change> {
+        self.inner.changes.subscribe()
     }
 
     /// Starts listening for changes. Failing is not fatal: [`follow_changes`](Self::follow_changes)
@@ -286,6 +293,10 @@ impl ProductCache {
             Change::Product { id, version } => (id, version),
             Change::Categories => return self.forget_all(),
             Change::Resync => return self.resync(true),
+            Change::Reservation { .. } => {
+                let _ = self.inner.changes.send(change);
+                return;
+            }
         };
         let inner = &self.inner;
         // Only this task writes floors, so read-then-write cannot lose a higher version.
@@ -350,6 +361,10 @@ fn parse(payload: &str) -> Option<Change> {
     match parts.next()? {
         "products" => {}
         "categories" => return Some(Change::Categories),
+        "reservations" => {
+            let (id, version) = (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
+            return Some(Change::Reservation { id, version });
+        }
         _ => return None,
     }
     let id = parts.next();
@@ -391,7 +406,7 @@ mod tests {
             categories: Vec::new(),
             attributes: Default::default(),
             images: Vec::new(),
-            stock: views::Stock { on_hand: 0 },
+            stock: views::Stock::new(0, 0),
             created_at: now,
             updated_at: now,
             version,
@@ -422,6 +437,8 @@ mod tests {
         assert_eq!(parse("products * 0"), Some(Change::Resync));
         assert_eq!(parse("products nonsense 3"), Some(Change::Resync));
         assert_eq!(parse("products"), Some(Change::Resync));
+        assert_eq!(parse(&format!("reservations {id} 4")), Some(Change::Reservation { id, version: 4 }));
+        assert_eq!(parse("reservations * 0"), None);
     }
 
     #[tokio::test]

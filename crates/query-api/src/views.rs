@@ -29,7 +29,7 @@ use uuid::Uuid;
     "categories": [{"id": "5e0b1f6c-2a3d-4c8e-9f10-7a6b5c4d3e21", "name": "Lighting", "slug": "lighting"}],
     "attributes": {"colour": "brass"},
     "images": [{"url": "https://images.example.com/lamp.jpg", "alt": "The lamp, lit"}],
-    "stock": {"on_hand": 12},
+    "stock": {"on_hand": 12, "reserved": 2, "available": 10},
     "created_at": "2026-01-01T12:00:00Z",
     "updated_at": "2026-01-02T08:30:00Z",
     "version": 2
@@ -100,11 +100,22 @@ pub struct Image {
     pub alt: Option<String>,
 }
 
-/// Stock levels (reservations come later).
+/// Stock levels: units on hand, units held by open reservations, and what can still be
+/// reserved (`on_hand - reserved`, never below 0).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Stock {
     #[schema(minimum = 0)]
     pub on_hand: i64,
+    #[schema(minimum = 0)]
+    pub reserved: i64,
+    #[schema(minimum = 0)]
+    pub available: i64,
+}
+
+impl Stock {
+    pub fn new(on_hand: i64, reserved: i64) -> Self {
+        Self { on_hand, reserved, available: (on_hand - reserved).max(0) }
+    }
 }
 
 /// `amount` with exactly `currency`'s fraction digits. A code today's rules no longer accept
@@ -138,7 +149,7 @@ impl Product {
             categories,
             attributes: view.attributes,
             images: view.images.into_iter().map(|image| Image { url: image.url, alt: image.alt }).collect(),
-            stock: Stock { on_hand: view.on_hand },
+            stock: Stock::new(view.on_hand, view.reserved),
             created_at: view.created_at,
             updated_at: view.updated_at,
             version: view.version,

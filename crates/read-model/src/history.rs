@@ -37,7 +37,8 @@ pub struct FieldChange {
 pub struct HistoryEntry {
     /// The product's version after the event.
     pub version: i64,
-    /// The event type: `ProductCreated`, `ProductUpdated`, `ProductStockAdjusted`, `ProductDeleted`.
+    /// The event type: `ProductCreated`, `ProductUpdated`, `ProductStockAdjusted`, `ProductDeleted`,
+    /// and the reservation steps `ProductStockReserved`, `ProductStockReleased`, `ProductStockCommitted`.
     #[serde(rename = "type")]
     pub r#type: String,
     /// When the event was recorded.
@@ -355,6 +356,7 @@ mod tests {
                 "name",
                 "on_hand",
                 "price",
+                "reserved",
                 "sku",
                 "status"
             ]

@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //! - [`products`], [`categories`], [`users`]: the view types, their pure `apply` folds, and their SQL.
+//! - [`reservations`]: stock reservations with their items' states, folded by the domain's own fold.
 //! - [`history`]: every product event as a row (what changed, the product after it), for history
 //!   pages and time travel.
 //! - [`search`]: finding products: text search with typo tolerance, filters, sorts, keyset pages
@@ -21,6 +22,7 @@ pub mod history;
 pub mod products;
 pub mod projection;
 pub mod rebuild;
+pub mod reservations;
 pub mod search;
 pub mod users;
 pub mod verify;

@@ -32,6 +32,10 @@ pub struct ProductView {
     pub images: Vec<ProductImage>,
     /// Units in stock.
     pub on_hand: i64,
+    /// Units held by open reservations (at most `on_hand`). Absent in history rows recorded
+    /// before reservations existed.
+    #[serde(default)]
+    pub reserved: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// The sequence of the last event folded in.
@@ -94,6 +98,7 @@ pub fn apply(current: Option<ProductView>, event: &CatalogEvent) -> Result<Produ
                 attributes,
                 images,
                 on_hand: on_hand(units)?,
+                reserved: 0,
                 created_at: at,
                 updated_at: at,
                 version,
@@ -148,6 +153,16 @@ pub fn apply(current: Option<ProductView>, event: &CatalogEvent) -> Result<Produ
             view.on_hand = on_hand(units)?;
             view
         }
+        (Some(mut view), ProductEvent::ProductStockReserved { reserved, .. })
+        | (Some(mut view), ProductEvent::ProductStockReleased { reserved, .. }) => {
+            view.reserved = on_hand(reserved)?;
+            view
+        }
+        (Some(mut view), ProductEvent::ProductStockCommitted { on_hand: units, reserved, .. }) => {
+            view.on_hand = on_hand(units)?;
+            view.reserved = on_hand(reserved)?;
+            view
+        }
         (Some(mut view), ProductEvent::ProductDeleted {}) => {
             view.deleted = true;
             view
@@ -166,7 +181,7 @@ pub fn apply(current: Option<ProductView>, event: &CatalogEvent) -> Result<Produ
 }
 
 const COLUMNS: &str = "id, name, description, price, currency, sku, status, category_ids, attributes, images, \
-                       on_hand, created_at, updated_at, version, deleted";
+                       on_hand, reserved, created_at, updated_at, version, deleted";
 
 impl<'r> sqlx::FromRow<'r, PgRow> for ProductView {
     fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
@@ -188,6 +203,8 @@ impl<'r> sqlx::FromRow<'r, PgRow> for ProductView {
             attributes,
             images,
             on_hand: row.try_get("on_hand")?,
+            // History states recorded before reservations have none (`jsonb_populate_record` NULL).
+            reserved: row.try_get::<Option<i64>, _>("reserved")?.unwrap_or(0),
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
             version: row.try_get("version")?,
@@ -259,17 +276,17 @@ impl ReadModel for Products {
             "INSERT INTO {table} ({COLUMNS})
              SELECT id, name, description, price, currency, sku, status,
                     string_to_array(category_ids, ',')::uuid[], attributes, images,
-                    on_hand, created_at, updated_at, version, deleted
+                    on_hand, reserved, created_at, updated_at, version, deleted
                FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::numeric[], $5::text[], $6::text[], $7::text[],
-                           $8::text[], $9::jsonb[], $10::jsonb[], $11::bigint[],
+                           $8::text[], $9::jsonb[], $10::jsonb[], $11::bigint[], $16::bigint[],
                            $12::timestamptz[], $13::timestamptz[], $14::bigint[], $15::bool[])
                     AS t(id, name, description, price, currency, sku, status, category_ids, attributes, images,
-                         on_hand, created_at, updated_at, version, deleted)
+                         on_hand, reserved, created_at, updated_at, version, deleted)
              ON CONFLICT (id) DO UPDATE
                 SET name = EXCLUDED.name, description = EXCLUDED.description, price = EXCLUDED.price,
                     currency = EXCLUDED.currency, sku = EXCLUDED.sku, status = EXCLUDED.status,
                     category_ids = EXCLUDED.category_ids, attributes = EXCLUDED.attributes,
-                    images = EXCLUDED.images, on_hand = EXCLUDED.on_hand,
+                    images = EXCLUDED.images, on_hand = EXCLUDED.on_hand, reserved = EXCLUDED.reserved,
                     updated_at = EXCLUDED.updated_at, version = EXCLUDED.version, deleted = EXCLUDED.deleted
               WHERE {table}.version < EXCLUDED.version",
         ))
@@ -288,6 +305,7 @@ impl ReadModel for Products {
         .bind(views.iter().map(|v| v.updated_at).collect::<Vec<_>>())
         .bind(views.iter().map(|v| v.version).collect::<Vec<_>>())
         .bind(views.iter().map(|v| v.deleted).collect::<Vec<_>>())
+        .bind(views.iter().map(|v| v.reserved).collect::<Vec<_>>())
         .execute(connection)
         .await?;
         Ok(())

@@ -16,6 +16,7 @@ use uuid::Uuid;
 use crate::categories::Categories;
 use crate::history::History;
 use crate::products::Products;
+use crate::reservations::Reservations;
 use crate::users::Users;
 use event_store::{reads, CatalogEvent};
 
@@ -133,7 +134,9 @@ pub async fn apply_events(connection: &mut PgConnection, events: &[CatalogEvent]
     apply_to::<History>(connection, events).await?;
     outcome += apply_to::<Categories>(connection, events).await?;
     outcome += apply_to::<Users>(connection, events).await?;
-    let followed = [Products::AGGREGATE_TYPE, Categories::AGGREGATE_TYPE, Users::AGGREGATE_TYPE];
+    outcome += apply_to::<Reservations>(connection, events).await?;
+    let followed =
+        [Products::AGGREGATE_TYPE, Categories::AGGREGATE_TYPE, Users::AGGREGATE_TYPE, Reservations::AGGREGATE_TYPE];
     outcome.ignored = events.iter().filter(|e| !followed.contains(&e.aggregate_type.as_str())).count() as u64;
     Ok(outcome)
 }

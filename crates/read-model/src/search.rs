@@ -215,11 +215,11 @@ struct Except {
 }
 
 const COLUMNS: &str = "p.id, p.name, p.description, p.price, p.currency, p.sku, p.status, p.category_ids, \
-                       p.attributes, p.images, p.on_hand, p.created_at, p.updated_at, p.version, p.deleted";
+                       p.attributes, p.images, p.on_hand, p.reserved, p.created_at, p.updated_at, p.version, p.deleted";
 
 /// The columns of a product's row as it was (see [`Source::AsItWas`]), besides the search columns.
 const SOURCE_COLUMNS: &str = "id, name, description, price, currency, sku, status, category_ids, attributes, \
-                              images, on_hand, created_at, updated_at, version, deleted";
+                              images, on_hand, reserved, created_at, updated_at, version, deleted";
 
 /// `q` as a search: its words as Postgres parses a product's text (so `LAMP-1` or `e-mail`
 /// split the same way), each matching as written or by its English stem, the last as a prefix

@@ -195,3 +195,38 @@ fn field_differences<V>(
             .collect(),
     }
 }
+
+/// Stock across aggregates: every product's `reserved` must be the sum of the quantities that
+/// reservations hold of it (items in state `held`). In flight, a hold is on the product a moment
+/// before the reservation records it, so a difference counts only if it lasts `settle`.
+pub async fn stock_holds(pool: &PgPool, settle: Duration) -> Result<Vec<Difference>, ApplyError> {
+    let deadline = Instant::now() + settle;
+    loop {
+        let rows: Vec<(Uuid, i64, i64)> = sqlx::query_as(
+            "WITH holds AS (
+                 SELECT (item ->> 'product_id')::uuid AS product_id, sum((item ->> 'quantity')::bigint) AS held
+                   FROM reservations r CROSS JOIN LATERAL jsonb_array_elements(r.items) item
+                  WHERE item ->> 'state' = 'held'
+                  GROUP BY 1)
+             SELECT p.id, p.reserved, coalesce(h.held, 0)::bigint
+               FROM products p LEFT JOIN holds h ON h.product_id = p.id
+              WHERE NOT p.deleted AND p.reserved <> coalesce(h.held, 0)
+              ORDER BY p.id",
+        )
+        .fetch_all(pool)
+        .await?;
+        if rows.is_empty() || Instant::now() >= deadline {
+            return Ok(rows
+                .into_iter()
+                .map(|(id, reserved, held)| Difference {
+                    table: "products",
+                    aggregate_id: id.to_string(),
+                    field: "reserved (sum of held reservation items)".into(),
+                    expected: held.into(),
+                    actual: reserved.into(),
+                })
+                .collect());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

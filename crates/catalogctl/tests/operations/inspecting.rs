@@ -54,6 +54,29 @@ async fn status_reports_positions_lag_dead_letters_and_row_counts() {
     let text = system.catalogctl(&["status"]).await;
     assert!(text.status.success());
     assert!(stdout(&text).contains("event store head position  2"), "{}", stdout(&text));
+    assert!(stdout(&text).contains("reservation sagas          none in flight"), "{}", stdout(&text));
+
+    // Two sagas the process manager has not settled (one overdue) and one it has.
+    let (old, due, done) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    sqlx::query(
+        "INSERT INTO reservation_sagas (id, due_at, started_at, updated_at, version) VALUES
+           ($1, now() + interval '10 minutes', now() - interval '1 hour', now(), 5),
+           ($2, now() - interval '1 minute', now() - interval '1 minute', now(), 1),
+           ($3, NULL, now() - interval '2 hours', now(), 7)",
+    )
+    .bind(old)
+    .bind(due)
+    .bind(done)
+    .execute(&system.pool)
+    .await
+    .unwrap();
+    let output = system.catalogctl(&["status", "--json"]).await;
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(status["reservation_sagas"]["in_flight"], 2, "{status}");
+    assert_eq!(status["reservation_sagas"]["overdue"], 1);
+    assert_eq!(status["reservation_sagas"]["oldest_id"], old.to_string());
+    let text = stdout(&system.catalogctl(&["status"]).await);
+    assert!(text.contains(&format!("reservation sagas          2 in flight (1 due now), oldest {old}")), "{text}");
 }
 
 async fn set_second_payload(system: &System, id: uuid::Uuid, payload: serde_json::Value) {

@@ -127,6 +127,7 @@ async fn verify_names_a_row_changed_by_hand_and_rebuild_repairs_it() {
             "products_pkey",
             "products_pkey",
             "products_price_id_idx",
+            "products_reserved_check",
             "products_search_document_status_attributes_category_idx",
             "products_search_text_idx",
             "products_status_check",

@@ -308,9 +308,14 @@ pub(super) fn next_step(error: CommandError<ProductError>) -> Next {
             | ProductError::AlreadyExists(_),
         )
         | CommandError::Conflict => Next::Retry,
-        CommandError::Rejected(other @ ProductError::InsufficientStock { .. }) => {
-            Next::Fail(vec![FieldViolation::new("stock", "conflict", other.to_string())])
-        }
+        CommandError::Rejected(
+            other @ (ProductError::InsufficientStock { .. }
+            | ProductError::StockReserved { .. }
+            | ProductError::NotEnoughAvailable { .. }
+            | ProductError::NotForSale(_)
+            | ProductError::ReservationSettled(_)
+            | ProductError::NotHeld(_)),
+        ) => Next::Fail(vec![FieldViolation::new("stock", "conflict", other.to_string())]),
         CommandError::Store(error) if is_sku_taken(&error) || is_rolled_back(&error) => Next::Retry,
         CommandError::Store(error) => match rule_violation(&error) {
             Some(violation) => Next::Fail(vec![violation]),
@@ -352,6 +357,8 @@ mod tests {
             attributes: BTreeMap::from([("colour".into(), "red".into())]),
             images: vec![ProductImage { url: "https://img.example.com/a.jpg".into(), alt: Some("A".into()) }],
             on_hand: 3,
+            holds: Default::default(),
+            settled: Default::default(),
             deleted: false,
             version: 4,
         }

@@ -4,6 +4,7 @@ mod accounts;
 mod categories;
 mod import;
 pub(crate) mod products;
+mod reservations;
 mod tokens;
 mod users;
 
@@ -43,7 +44,10 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(products::adjust_stock))
         .routes(routes!(import::import_products))
         .routes(routes!(categories::create))
-        .routes(routes!(categories::update, categories::delete));
+        .routes(routes!(categories::update, categories::delete))
+        .routes(routes!(reservations::create))
+        .routes(routes!(reservations::confirm))
+        .routes(routes!(reservations::cancel));
     require_a_change(router.get_openapi_mut(), &["UpdateProduct", "UpdateCategory"]);
     router
 }
@@ -152,6 +156,9 @@ fn document() -> utoipa::openapi::OpenApi {
         (name = "categories", description = "Category writes (admin only), with `If-Match` and \
             `Idempotency-Key`: the tree products are filed under. Slugs are unique; a category cannot move \
             under its own descendants, nor be deleted while it has child categories"),
+        (name = "reservations", description = "Stock reservations (any signed-in user): hold stock of up to 50 \
+            products at once, all or nothing, then confirm (the stock is taken) or cancel; holds not confirmed \
+            in time are released"),
     ))]
     struct Tags;
 

@@ -15,6 +15,7 @@ mod product_fields;
 mod products;
 mod registration_memory;
 mod rejections;
+mod reservations;
 mod sessions;
 mod settings;
 mod snapshots;

@@ -32,8 +32,12 @@ const WRITE_API: Contract = Contract {
         ("PUT", "/api/v1/users/{id}/roles/{role}"),
         ("DELETE", "/api/v1/users/{id}/roles/{role}"),
         ("POST", "/api/v1/users/{id}/deactivate"),
+        ("POST", "/api/v1/reservations"),
+        ("POST", "/api/v1/reservations/{id}/confirm"),
+        ("POST", "/api/v1/reservations/{id}/cancel"),
     ],
     unlisted: &[
+        "/api/v1/reservations/{id}",
         "/",
         "/api",
         "/api/v1",

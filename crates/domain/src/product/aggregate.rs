@@ -1,4 +1,4 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
@@ -32,6 +32,11 @@ pub struct Product {
     pub attributes: BTreeMap<String, String>,
     pub images: Vec<ProductImage>,
     pub on_hand: u64,
+    /// Open holds: units per reservation. What is available is `on_hand` minus their sum.
+    pub holds: BTreeMap<Uuid, u64>,
+    /// Reservations whose hold was released or committed (or released before it was ever
+    /// held): a repeated step is a no-op and a late reserve cannot hold again.
+    pub settled: BTreeSet<Uuid>,
     pub deleted: bool,
     /// Number of events applied: the aggregate's version, which clients see as the `ETag`.
     pub version: u64,
@@ -60,11 +65,36 @@ pub enum ProductError {
     /// The adjustment would leave less than nothing on hand.
     #[error("stock cannot go below 0: {on_hand} on hand, adjustment of {delta}")]
     InsufficientStock { on_hand: u64, delta: i64 },
+    /// The adjustment would leave fewer units on hand than reservations hold.
+    #[error("available stock cannot go below 0: {on_hand} on hand, {reserved} reserved, adjustment of {delta}")]
+    StockReserved { on_hand: u64, reserved: u64, delta: i64 },
+    /// A reservation asked for more than is available.
+    #[error("only {available} available, {requested} requested")]
+    NotEnoughAvailable { available: u64, requested: u64 },
+    /// Only published products can be reserved.
+    #[error("a {} product cannot be reserved", .0.as_str())]
+    NotForSale(ProductStatus),
+    /// The reservation's hold on this product was already released or committed.
+    #[error("reservation {0} is already settled on this product")]
+    ReservationSettled(Uuid),
+    /// Committing a reservation that holds nothing here.
+    #[error("reservation {0} holds no stock of this product")]
+    NotHeld(Uuid),
 }
 
 impl Product {
     /// The highest stock level: what a signed 64-bit column (and the `i64` of commands) can hold.
     pub const MAX_ON_HAND: u64 = i64::MAX as u64;
+
+    /// Units held by open reservations.
+    pub fn reserved(&self) -> u64 {
+        self.holds.values().sum()
+    }
+
+    /// Units that can still be reserved or adjusted away.
+    pub fn available(&self) -> u64 {
+        self.on_hand.saturating_sub(self.reserved())
+    }
 
     /// Folds a history into the product it describes: the same fold the event store performs,
     /// for readers that hold the events.
@@ -259,12 +289,86 @@ impl Product {
                 violations.into_result().map_err(ProductError::Invalid)?;
                 let on_hand = u64::try_from(after)
                     .map_err(|_| ProductError::InsufficientStock { on_hand: self.on_hand, delta })?;
+                let reserved = self.reserved();
+                if on_hand < reserved {
+                    return Err(ProductError::StockReserved { on_hand: self.on_hand, reserved, delta });
+                }
                 Ok(ProductEvent::ProductStockAdjusted { delta, reason: reason.unwrap().as_str().to_owned(), on_hand })
             }
             ProductCommand::Delete { expected_version } => {
                 self.ensure_live(expected_version)?;
                 Ok(ProductEvent::ProductDeleted {})
             }
+            ProductCommand::ReserveStock { .. }
+            | ProductCommand::ReleaseStock { .. }
+            | ProductCommand::CommitStock { .. } => {
+                unreachable!("stock steps are decided by Product::decide_step")
+            }
+        }
+    }
+
+    /// The reservation steps. `None`: a repeat of a step already taken, which records nothing.
+    fn decide_step(&self, command: &ProductCommand) -> Result<Option<ProductEvent>, ProductError> {
+        match *command {
+            ProductCommand::ReserveStock { reservation_id, quantity } => {
+                self.ensure_live(None)?;
+                if self.holds.contains_key(&reservation_id) {
+                    return Ok(None);
+                }
+                if self.settled.contains(&reservation_id) {
+                    return Err(ProductError::ReservationSettled(reservation_id));
+                }
+                if quantity == 0 {
+                    let mut violations = Violations::default();
+                    violations.push(FieldViolation::new("quantity", "too_small", "quantity must be at least 1"));
+                    return Err(ProductError::Invalid(violations));
+                }
+                if self.status != ProductStatus::Published {
+                    return Err(ProductError::NotForSale(self.status));
+                }
+                if quantity > self.available() {
+                    return Err(ProductError::NotEnoughAvailable { available: self.available(), requested: quantity });
+                }
+                Ok(Some(ProductEvent::ProductStockReserved {
+                    reservation_id,
+                    quantity,
+                    reserved: self.reserved() + quantity,
+                }))
+            }
+            // A deleted product holds nothing anyone can take: releasing or committing there
+            // records nothing (the product's stream stays closed).
+            ProductCommand::ReleaseStock { reservation_id } => {
+                match self.ensure_live(None) {
+                    Err(ProductError::Deleted) => return Ok(None),
+                    other => other?,
+                }
+                if self.settled.contains(&reservation_id) {
+                    return Ok(None);
+                }
+                let quantity = self.holds.get(&reservation_id).copied().unwrap_or(0);
+                Ok(Some(ProductEvent::ProductStockReleased {
+                    reservation_id,
+                    quantity,
+                    reserved: self.reserved() - quantity,
+                }))
+            }
+            ProductCommand::CommitStock { reservation_id } => {
+                match self.ensure_live(None) {
+                    Err(ProductError::Deleted) => return Ok(None),
+                    other => other?,
+                }
+                if self.settled.contains(&reservation_id) {
+                    return Ok(None);
+                }
+                let quantity = *self.holds.get(&reservation_id).ok_or(ProductError::NotHeld(reservation_id))?;
+                Ok(Some(ProductEvent::ProductStockCommitted {
+                    reservation_id,
+                    quantity,
+                    on_hand: self.on_hand - quantity,
+                    reserved: self.reserved() - quantity,
+                }))
+            }
+            _ => unreachable!("only stock steps"),
         }
     }
 }
@@ -294,7 +398,15 @@ impl Aggregate for Product {
         _services: &Self::Services,
         sink: &EventSink<Self>,
     ) -> Result<(), Self::Error> {
-        let event = self.decide(command)?;
+        let event = match command {
+            ProductCommand::ReserveStock { .. }
+            | ProductCommand::ReleaseStock { .. }
+            | ProductCommand::CommitStock { .. } => match self.decide_step(&command)? {
+                Some(event) => event,
+                None => return Ok(()),
+            },
+            command => self.decide(command)?,
+        };
         sink.write(event, self).await;
         Ok(())
     }
@@ -368,6 +480,18 @@ impl Aggregate for Product {
             }
             ProductEvent::ProductStockAdjusted { on_hand, .. } => self.on_hand = on_hand,
             ProductEvent::ProductDeleted {} => self.deleted = true,
+            ProductEvent::ProductStockReserved { reservation_id, quantity, .. } => {
+                self.holds.insert(reservation_id, quantity);
+            }
+            ProductEvent::ProductStockReleased { reservation_id, .. } => {
+                self.holds.remove(&reservation_id);
+                self.settled.insert(reservation_id);
+            }
+            ProductEvent::ProductStockCommitted { reservation_id, on_hand, .. } => {
+                self.holds.remove(&reservation_id);
+                self.settled.insert(reservation_id);
+                self.on_hand = on_hand;
+            }
         }
     }
 }
@@ -1231,6 +1355,160 @@ mod tests {
                 }
                 prop_assert_eq!(i128::from(product.on_hand), i128::from(initial) + accepted_sum);
             }
+        }
+    }
+
+    mod stock_steps {
+        //! Given/when/then for the reservation steps on a product's stock.
+
+        use super::*;
+
+        fn reservation(n: u128) -> Uuid {
+            Uuid::from_u128(0x5000 + n)
+        }
+
+        fn with_stock(on_hand: u64) -> ProductEvent {
+            Created { on_hand, ..Default::default() }.event()
+        }
+
+        fn reserve(n: u128, quantity: u64) -> ProductCommand {
+            ProductCommand::ReserveStock { reservation_id: reservation(n), quantity }
+        }
+
+        fn reserved(n: u128, quantity: u64, total: u64) -> ProductEvent {
+            ProductEvent::ProductStockReserved { reservation_id: reservation(n), quantity, reserved: total }
+        }
+
+        fn released(n: u128, quantity: u64, total: u64) -> ProductEvent {
+            ProductEvent::ProductStockReleased { reservation_id: reservation(n), quantity, reserved: total }
+        }
+
+        #[test]
+        fn reserving_holds_units_up_to_what_is_available() {
+            ProductTest::with(())
+                .given(vec![with_stock(5)])
+                .when(reserve(1, 5))
+                .then_expect_events(vec![reserved(1, 5, 5)]);
+            ProductTest::with(())
+                .given(vec![with_stock(5), reserved(1, 3, 3)])
+                .when(reserve(2, 3))
+                .then_expect_error(ProductError::NotEnoughAvailable { available: 2, requested: 3 });
+        }
+
+        #[test]
+        fn only_published_products_can_be_reserved() {
+            for status in [Draft, Archived] {
+                ProductTest::with(())
+                    .given(vec![Created { on_hand: 5, status, ..Default::default() }.event()])
+                    .when(reserve(1, 1))
+                    .then_expect_error(ProductError::NotForSale(status));
+            }
+        }
+
+        #[test]
+        fn a_repeated_reserve_is_a_no_op() {
+            ProductTest::with(())
+                .given(vec![with_stock(5), reserved(1, 3, 3)])
+                .when(reserve(1, 3))
+                .then_expect_events(vec![]);
+        }
+
+        #[test]
+        fn a_reserve_after_the_release_is_refused_so_a_late_step_cannot_hold_again() {
+            ProductTest::with(())
+                .given(vec![with_stock(5), released(1, 0, 0)])
+                .when(reserve(1, 1))
+                .then_expect_error(ProductError::ReservationSettled(reservation(1)));
+        }
+
+        #[test]
+        fn reserving_nothing_or_on_a_missing_or_deleted_product_is_refused() {
+            assert_eq!(rejected(vec![with_stock(5)], reserve(1, 0)), [("quantity".into(), "too_small".into())]);
+            ProductTest::with(())
+                .given_no_previous_events()
+                .when(reserve(1, 1))
+                .then_expect_error(ProductError::NotFound);
+            ProductTest::with(())
+                .given(vec![with_stock(5), ProductEvent::ProductDeleted {}])
+                .when(reserve(1, 1))
+                .then_expect_error(ProductError::Deleted);
+        }
+
+        #[test]
+        fn releasing_frees_the_hold_once() {
+            let given = vec![with_stock(5), reserved(1, 3, 3), reserved(2, 1, 4)];
+            ProductTest::with(())
+                .given(given.clone())
+                .when(ProductCommand::ReleaseStock { reservation_id: reservation(1) })
+                .then_expect_events(vec![released(1, 3, 1)]);
+            ProductTest::with(())
+                .given([given, vec![released(1, 3, 1)]].concat())
+                .when(ProductCommand::ReleaseStock { reservation_id: reservation(1) })
+                .then_expect_events(vec![]);
+        }
+
+        #[test]
+        fn releasing_what_was_never_reserved_records_a_release_of_nothing() {
+            ProductTest::with(())
+                .given(vec![with_stock(5), reserved(2, 1, 1)])
+                .when(ProductCommand::ReleaseStock { reservation_id: reservation(1) })
+                .then_expect_events(vec![released(1, 0, 1)]);
+        }
+
+        #[test]
+        fn committing_takes_the_held_units_out_of_stock_once() {
+            let given = vec![with_stock(5), reserved(1, 3, 3), reserved(2, 1, 4)];
+            let committed = ProductEvent::ProductStockCommitted {
+                reservation_id: reservation(1),
+                quantity: 3,
+                on_hand: 2,
+                reserved: 1,
+            };
+            ProductTest::with(())
+                .given(given.clone())
+                .when(ProductCommand::CommitStock { reservation_id: reservation(1) })
+                .then_expect_events(vec![committed.clone()]);
+            let after = Product::replay([given, vec![committed.clone()]].concat());
+            assert_eq!((after.on_hand, after.reserved(), after.available()), (2, 1, 1));
+            ProductTest::with(())
+                .given([vec![with_stock(5), reserved(1, 3, 3)], vec![committed]].concat())
+                .when(ProductCommand::CommitStock { reservation_id: reservation(1) })
+                .then_expect_events(vec![]);
+        }
+
+        #[test]
+        fn committing_after_a_release_or_without_a_hold_takes_nothing() {
+            ProductTest::with(())
+                .given(vec![with_stock(5), reserved(1, 3, 3), released(1, 3, 0)])
+                .when(ProductCommand::CommitStock { reservation_id: reservation(1) })
+                .then_expect_events(vec![]);
+            ProductTest::with(())
+                .given(vec![with_stock(5)])
+                .when(ProductCommand::CommitStock { reservation_id: reservation(1) })
+                .then_expect_error(ProductError::NotHeld(reservation(1)));
+        }
+
+        #[test]
+        fn releasing_or_committing_on_a_deleted_product_records_nothing() {
+            let given = vec![with_stock(5), reserved(1, 3, 3), ProductEvent::ProductDeleted {}];
+            for command in [
+                ProductCommand::ReleaseStock { reservation_id: reservation(1) },
+                ProductCommand::CommitStock { reservation_id: reservation(1) },
+            ] {
+                ProductTest::with(()).given(given.clone()).when(command).then_expect_events(vec![]);
+            }
+        }
+
+        #[test]
+        fn an_adjustment_cannot_take_what_reservations_hold() {
+            ProductTest::with(())
+                .given(vec![with_stock(5), reserved(1, 3, 3)])
+                .when(adjust(-3))
+                .then_expect_error(ProductError::StockReserved { on_hand: 5, reserved: 3, delta: -3 });
+            ProductTest::with(())
+                .given(vec![with_stock(5), reserved(1, 3, 3)])
+                .when(adjust(-2))
+                .then_expect_events(vec![adjusted(-2, 3)]);
         }
     }
 }

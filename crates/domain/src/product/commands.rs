@@ -61,6 +61,21 @@ pub enum ProductCommand {
     Delete {
         expected_version: Option<u64>,
     },
+    /// Holds `quantity` units for a reservation (the process manager's step). A repeat for a
+    /// reservation already held is a no-op; one already released or committed is refused.
+    ReserveStock {
+        reservation_id: Uuid,
+        quantity: u64,
+    },
+    /// Frees a reservation's hold. Releasing what was never held still records the release,
+    /// so a reserve that arrives later (a slow second process manager) cannot hold it again.
+    ReleaseStock {
+        reservation_id: Uuid,
+    },
+    /// Takes a held reservation's units out of stock for good (the reservation was confirmed).
+    CommitStock {
+        reservation_id: Uuid,
+    },
 }
 
 impl ProductCommand {

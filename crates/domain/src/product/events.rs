@@ -74,6 +74,25 @@ pub enum ProductEvent {
         on_hand: u64,
     },
     ProductDeleted {},
+    /// `quantity` units held for a reservation; `reserved` is the product's total held after.
+    ProductStockReserved {
+        reservation_id: Uuid,
+        quantity: u64,
+        reserved: u64,
+    },
+    /// A reservation's hold freed (`quantity` 0: it was never held, and now never will be).
+    ProductStockReleased {
+        reservation_id: Uuid,
+        quantity: u64,
+        reserved: u64,
+    },
+    /// A reservation's held units taken out of stock: `on_hand` and `reserved` are the levels after.
+    ProductStockCommitted {
+        reservation_id: Uuid,
+        quantity: u64,
+        on_hand: u64,
+        reserved: u64,
+    },
 }
 
 impl ProductEvent {
@@ -87,6 +106,9 @@ impl DomainEvent for ProductEvent {
             Self::ProductUpdated { .. } => "ProductUpdated",
             Self::ProductStockAdjusted { .. } => "ProductStockAdjusted",
             Self::ProductDeleted { .. } => "ProductDeleted",
+            Self::ProductStockReserved { .. } => "ProductStockReserved",
+            Self::ProductStockReleased { .. } => "ProductStockReleased",
+            Self::ProductStockCommitted { .. } => "ProductStockCommitted",
         }
         .to_owned()
     }

@@ -6,5 +6,6 @@ mod crashes;
 mod end_to_end;
 mod projecting;
 mod publishing;
+mod reservations;
 mod support;
 mod telemetry;

@@ -3,6 +3,7 @@
 
 mod categories;
 mod products;
+mod reservations;
 pub mod schemas;
 mod users;
 
@@ -35,6 +36,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(users::list))
         .routes(routes!(users::me))
         .routes(routes!(users::detail))
+        .routes(routes!(reservations::detail))
 }
 
 fn document() -> utoipa::openapi::OpenApi {
@@ -48,6 +50,7 @@ fn document() -> utoipa::openapi::OpenApi {
             admins see every status"),
         (name = "categories", description = "The category tree, with the number of published products in each"),
         (name = "users", description = "User profiles, for that user or an admin; the list of users, for admins"),
+        (name = "reservations", description = "Stock reservations, for their owner or an admin"),
     ))]
     struct Tags;
 

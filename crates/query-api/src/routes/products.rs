@@ -43,7 +43,7 @@ const FREEZE_FOR: chrono::TimeDelta = chrono::TimeDelta::minutes(15);
 #[schema(example = json!({
     "items": [{"id": "0b6c51d4-8e2f-4b7a-a1c3-95de2f607a18", "name": "Desk lamp", "description": "",
                "price": "19.99", "currency": "EUR", "sku": null, "status": "published", "categories": [],
-               "attributes": {"brand": "Lumen"}, "images": [], "stock": {"on_hand": 0},
+               "attributes": {"brand": "Lumen"}, "images": [], "stock": {"on_hand": 0, "reserved": 0, "available": 0},
                "created_at": "2026-01-01T12:00:00Z", "updated_at": "2026-01-01T12:00:00Z", "version": 1}],
     "next_cursor": "eyJzIjoiY3JlYXRlZCJ9",
     "limit": 1, "offset": 0, "total": 2, "total_is_estimate": false,

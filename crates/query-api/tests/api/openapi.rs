@@ -27,8 +27,11 @@ const READ_API: Contract = Contract {
         ("GET", "/api/v1/users/{id}"),
         ("GET", "/api/v1/users/me"),
         ("GET", "/api/v1/users"),
+        ("GET", "/api/v1/reservations/{id}"),
     ],
     unlisted: &[
+        "/api/v1/reservations",
+        "/api/v1/reservations/{id}/confirm",
         "/",
         "/api",
         "/api/v1",

@@ -32,7 +32,10 @@ async fn a_product_has_its_fields_an_exact_price_and_an_etag() {
     assert_eq!(body["sku"], Value::Null);
     assert_eq!(body["status"], "published");
     assert_eq!((body["categories"].clone(), body["attributes"].clone()), (json!([]), json!({})));
-    assert_eq!((body["images"].clone(), body["stock"].clone()), (json!([]), json!({"on_hand": 0})));
+    assert_eq!(
+        (body["images"].clone(), body["stock"].clone()),
+        (json!([]), json!({"on_hand": 0, "reserved": 0, "available": 0}))
+    );
     let mut keys: Vec<&str> = body.as_object().unwrap().keys().map(String::as_str).collect();
     keys.sort_unstable();
     assert_eq!(
@@ -210,7 +213,7 @@ async fn a_product_carries_its_catalog_fields_and_the_list_shows_the_same() {
         json!([{"url": "https://img.example.com/1.jpg", "alt": "Lit"},
                {"url": "https://img.example.com/2.jpg", "alt": null}])
     );
-    assert_eq!(body["stock"], json!({"on_hand": 5}));
+    assert_eq!(body["stock"], json!({"on_hand": 5, "reserved": 0, "available": 5}));
     assert_eq!(body["version"], 2);
 
     let (_, page) = app.read("/api/v1/products", None).await;

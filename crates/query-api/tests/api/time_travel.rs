@@ -236,7 +236,7 @@ async fn check(
         "categories": categories,
         "attributes": product.attributes,
         "images": images,
-        "stock": {"on_hand": product.on_hand},
+        "stock": {"on_hand": product.on_hand, "reserved": 0, "available": product.on_hand},
         "version": product.version,
     });
     let mut got = body.clone();
