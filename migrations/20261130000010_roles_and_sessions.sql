@@ -41,7 +41,8 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON catalog_claims TO catalog_command;
 GRANT SELECT, INSERT, UPDATE, DELETE ON category_tree TO catalog_command;
 
 -- projector: the publisher reads events and keeps its checkpoint; the consumer folds events
--- into the read models. Dead letters go to a Kafka topic, not to Postgres.
+-- into the read models (its parked dead letters get their grants with their table, in a later
+-- migration).
 GRANT SELECT ON events TO catalog_projector;
 GRANT SELECT, INSERT, UPDATE ON publisher_checkpoints TO catalog_projector;
 GRANT SELECT, INSERT, UPDATE, DELETE ON products, users, categories, product_history TO catalog_projector;

@@ -46,16 +46,10 @@ CREATE TABLE reservation_sagas
 
 CREATE INDEX reservation_sagas_due_at_idx ON reservation_sagas (due_at) WHERE due_at IS NOT NULL;
 
--- Least privilege (roles from migration 20261130000010, when they exist).
-DO $$
-BEGIN
-    IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'catalog_query') THEN
-        GRANT SELECT ON reservations TO catalog_query;
-    END IF;
-    IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'catalog_projector') THEN
-        GRANT SELECT, INSERT, UPDATE, DELETE ON reservations, reservation_sagas TO catalog_projector;
-    END IF;
-    -- command-api appends Reservation events to the event store, which it may already write,
-    -- and reads nothing of these tables.
-END
-$$;
+-- Least privilege (the roles of migration 20261130000010). The reservations read model is the
+-- projector's to write and query-api's to read. The process manager sends commands, appending
+-- events as command-api does, so it runs as catalog_command, which also keeps its progress in
+-- reservation_sagas (a projector running `--role all` needs both roles).
+GRANT SELECT ON reservations TO catalog_query;
+GRANT SELECT, INSERT, UPDATE, DELETE ON reservations TO catalog_projector;
+GRANT SELECT, INSERT, UPDATE, DELETE ON reservation_sagas TO catalog_command;

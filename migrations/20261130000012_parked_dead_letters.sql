@@ -48,12 +48,5 @@ CREATE TABLE dead_letter_discards
 
 -- The projector parks (reads and inserts; it never deletes: retry and discard are the
 -- operator's). It reads a lane's queues FOR KEY SHARE, which needs UPDATE on one column.
-DO
-$$
-BEGIN
-    IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'catalog_projector') THEN
-        GRANT SELECT, INSERT, UPDATE (reason) ON parked_events TO catalog_projector;
-        GRANT USAGE ON SEQUENCE parked_events_id_seq TO catalog_projector;
-    END IF;
-END
-$$;
+GRANT SELECT, INSERT, UPDATE (reason) ON parked_events TO catalog_projector;
+GRANT USAGE ON SEQUENCE parked_events_id_seq TO catalog_projector;

@@ -17,4 +17,6 @@ $$;
 
 CREATE ROLE command_api LOGIN PASSWORD 'command-api-dev-password' IN ROLE catalog_command;
 CREATE ROLE query_api LOGIN PASSWORD 'query-api-dev-password' IN ROLE catalog_query;
-CREATE ROLE projector LOGIN PASSWORD 'projector-dev-password' IN ROLE catalog_projector;
+-- The projector runs --role all, which includes the reservations process manager: it appends
+-- events (sends commands) like command-api, so it is a member of catalog_command too.
+CREATE ROLE projector LOGIN PASSWORD 'projector-dev-password' IN ROLE catalog_projector, catalog_command;

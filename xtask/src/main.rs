@@ -178,7 +178,7 @@ mod tests {
             .filter_map(|b| b.to_possible_value())
             .map(|v| v.get_name().to_owned())
             .collect();
-        assert_eq!(names, ["write", "pipeline", "rebuild", "soak", "catalog"]);
+        assert_eq!(names, ["write", "pipeline", "rebuild", "soak", "catalog", "reservations"]);
         let cli = Cli::try_parse_from(["cargo xtask", "bench", "pipeline"]).unwrap();
         assert!(matches!(cli.command, Cmd::Bench { name: Bench::Pipeline }));
         assert!(Cli::try_parse_from(["cargo xtask", "bench", "nonsense"]).is_err());

@@ -23,7 +23,7 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::auth::{LoginLimiter, LoginLimits, PasswordHasher, RegistrationLimiter};
+use crate::auth::{LoginLimiter, LoginLimits, PasswordHasher, RegistrationLimiter, ReservationLimiter};
 use crate::idempotency::Idempotency;
 use crate::import::Importer;
 use crate::sessions::Sessions;
@@ -93,6 +93,10 @@ pub struct Settings {
     #[arg(long, env = "REGISTRATIONS_PER_CLIENT", default_value_t = NonZeroU32::new(10).unwrap())]
     pub registrations_per_client: NonZeroU32,
 
+    /// Reservations a customer may place per minute (admins are not limited).
+    #[arg(long, env = "RESERVATIONS_PER_USER", default_value_t = NonZeroU32::new(30).unwrap())]
+    pub reservations_per_user: NonZeroU32,
+
     /// Password hashes and verifications (registration, login, password change) running at once.
     /// Each holds 19 MiB, so the default (6) keeps hashing under 128 MiB.
     #[arg(long, env = "PASSWORD_HASH_CONCURRENCY",
@@ -140,6 +144,7 @@ pub struct AppState {
     pub tokens: TokenIssuer,
     pub login_limiter: LoginLimiter,
     pub registration_limiter: RegistrationLimiter,
+    pub reservation_limiter: ReservationLimiter,
     /// `TRUSTED_PROXIES`: whose `X-Forwarded-For` names the client.
     pub trusted_proxies: TrustedProxies,
     /// Request fingerprints and the lifetime of `Idempotency-Key` records.
@@ -183,6 +188,7 @@ impl Application {
             per_client_per_minute: settings.login_attempts_per_client,
         });
         let registration_limiter = RegistrationLimiter::new(settings.registrations_per_client);
+        let reservation_limiter = ReservationLimiter::new(settings.reservations_per_user);
         let trusted_proxies = settings.http.trusted_proxies()?;
         let idempotency = Idempotency::new(
             settings.idempotency_key_secret.as_deref(),
@@ -218,6 +224,7 @@ impl Application {
             tokens,
             login_limiter,
             registration_limiter,
+            reservation_limiter,
             trusted_proxies,
             idempotency,
             sessions,
@@ -244,6 +251,7 @@ impl Application {
                 tick.tick().await;
                 state.login_limiter.forget_idle();
                 state.registration_limiter.forget_idle();
+                state.reservation_limiter.forget_idle();
                 match state.idempotency.purge_expired(&state.pool).await {
                     Ok(0) => {}
                     Ok(purged) => tracing::info!(purged, "purged expired idempotency keys"),

@@ -64,8 +64,14 @@ impl TestDatabase {
     /// migrations create, such as `catalog_query`) and nothing else, and the URL of this
     /// database as that user (the local Postgres trusts loopback connections).
     pub async fn login_as(&mut self, role: &str) -> String {
-        let login = format!("{role}_{}", self.id);
-        sqlx::query(&format!("CREATE ROLE {login} LOGIN IN ROLE {role}"))
+        self.login_as_member_of(&[role]).await
+    }
+
+    /// [`Self::login_as`] for a login that is a member of each of `roles` (a process doing the
+    /// work of several services, such as `projector --role all`).
+    pub async fn login_as_member_of(&mut self, roles: &[&str]) -> String {
+        let login = format!("{}_{}", roles.join("_"), self.id);
+        sqlx::query(&format!("CREATE ROLE {login} LOGIN IN ROLE {}", roles.join(", ")))
             .execute(&self.pool)
             .await
             .expect("create a login user");

@@ -6,4 +6,4 @@ mod passwords;
 mod rate_limit;
 
 pub use passwords::{HashError, PasswordHasher, DEFAULT_HASH_CONCURRENCY, DEFAULT_HASH_QUEUE};
-pub use rate_limit::{LoginLimiter, LoginLimits, RegistrationLimiter};
+pub use rate_limit::{LoginLimiter, LoginLimits, RegistrationLimiter, ReservationLimiter};

@@ -145,30 +145,53 @@ impl LoginLimiter {
     }
 }
 
-/// Registrations per client address (each costs a password hash and an account).
+/// A budget of requests per minute for each key (a client address, a user); 429 with
+/// `Retry-After` once a key's budget is spent.
 #[derive(Clone)]
-pub struct RegistrationLimiter {
-    by_client: Arc<DefaultKeyedRateLimiter<IpAddr>>,
+pub struct PerMinuteLimiter<K: Clone + Eq + std::hash::Hash> {
+    by_key: Arc<DefaultKeyedRateLimiter<K>>,
 }
 
-impl RegistrationLimiter {
-    pub fn new(per_client_per_minute: NonZeroU32) -> Self {
-        Self { by_client: Arc::new(RateLimiter::keyed(Quota::per_minute(per_client_per_minute))) }
+impl<K: Clone + Eq + std::hash::Hash> PerMinuteLimiter<K> {
+    pub fn new(per_minute: NonZeroU32) -> Self {
+        Self { by_key: Arc::new(RateLimiter::keyed(Quota::per_minute(per_minute))) }
     }
 
-    /// Counts one registration; 429 with `Retry-After` once the client's budget is spent.
-    pub fn check(&self, client: Option<IpAddr>) -> Result<(), ApiError> {
-        let Some(client) = client.map(client_key) else { return Ok(()) };
+    /// Counts one request of `key`.
+    pub fn check(&self, key: &K) -> Result<(), ApiError> {
         let now = DefaultClock::default().now();
-        self.by_client.check_key(&client).map_err(|not_until| ApiError::TooManyRequests {
+        self.by_key.check_key(key).map_err(|not_until| ApiError::TooManyRequests {
             retry_after_secs: not_until.wait_time_from(now).as_secs().max(1),
         })
     }
 
     pub fn forget_idle(&self) {
-        self.by_client.retain_recent();
+        self.by_key.retain_recent();
     }
 }
+
+/// Registrations per client address (each costs a password hash and an account).
+#[derive(Clone)]
+pub struct RegistrationLimiter(PerMinuteLimiter<IpAddr>);
+
+impl RegistrationLimiter {
+    pub fn new(per_client_per_minute: NonZeroU32) -> Self {
+        Self(PerMinuteLimiter::new(per_client_per_minute))
+    }
+
+    /// Counts one registration; 429 with `Retry-After` once the client's budget is spent.
+    pub fn check(&self, client: Option<IpAddr>) -> Result<(), ApiError> {
+        client.map_or(Ok(()), |client| self.0.check(&client_key(client)))
+    }
+
+    pub fn forget_idle(&self) {
+        self.0.forget_idle();
+    }
+}
+
+/// Reservations a customer may place per minute: each holds stock every shopper competes for,
+/// so one account must not be able to hold a catalog's stock in a flood of small baskets.
+pub type ReservationLimiter = PerMinuteLimiter<uuid::Uuid>;
 
 fn normalise(username: &str) -> String {
     username.trim().to_lowercase()

@@ -11,8 +11,8 @@ use domain::reservation::{DEFAULT_TTL_SECONDS, MAX_ITEMS, MAX_TTL_SECONDS, MIN_T
 use domain::{Reservation, ReservationCommand, ReservationError, Role};
 use event_store::CommandError;
 use http_api::openapi::{
-    BadRequest, Conflict, NotFound, PayloadTooLarge, ServiceUnavailable, Unauthorized, UnprocessableEntity,
-    UnsupportedMediaType,
+    BadRequest, Conflict, NotFound, PayloadTooLarge, ServiceUnavailable, TooManyRequests, Unauthorized,
+    UnprocessableEntity, UnsupportedMediaType,
 };
 use http_api::principal::Principal;
 use http_api::problem::ApiError;
@@ -67,7 +67,8 @@ pub struct ReservationState {
 /// `GET /api/v1/reservations/{id}` on the read API turns `held`, or `rejected` with the reason
 /// (an unknown product, not enough available). A hold not confirmed within `ttl_seconds` is
 /// released. With an `Idempotency-Key` the id is derived from the key, so a retry never
-/// reserves twice.
+/// reserves twice. A customer may place `RESERVATIONS_PER_USER` reservations a minute (then 429
+/// with `Retry-After`), so one account cannot hold the stock in a flood of baskets.
 #[utoipa::path(
     post,
     path = "/api/v1/reservations",
@@ -94,6 +95,7 @@ pub struct ReservationState {
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 422, response = UnprocessableEntity),
+        (status = 429, response = TooManyRequests),
         (status = 503, response = ServiceUnavailable),
     )
 )]
@@ -104,6 +106,9 @@ pub async fn create(
     context: RequestContext,
     ApiJson(request): ApiJson<CreateReservation>,
 ) -> Result<Response, ApiError> {
+    if principal.role != Role::Admin {
+        state.reservation_limiter.check(&principal.user_id)?;
+    }
     let scope = format!("POST /api/v1/reservations {}", principal.user_id);
     let hash = state.idempotency.fingerprint(&request);
     let id = match &key {

@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::helpers::{assert_problem, spawn_app, TestApp};
+use crate::helpers::{assert_problem, spawn_app, spawn_app_with, TestApp};
 
 async fn customer(app: &TestApp, name: &str) -> String {
     app.create_user(name, "customer-password-1", &[]).await;
@@ -78,4 +78,30 @@ async fn a_bad_reservation_names_every_field_and_stores_nothing() {
     let problem = assert_problem(response, 422).await;
     assert_eq!(crate::helpers::error_fields(&problem), ["items[0].quantity", "items[1].product_id", "ttl_seconds"]);
     assert_eq!(reservation_events(&app).await, 0);
+}
+
+/// One customer cannot hold a catalog's stock in a flood of baskets: past
+/// `RESERVATIONS_PER_USER` a minute the answer is 429 with `Retry-After` and nothing is stored;
+/// another customer, and admins (who act for the shop), keep their own budgets.
+#[tokio::test]
+async fn a_customer_placing_reservations_too_fast_gets_429_and_stores_nothing() {
+    let app = spawn_app_with(&["--reservations-per-user", "2"]).await;
+    let ann = customer(&app, "ann").await;
+    let bob = customer(&app, "bob").await;
+    let admin = app.admin_token().await;
+    let body = json!({"items": [{"product_id": Uuid::new_v4(), "quantity": 1}]});
+    let place = |token: &str| app.post("/api/v1/reservations").bearer_auth(token).json(&body).send();
+
+    for _ in 0..2 {
+        assert_eq!(place(&ann).await.unwrap().status(), 202);
+    }
+    let refused = place(&ann).await.unwrap();
+    assert!(refused.headers().contains_key("retry-after"), "{:?}", refused.headers());
+    assert_problem(refused, 429).await;
+    assert_eq!(reservation_events(&app).await, 2, "the refused reservation stored nothing");
+
+    assert_eq!(place(&bob).await.unwrap().status(), 202);
+    for _ in 0..3 {
+        assert_eq!(place(&admin).await.unwrap().status(), 202);
+    }
 }

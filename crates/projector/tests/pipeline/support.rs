@@ -25,6 +25,9 @@ pub struct Pipeline {
     pub pool: PgPool,
     /// The database as a member of `catalog_projector`, the projector's production role.
     pub database_url: String,
+    /// The database as a member of `catalog_projector` and `catalog_command`: `--role all`
+    /// also runs the reservations process manager, which appends events.
+    pub all_roles_url: String,
     /// The database as members of `catalog_command` and `catalog_query`, for the APIs.
     pub command_url: String,
     pub query_url: String,
@@ -39,6 +42,7 @@ impl Pipeline {
         Self {
             pool: database.pool.clone(),
             database_url: database.login_as("catalog_projector").await,
+            all_roles_url: database.login_as_member_of(&["catalog_projector", "catalog_command"]).await,
             command_url: database.login_as("catalog_command").await,
             query_url: database.login_as("catalog_query").await,
             topic: database.topic(),
@@ -56,10 +60,16 @@ impl Pipeline {
     /// [`Self::projector`] with extra environment variables.
     pub fn projector_with_env(&self, role: &str, extra: &[&str], env: &[(&str, &str)]) -> ProjectorProcess {
         let port = free_port();
+        // Each role under the database role it has in production.
+        let database_url = match role {
+            "reservations" => &self.command_url,
+            "all" => &self.all_roles_url,
+            _ => &self.database_url,
+        };
         let mut command = Command::new(env!("CARGO_BIN_EXE_projector"));
         command
             .args(["--addr", &format!("127.0.0.1:{port}"), "--role", role])
-            .args(["--database-url", &self.database_url, "--kafka-brokers", &brokers()])
+            .args(["--database-url", database_url, "--kafka-brokers", &brokers()])
             .args(["--kafka-topic", &self.topic, "--kafka-dlq-topic", &self.dlq_topic, "--group", &self.group])
             .args(["--session-timeout-ms", "6000"])
             .args(extra)
