@@ -149,10 +149,7 @@ impl ReadModel for Categories {
     }
 
     fn fields(view: &CategoryView) -> serde_json::Map<String, serde_json::Value> {
-        let mut fields = match serde_json::to_value(view) {
-            Ok(serde_json::Value::Object(map)) => map,
-            _ => serde_json::Map::new(),
-        };
+        let mut fields = crate::projection::serialized_fields(view);
         fields.insert("deleted".into(), view.deleted.into());
         fields
     }

@@ -221,10 +221,7 @@ pub async fn get<'e>(executor: impl PgExecutor<'e>, id: Uuid) -> Result<Option<P
 /// The view as `verify` compares it and the history model records it: every serialised field
 /// and `deleted`.
 pub fn fields(view: &ProductView) -> serde_json::Map<String, serde_json::Value> {
-    let mut fields = match serde_json::to_value(view) {
-        Ok(serde_json::Value::Object(map)) => map,
-        _ => serde_json::Map::new(),
-    };
+    let mut fields = crate::projection::serialized_fields(view);
     fields.insert("deleted".into(), view.deleted.into());
     fields
 }

@@ -83,6 +83,14 @@ impl std::ops::AddAssign for Outcome {
     }
 }
 
+/// A view's fields by name, as `verify` compares them: its serde form (an object).
+pub fn serialized_fields(view: &impl serde::Serialize) -> serde_json::Map<String, serde_json::Value> {
+    match serde_json::to_value(view) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    }
+}
+
 /// One read model: a view type, its pure fold and its storage.
 pub trait ReadModel {
     type View: Clone;

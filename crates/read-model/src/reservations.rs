@@ -123,10 +123,7 @@ impl ReadModel for Reservations {
     }
 
     fn fields(view: &ReservationView) -> serde_json::Map<String, serde_json::Value> {
-        match serde_json::to_value(view) {
-            Ok(serde_json::Value::Object(map)) => map,
-            _ => serde_json::Map::new(),
-        }
+        crate::projection::serialized_fields(view)
     }
 
     async fn load(pool: &sqlx::PgPool, ids: &[Uuid]) -> Result<HashMap<Uuid, ReservationView>, sqlx::Error> {

@@ -138,10 +138,7 @@ impl ReadModel for Users {
     }
 
     fn fields(view: &UserView) -> serde_json::Map<String, serde_json::Value> {
-        match serde_json::to_value(view) {
-            Ok(serde_json::Value::Object(map)) => map,
-            _ => serde_json::Map::new(),
-        }
+        crate::projection::serialized_fields(view)
     }
 
     async fn load(pool: &sqlx::PgPool, ids: &[Uuid]) -> Result<HashMap<Uuid, UserView>, sqlx::Error> {
