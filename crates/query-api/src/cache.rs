@@ -13,6 +13,13 @@
 //! Products of every status are cached alike; who may see which is decided by the handlers on
 //! every answer, cached or not.
 //!
+//! An entry holds what a hit sends: the JSON body and the `ETag`, encoded once when the product
+//! is loaded ([`Served`]), so a hit serialises nothing. An id with no row at all is cached too
+//! (as *absent*, at version 0), under the same rules: the product's creation is announced like
+//! any change, so a request for an unknown id, repeated, reaches Postgres once per TTL or
+//! change, not once per request. Distinct unknown ids still cost one indexed read each; moka's
+//! admission policy (TinyLFU) keeps such one-off ids from evicting the products people read.
+//!
 //! Freshness rules, each closing one race:
 //! - An entry is served only if its version is at least the floor. A load that read v3 just
 //!   before v4 was announced may still insert v3 after the invalidation; the floor makes that
@@ -32,7 +39,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Bytes;
+use axum::http::HeaderValue;
 use http_api::problem::ApiError;
+use metrics::Counter;
 use moka::future::Cache;
 use moka::policy::EvictionPolicy;
 use read_model::products;
@@ -74,17 +84,56 @@ pub struct CacheSettings {
     pub ttl: Duration,
 }
 
+/// A product as a read sends it, encoded once: the body, the `ETag`, and what the handler
+/// decides visibility by.
+#[derive(Debug)]
+pub struct Served {
+    pub id: Uuid,
+    pub version: i64,
+    /// Published and not deleted: anyone may read it.
+    pub public: bool,
+    /// A tombstone: 404 to everyone.
+    pub deleted: bool,
+    /// The product's JSON, exactly as `Json(product)` would encode it.
+    pub body: Bytes,
+    /// `"<version>"`.
+    pub etag: HeaderValue,
+}
+
+impl Served {
+    pub fn encode(product: &Product) -> Self {
+        let body = serde_json::to_vec(product).expect("a product view always serialises");
+        let etag = HeaderValue::from_str(&http_api::etag(u64::try_from(product.version).unwrap_or_default()))
+            .expect("a quoted number is a valid header value");
+        Served {
+            id: product.id,
+            version: product.version,
+            public: product.is_public(),
+            deleted: product.deleted,
+            body: Bytes::from(body),
+            etag,
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Entry {
-    view: Arc<Product>,
+    /// `None`: there was no row for the id when it was loaded.
+    product: Option<Arc<Served>>,
     epoch: u64,
+}
+
+impl Entry {
+    /// The version the entry shows; an absent product is at 0, below any announced version.
+    fn version(&self) -> i64 {
+        self.product.as_ref().map_or(0, |product| product.version)
+    }
 }
 
 /// Why a coalesced load produced no entry. Shared between the requests that waited on it,
 /// so it holds the classification, not the (non-clonable) database error.
 #[derive(Debug)]
 enum LoadError {
-    Missing,
     Unavailable { reason: String, retry_after_secs: u64 },
     Failed(String),
 }
@@ -114,6 +163,9 @@ struct Inner {
     /// Even while listening, odd while not (initially odd: nothing is listening yet).
     epoch: AtomicU64,
     changes: broadcast::Sender<Change>,
+    /// Registered once: looking a counter up by name on every hit costs more than the hit.
+    hits: Counter,
+    misses: Counter,
 }
 
 impl ProductCache {
@@ -129,7 +181,20 @@ impl ProductCache {
             .acquire_timeout(LISTEN_CONNECT_TIMEOUT)
             .connect_lazy_with((*pool.connect_options()).clone());
         let (changes, _) = broadcast::channel(1024);
-        Self { inner: Arc::new(Inner { pool, listen_pool, entries, floors, epoch: AtomicU64::new(1), changes }) }
+        let (hits, misses) =
+            (metrics::counter!("query_cache_hits_total"), metrics::counter!("query_cache_misses_total"));
+        Self {
+            inner: Arc::new(Inner {
+                pool,
+                listen_pool,
+                entries,
+                floors,
+                epoch: AtomicU64::new(1),
+                changes,
+                hits,
+                misses,
+            }),
+        }
     }
 
     /// True while the change listener is connected (and the cache is in use).
@@ -140,45 +205,40 @@ impl ProductCache {
     /// The product's row (a tombstone included) at a version no older than `min_version` and
     /// than anything announced so far, if the read store has it that new; otherwise the row as
     /// it is now, or `None` if there is no row.
-    pub async fn get(&self, id: Uuid, min_version: i64) -> Result<Option<Arc<Product>>, ApiError> {
+    pub async fn get(&self, id: Uuid, min_version: i64) -> Result<Option<Arc<Served>>, ApiError> {
         let inner = &self.inner;
         let epoch = inner.epoch.load(Ordering::SeqCst);
         if !live(epoch) {
-            record_miss(&inner.entries);
+            self.record_miss();
             return self.read(id).await;
         }
         let announced = inner.floors.get(&id).await.unwrap_or(0);
         if let Some(entry) = inner.entries.get(&id).await {
-            if entry.epoch == epoch && entry.view.version >= announced.max(min_version) {
-                metrics::counter!("query_cache_hits_total").increment(1);
-                return Ok(Some(entry.view));
+            if entry.epoch == epoch && entry.version() >= announced.max(min_version) {
+                inner.hits.increment(1);
+                return Ok(entry.product);
             }
             inner.entries.invalidate(&id).await;
         }
-        record_miss(&inner.entries);
+        self.record_miss();
         // Concurrent misses for one id share this one load.
         let loaded = inner
             .entries
             .try_get_with(id, async {
-                match load(&inner.pool, id).await? {
-                    Some(product) => Ok(Entry { view: Arc::new(product), epoch }),
-                    None => Err(LoadError::Missing),
-                }
+                let product = load(&inner.pool, id).await?;
+                Ok::<_, LoadError>(Entry { product: product.map(|product| Arc::new(Served::encode(&product))), epoch })
             })
             .await;
         metrics::gauge!("query_cache_entries").set(inner.entries.entry_count() as f64);
         match loaded {
             // A load another request started earlier may predate what we already know of.
-            Ok(entry) if entry.epoch != epoch || entry.view.version < announced => {
+            Ok(entry) if entry.epoch != epoch || entry.version() < announced => {
                 let fresh = self.read(id).await?;
-                if let Some(view) = &fresh {
-                    inner.entries.insert(id, Entry { view: view.clone(), epoch }).await;
-                }
+                inner.entries.insert(id, Entry { product: fresh.clone(), epoch }).await;
                 Ok(fresh)
             }
-            Ok(entry) => Ok(Some(entry.view)),
+            Ok(entry) => Ok(entry.product),
             Err(error) => match &*error {
-                LoadError::Missing => Ok(None),
                 LoadError::Unavailable { reason, retry_after_secs } => {
                     Err(ApiError::Unavailable { reason: reason.clone(), retry_after_secs: *retry_after_secs })
                 }
@@ -189,7 +249,7 @@ impl ProductCache {
 
     /// Read-your-writes: the product once the read store holds it at `version` or later,
     /// waiting for announcements (never polling) at most `wait`; then 503 with `Retry-After`.
-    pub async fn wait_for(&self, id: Uuid, version: i64, wait: Duration) -> Result<Option<Arc<Product>>, ApiError> {
+    pub async fn wait_for(&self, id: Uuid, version: i64, wait: Duration) -> Result<Option<Arc<Served>>, ApiError> {
         let deadline = Instant::now() + wait;
         // Subscribed before the first read, so a change committed in between still wakes us.
         let mut changes = self.inner.changes.subscribe();
@@ -329,8 +389,13 @@ impl ProductCache {
         }
     }
 
-    async fn read(&self, id: Uuid) -> Result<Option<Arc<Product>>, ApiError> {
-        Ok(load(&self.inner.pool, id).await?.map(Arc::new))
+    async fn read(&self, id: Uuid) -> Result<Option<Arc<Served>>, ApiError> {
+        Ok(load(&self.inner.pool, id).await?.map(|product| Arc::new(Served::encode(&product))))
+    }
+
+    fn record_miss(&self) {
+        self.inner.misses.increment(1);
+        metrics::gauge!("query_cache_entries").set(self.inner.entries.entry_count() as f64);
     }
 }
 
@@ -345,11 +410,6 @@ async fn load(pool: &PgPool, id: Uuid) -> Result<Option<Product>, sqlx::Error> {
 /// Even epochs are the ones in which the listener is connected.
 fn live(epoch: u64) -> bool {
     epoch.is_multiple_of(2)
-}
-
-fn record_miss(entries: &Cache<Uuid, Entry>) {
-    metrics::counter!("query_cache_misses_total").increment(1);
-    metrics::gauge!("query_cache_entries").set(entries.entry_count() as f64);
 }
 
 /// `products <id> <version>` → a product change. `products * …` (sent after a table rebuild)
@@ -393,9 +453,9 @@ mod tests {
         ProductCache::new(pool, CacheSettings { max_entries: 100, ttl: Duration::from_secs(60) })
     }
 
-    fn view(id: Uuid, version: i64) -> Arc<Product> {
+    fn view(id: Uuid, version: i64) -> Option<Arc<Served>> {
         let now = sqlx::types::chrono::Utc::now();
-        Arc::new(Product {
+        Some(Arc::new(Served::encode(&Product {
             id,
             name: "Lamp".into(),
             description: String::new(),
@@ -411,15 +471,15 @@ mod tests {
             updated_at: now,
             version,
             deleted: false,
-        })
+        })))
     }
 
     async fn put(cache: &ProductCache, id: Uuid, version: i64) {
         let epoch = cache.inner.epoch.load(Ordering::SeqCst);
-        cache.inner.entries.insert(id, Entry { view: view(id, version), epoch }).await;
+        cache.inner.entries.insert(id, Entry { product: view(id, version), epoch }).await;
     }
 
-    fn served(result: Result<Option<Arc<Product>>, ApiError>) -> Option<i64> {
+    fn served(result: Result<Option<Arc<Served>>, ApiError>) -> Option<i64> {
         match result {
             Ok(view) => view.map(|v| v.version),
             Err(ApiError::Unavailable { .. }) => None,
@@ -471,6 +531,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_absent_product_is_cached_until_its_creation_is_announced() {
+        let cache = cache();
+        cache.resync(true);
+        let id = Uuid::new_v4();
+        let epoch = cache.inner.epoch.load(Ordering::SeqCst);
+        cache.inner.entries.insert(id, Entry { product: None, epoch }).await;
+        // Served from the cache: the unreachable database would have answered 503.
+        assert!(matches!(cache.get(id, 0).await, Ok(None)));
+        // Asking for a version of it is not answered by "absent".
+        assert!(matches!(cache.get(id, 1).await, Err(ApiError::Unavailable { .. })));
+        cache.inner.entries.insert(id, Entry { product: None, epoch }).await;
+        cache.announce(&format!("products {id} 1")).await;
+        assert!(matches!(cache.get(id, 0).await, Err(ApiError::Unavailable { .. })));
+        // A load that found nothing, landing after the creation was announced, is a miss too.
+        cache.inner.entries.insert(id, Entry { product: None, epoch }).await;
+        assert!(matches!(cache.get(id, 0).await, Err(ApiError::Unavailable { .. })));
+    }
+
+    #[test]
+    fn a_served_product_carries_the_json_and_etag_a_handler_would_send() {
+        let id = Uuid::new_v4();
+        let served = view(id, 7).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&served.body).unwrap();
+        assert_eq!(json["id"], id.to_string());
+        assert_eq!(json["version"], 7);
+        assert!(json.get("deleted").is_none());
+        assert_eq!(served.etag, "\"7\"");
+        assert!(served.public && !served.deleted);
+    }
+
+    #[tokio::test]
     async fn a_table_wide_announcement_drops_every_entry() {
         let cache = cache();
         cache.resync(true);
@@ -492,7 +583,7 @@ mod tests {
         assert!(cache.is_listening());
         assert_eq!(served(cache.get(one, 0).await), None);
         // A load that started before the rename lands after it: not served.
-        cache.inner.entries.insert(two, Entry { view: view(two, 1), epoch: before }).await;
+        cache.inner.entries.insert(two, Entry { product: view(two, 1), epoch: before }).await;
         assert_eq!(served(cache.get(two, 0).await), None);
         // Entries loaded after it are.
         put(&cache, two, 1).await;
@@ -512,7 +603,7 @@ mod tests {
         cache.resync(true);
         assert!(cache.is_listening());
         // An entry from before the gap, e.g. a load in flight across it, is not served.
-        cache.inner.entries.insert(id, Entry { view: view(id, 1), epoch }).await;
+        cache.inner.entries.insert(id, Entry { product: view(id, 1), epoch }).await;
         assert_eq!(served(cache.get(id, 0).await), None);
     }
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -31,6 +31,7 @@ use uuid::Uuid;
 use super::schemas::{DetailParams, HistoryParams, ListParams};
 use super::{integer_param, query_params, Params, Reader};
 use crate::app::AppState;
+use crate::cache::Served;
 use crate::listing::{CategoryRef, Cursor, ListRequest, DEFAULT_LIMIT, MAX_LIMIT};
 use crate::views::{self, HistoryItem, Product};
 
@@ -371,19 +372,28 @@ pub async fn detail(
         _ => state.products.get(id, 0).await?,
     };
     match product {
-        Some(product) if product.is_public() || (reader.admin && !product.deleted) => {
-            Ok(super::versioned(&headers, product.version, &*product))
-        }
+        Some(product) if product.public || (reader.admin && !product.deleted) => Ok(send(&headers, &product)),
         _ => Err(ApiError::NotFound("product")),
     }
 }
 
+/// The encoded product with its `ETag`, or 304 (tag, no body) when `If-None-Match` names it: a
+/// cache hit copies no bytes and encodes nothing.
+fn send(request: &HeaderMap, product: &Served) -> Response {
+    let tag = product.etag.to_str().expect("an ETag is ASCII");
+    if super::none_match_names(request, tag) {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, product.etag.clone())]).into_response();
+    }
+    let json = HeaderValue::from_static("application/json");
+    ([(header::CONTENT_TYPE, json), (header::ETAG, product.etag.clone())], product.body.clone()).into_response()
+}
+
 /// A past state as served (never cached).
-async fn past(state: &AppState, view: Option<products::ProductView>) -> Result<Option<Arc<Product>>, ApiError> {
+async fn past(state: &AppState, view: Option<products::ProductView>) -> Result<Option<Arc<Served>>, ApiError> {
     let Some(view) = view else {
         return Ok(None);
     };
-    Ok(views::products(&state.pool, vec![view]).await?.pop().map(Arc::new))
+    Ok(views::products(&state.pool, vec![view]).await?.pop().map(|product| Arc::new(Served::encode(&product))))
 }
 
 /// An RFC 3339 instant query parameter (`None` when absent); anything else is a 400 naming it.

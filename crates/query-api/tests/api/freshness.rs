@@ -230,3 +230,59 @@ async fn a_lost_listener_drops_the_cache_and_comes_back() {
     app.apply(&[product_updated(id, 4, json!({"price": "1.00"}))]).await;
     eventually("announcements arrive again", Duration::from_secs(1), || async { name(&app).await == "Silent" }).await;
 }
+
+/// `name`'s value on a `/metrics` page (0 before it is first counted).
+fn counter(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find(|line| line.split(' ').next() == Some(name))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn an_unknown_id_is_answered_from_the_cache_until_its_creation_is_announced() {
+    let app = spawn_app().await;
+    let id = Uuid::new_v4();
+    let path = format!("/api/v1/products/{id}");
+    let before = app.get("/metrics").send().await.unwrap().text().await.unwrap();
+    for _ in 0..50 {
+        assert_eq!(version_of(&app, &path).await.0, 404);
+    }
+    let after = app.get("/metrics").send().await.unwrap().text().await.unwrap();
+    let misses = counter(&after, "query_cache_misses_total") - counter(&before, "query_cache_misses_total");
+    let hits = counter(&after, "query_cache_hits_total") - counter(&before, "query_cache_hits_total");
+    assert_eq!((misses, hits), (1, 49), "one read of Postgres for fifty requests of an unknown id");
+
+    // Created without an announcement: the cached "absent" is still served, so the requests
+    // above really were answered without asking Postgres.
+    apply_silently(&app, &[product_created(id, "Lamp", "19.99", chrono::Utc::now())]).await;
+    assert_eq!(version_of(&app, &path).await.0, 404);
+
+    // Any announced change of the id ends it.
+    app.apply(&[product_updated(id, 2, json!({"price": "5.00"}))]).await;
+    let body = eventually("the product is served", Duration::from_secs(1), || async {
+        let (status, body) = version_of(&app, &path).await;
+        (status == 200).then_some(body)
+    })
+    .await;
+    assert_eq!((body["version"].as_i64(), body["price"].as_str()), (Some(2), Some("5.00")));
+}
+
+#[tokio::test]
+async fn a_product_created_after_its_id_was_asked_for_is_served_once_announced() {
+    let app = spawn_app().await;
+    let id = Uuid::new_v4();
+    let path = format!("/api/v1/products/{id}");
+    assert_eq!(version_of(&app, &path).await.0, 404);
+    app.apply(&[product_created(id, "Lamp", "19.99", chrono::Utc::now())]).await;
+    eventually("the creation is served", Duration::from_secs(1), || async { version_of(&app, &path).await.0 == 200 })
+        .await;
+    // And read-your-writes does not settle for the cached "absent" either.
+    let other = Uuid::new_v4();
+    assert_eq!(version_of(&app, &format!("/api/v1/products/{other}")).await.0, 404);
+    apply_silently(&app, &[product_created(other, "Desk", "9.00", chrono::Utc::now())]).await;
+    let (status, body) = version_of(&app, &format!("/api/v1/products/{other}?min_version=1")).await;
+    assert_eq!((status, body["name"].as_str()), (200, Some("Desk")));
+}
