@@ -235,11 +235,24 @@ pub struct JwkSet {
     pub keys: Vec<Jwk>,
 }
 
+/// Tokens whose signature was checked, remembered so that the next request with the same
+/// token skips the Ed25519 verification (half the CPU of a small command). Only tokens that
+/// verified are kept, each no longer than [`VERIFIED_TTL`] and never past its own `exp`, so
+/// an attacker cannot fill it with junk, and the keys cannot change under it (they are fixed
+/// for the life of the process).
+const VERIFIED_MAX_ENTRIES: u64 = 10_000;
+const VERIFIED_TTL: Duration = Duration::from_secs(60);
+/// Seconds of clock skew a token's `exp` is allowed (as the signature check allows).
+const LEEWAY_SECONDS: u64 = 5;
+
 /// Verifies bearer tokens with public keys only.
 #[derive(Clone)]
 pub struct TokenVerifier {
     keys: Arc<Vec<(PublicKey, DecodingKey)>>,
-    validation: Validation,
+    /// Shared: the verifier is cloned with the app state into every request, and a
+    /// `Validation` is several hash sets.
+    validation: Arc<Validation>,
+    verified: moka::sync::Cache<String, Arc<Claims>>,
 }
 
 impl TokenVerifier {
@@ -247,13 +260,27 @@ impl TokenVerifier {
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[ISSUER]);
         validation.set_required_spec_claims(&["exp", "sub", "iss"]);
-        validation.leeway = 5;
+        validation.leeway = LEEWAY_SECONDS;
         let keys = keys.iter().map(|key| (key.clone(), DecodingKey::from_ed_der(&key.raw))).collect();
-        Self { keys: Arc::new(keys), validation }
+        let verified = moka::sync::Cache::builder().max_capacity(VERIFIED_MAX_ENTRIES).time_to_live(VERIFIED_TTL).build();
+        Self { keys: Arc::new(keys), validation: Arc::new(validation), verified }
     }
 
     /// The claims of `token` if a known key signed it with EdDSA and it has not expired.
     pub fn verify(&self, token: &str) -> Result<Claims, jsonwebtoken::errors::Error> {
+        if let Some(claims) = self.verified.get(token) {
+            if claims.exp + LEEWAY_SECONDS >= jsonwebtoken::get_current_timestamp() {
+                return Ok(Claims::clone(&claims));
+            }
+            self.verified.invalidate(token);
+            return Err(ErrorKind::ExpiredSignature.into());
+        }
+        let claims = self.check_signature(token)?;
+        self.verified.insert(token.to_owned(), Arc::new(claims.clone()));
+        Ok(claims)
+    }
+
+    fn check_signature(&self, token: &str) -> Result<Claims, jsonwebtoken::errors::Error> {
         let header = jsonwebtoken::decode_header(token)?;
         if header.alg != Algorithm::EdDSA {
             return Err(ErrorKind::InvalidAlgorithm.into());
@@ -365,6 +392,33 @@ MC4CAQAwBQYDK2VwBCIEIJuFezDoCa3zjYgBvnMHOobAQpZm72D7HRRYxqyrFJLa
         let only_a = TokenVerifier::new(&[public_a]);
         assert!(only_a.verify(&b.issue(Uuid::new_v4(), Role::Customer).unwrap()).is_err());
         assert_eq!(both.jwks().keys.len(), 2);
+    }
+
+    #[test]
+    fn a_verified_token_is_remembered_and_a_rejected_one_is_not() {
+        let issuer = issuer(KEY_A);
+        let verifier = issuer.verifier().clone();
+        let token = issuer.issue(Uuid::new_v4(), Role::Customer).unwrap();
+        assert!(verifier.verify(&token).is_ok());
+        assert!(verifier.verified.contains_key(&token));
+        let mut forged = token.clone();
+        forged.pop();
+        assert!(verifier.verify(&forged).is_err());
+        assert!(!verifier.verified.contains_key(&forged));
+        assert!(verifier.verify(&forged).is_err(), "still checked, not remembered");
+    }
+
+    #[test]
+    fn a_remembered_token_stops_verifying_when_it_expires() {
+        let issuer = issuer(KEY_A);
+        let verifier = issuer.verifier().clone();
+        let token = issuer.issue(Uuid::new_v4(), Role::Admin).unwrap();
+        let mut claims = verifier.verify(&token).unwrap();
+        // As if the token had been remembered just before its expiry.
+        claims.exp = jsonwebtoken::get_current_timestamp() - LEEWAY_SECONDS - 1;
+        verifier.verified.insert(token.clone(), Arc::new(claims));
+        assert!(verifier.verify(&token).is_err());
+        assert!(!verifier.verified.contains_key(&token), "forgotten once expired");
     }
 
     #[test]
