@@ -6,8 +6,10 @@
 //! [`CatalogEvent`]: upcast to today's shape and stripped of credential material.
 //!
 //! # Layout
-//! - [`append`]: runs commands against aggregates through cqrs-es over postgres-es
-//!   ([`CommandBus`]), with snapshots and the two fixes they need, and reports the new version.
+//! - [`append`]: runs commands against cqrs-es aggregates and stores their events in the
+//!   postgres-es row format ([`CommandBus`]): one statement loads (snapshot and later events),
+//!   one appends (events and the snapshot they complete); it reports the new version and wakes
+//!   the publisher after the commit.
 //!   Event metadata ([`EventMetadata`]) is plain values: who, under which request, in which trace.
 //! - [`reads`]: the commit-safe tail, one aggregate's stream, position ranges, and the
 //!   snapshot-relative reads a rebuild needs.

@@ -68,9 +68,16 @@ pub fn upcasters() -> Vec<Box<dyn EventUpcaster>> {
     ]
 }
 
+static UPCASTERS: LazyLock<Vec<Box<dyn EventUpcaster>>> = LazyLock::new(upcasters);
+
+/// Whether an upcaster changes events of this type and version (most are in today's shape and
+/// can be read straight from their JSON).
+pub fn needs_upcast(event_type: &str, event_version: &str) -> bool {
+    UPCASTERS.iter().any(|upcaster| upcaster.can_upcast(event_type, event_version))
+}
+
 /// `event` in today's shape: every upcaster that accepts it applied in turn.
 pub fn upcast(event: SerializedEvent) -> SerializedEvent {
-    static UPCASTERS: LazyLock<Vec<Box<dyn EventUpcaster>>> = LazyLock::new(upcasters);
     UPCASTERS.iter().fold(event, |event, upcaster| {
         if upcaster.can_upcast(&event.event_type, &event.event_version) {
             upcaster.upcast(event)

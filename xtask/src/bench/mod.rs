@@ -19,7 +19,8 @@ use crate::dev::Backends;
 /// The benchmarks, as `cargo xtask bench --help` lists them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Bench {
-    /// Product creation over HTTP vs the raw append transaction.
+    /// Product creates and updates over HTTP with the whole pipeline running, CPU ms per command per
+    /// process, vs the raw append transaction.
     Write,
     /// Publisher and projector throughput, end-to-end lag and cached reads, each against a baseline.
     Pipeline,

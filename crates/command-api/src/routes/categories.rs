@@ -105,7 +105,8 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     principal.require(Role::Admin)?;
     let scope = format!("POST /api/v1/categories {}", principal.user_id);
-    let hash = state.idempotency.fingerprint(&request);
+    // Only a keyed request is compared with an earlier one.
+    let hash = if key.is_some() { state.idempotency.fingerprint(&request) } else { Vec::new() };
     let id = match &key {
         Some(key) => Uuid::new_v5(&IDEMPOTENT_CATEGORY_NAMESPACE, format!("{scope}\n{key}").as_bytes()),
         None => Uuid::new_v4(),

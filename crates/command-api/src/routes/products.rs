@@ -276,7 +276,8 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     principal.require(Role::Admin)?;
     let scope = format!("POST /api/v1/products {}", principal.user_id);
-    let hash = state.idempotency.fingerprint(&request);
+    // Only a keyed request is compared with an earlier one.
+    let hash = if key.is_some() { state.idempotency.fingerprint(&request) } else { Vec::new() };
     let id = match &key {
         Some(key) => Uuid::new_v5(&IDEMPOTENT_PRODUCT_NAMESPACE, format!("{scope}\n{key}").as_bytes()),
         None => Uuid::new_v4(),
@@ -410,7 +411,8 @@ pub async fn adjust_stock(
     let id = parse_id(&id, "product")?;
     let expected_version = if_match.expected_version()?;
     let scope = format!("POST /api/v1/products/{id}/stock-adjustments {}", principal.user_id);
-    let hash = state.idempotency.fingerprint(&request);
+    // Only a keyed request is compared with an earlier one.
+    let hash = if key.is_some() { state.idempotency.fingerprint(&request) } else { Vec::new() };
     state
         .idempotency
         .run_once(&state.pool, key.as_deref(), &scope, &hash, || async {

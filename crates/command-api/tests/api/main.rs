@@ -2,6 +2,7 @@
 //! migrated database and its own server on a free port.
 
 mod accounts;
+mod appends;
 mod catalog_rules;
 mod categories;
 mod concurrency;
