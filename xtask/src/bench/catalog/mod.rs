@@ -39,6 +39,9 @@ use crate::system::{catalogctl, Ports, Service, System};
 
 const DB_NAME: &str = "catalog_bench_catalog";
 const PORTS: Ports = Ports::BENCH_CATALOG;
+/// With `CATALOG_ONLY=import`: a database and ports of its own.
+const IMPORT_DB_NAME: &str = "catalog_bench_catalog_import";
+const IMPORT_PORTS: Ports = Ports::BENCH_CATALOG_IMPORT;
 const DEFAULT_PRODUCTS: usize = 1_000_000;
 const DEFAULT_SECONDS: u64 = 15;
 const IMPORT_LINES: usize = 100_000;
@@ -49,9 +52,14 @@ pub async fn run(backends: &Backends) -> Result<()> {
     let products = env_number("CATALOG_PRODUCTS", DEFAULT_PRODUCTS);
     let seconds = env_number("CATALOG_SECONDS", DEFAULT_SECONDS as usize) as u64;
     let import_lines = env_number("CATALOG_IMPORT_LINES", IMPORT_LINES).min(products.max(10));
+    let import_only = std::env::var("CATALOG_ONLY").is_ok_and(|only| only == "import");
     let started = Instant::now();
     load::capture_notices();
-    let mut system = System::fresh(backends, DB_NAME, PORTS).await?;
+    let mut system = if import_only {
+        System::fresh(backends, IMPORT_DB_NAME, IMPORT_PORTS).await?
+    } else {
+        System::fresh(backends, DB_NAME, PORTS).await?
+    };
     let pool = PgPoolOptions::new().max_connections(CLIENTS as u32).connect(&system.url).await?;
     let tree = data::category_tree();
     let leaves = data::leaves(&tree);
@@ -91,7 +99,6 @@ pub async fn run(backends: &Backends) -> Result<()> {
             / 1_048_576.0,
     };
 
-    let import_only = std::env::var("CATALOG_ONLY").is_ok_and(|only| only == "import");
     let reads = if import_only {
         None
     } else {
