@@ -72,7 +72,11 @@ where
             Err(_) => *broken = true,
         }
     }
-    Ok(folded.into_iter().filter(|(_, (_, _, broken))| !broken).map(|(id, (aggregate, _, _))| (id, aggregate)).collect())
+    Ok(folded
+        .into_iter()
+        .filter(|(_, (_, _, broken))| !broken)
+        .map(|(id, (aggregate, _, _))| (id, aggregate))
+        .collect())
 }
 
 /// One event to append: the aggregate, the sequence it takes (the aggregate's version before

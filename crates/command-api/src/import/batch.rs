@@ -140,8 +140,13 @@ pub(super) async fn run(shared: Arc<Shared>, items: Vec<Item>, concurrency: usiz
                 // The claim moved on, or the product needs the one-by-one path.
                 Compared::Alone => continue,
                 Compared::Unchanged => {
-                    results[*index] =
-                        Some(LineResult { line: *line, sku, id: Some(id), result: Outcome::Unchanged, errors: Vec::new() })
+                    results[*index] = Some(LineResult {
+                        line: *line,
+                        sku,
+                        id: Some(id),
+                        result: Outcome::Unchanged,
+                        errors: Vec::new(),
+                    })
                 }
                 Compared::Failed(errors) => results[*index] = Some(LineResult::failed(*line, sku, Some(id), errors)),
                 Compared::Changed(events) => changed.push(Decided {

@@ -71,7 +71,7 @@ const STORE_UNAVAILABLE: &str = "service-unavailable";
 /// Lines read before they are written: new products among them are created in one append.
 const BATCH_LINES: usize = 1000;
 
-/// Batches worked on at once (see [`Importer::start`]).
+/// Batches worked on at once (see [`Importer::start`]), when the concurrency allows.
 const PIPELINED_BATCHES: usize = 2;
 
 /// How the input is written.
@@ -270,10 +270,12 @@ impl Importer {
         });
         let arrived =
             stream::unfold(arrived, |mut arrived| async move { arrived.recv().await.map(|item| (item, arrived)) });
-        let concurrency = self.concurrency;
         // Two batches at a time: one is decided (CPU here) while the other is appended (CPU in
         // Postgres). A batch that shares a SKU with the one before it waits for that one to
-        // finish first, so lines of one SKU still apply in file order.
+        // finish first, so lines of one SKU still apply in file order. The lines in flight stay
+        // within `concurrency`: each batch runs its one-by-one lines at its share of it.
+        let pipelined = PIPELINED_BATCHES.min(self.concurrency);
+        let concurrency = self.concurrency / pipelined;
         let mut before: Option<(Arc<HashSet<String>>, future::Shared<oneshot::Receiver<()>>)> = None;
         let batches = arrived
             .ready_chunks(BATCH_LINES)
@@ -302,7 +304,7 @@ impl Importer {
                     results
                 }
             })
-            .buffered(PIPELINED_BATCHES);
+            .buffered(pipelined);
         // A database that cannot be reached fails every line alike, each after waiting for a
         // connection: the import ends with the first such line instead.
         let results = batches.flat_map(stream::iter).scan(false, |ended, result| {

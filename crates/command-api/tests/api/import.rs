@@ -375,8 +375,10 @@ async fn known_products_are_updated_together_and_a_bad_line_among_them_fails_alo
     let token = app.admin_token().await;
     app.a_category(&token, "lighting", None).await;
     let create: Vec<Value> = (0..30)
-        .map(|i| json!({"sku": format!("LAMP-{i}"), "name": format!("Lamp {i}"), "price": "10.00",
-                         "category_slugs": ["lighting"]}))
+        .map(|i| {
+            json!({"sku": format!("LAMP-{i}"), "name": format!("Lamp {i}"), "price": "10.00",
+                         "category_slugs": ["lighting"]})
+        })
         .collect();
     let created = app.import_results(&token, NDJSON, ndjson(&create)).await;
     assert!(created.iter().all(|r| r["result"] == "created"), "{created:?}");
@@ -398,10 +400,11 @@ async fn known_products_are_updated_together_and_a_bad_line_among_them_fails_alo
     // The lower-case SKU in the file is a change of the SKU too, claimed as the rules say.
     let lamp = app.load_product(created[3]["id"].as_str().unwrap()).await;
     assert_eq!((lamp.price.to_string(), lamp.sku.as_deref(), lamp.version), ("12.50".into(), Some("lamp-3"), 2));
-    let holder: String = sqlx::query_scalar("SELECT aggregate_id FROM catalog_claims WHERE kind = 'sku' AND value = 'lamp-3'")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let holder: String =
+        sqlx::query_scalar("SELECT aggregate_id FROM catalog_claims WHERE kind = 'sku' AND value = 'lamp-3'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
     assert_eq!(holder, created[3]["id"].as_str().unwrap());
     let updates: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'ProductUpdated'")
         .fetch_one(&app.pool)
@@ -477,7 +480,8 @@ async fn a_statement_of_new_products_is_refused_whole_for_a_taken_sku_a_sku_give
     };
     let before = app.product_count().await;
 
-    let batch = vec![created("A-1", &lighting).await, created("taken", &lighting).await, created("A-2", &lighting).await];
+    let batch =
+        vec![created("A-1", &lighting).await, created("taken", &lighting).await, created("A-2", &lighting).await];
     let error = append_events(&app.pool, &batch, &metadata).await.unwrap_err();
     assert_eq!(refused(error), ("CT409".into(), "sku \"taken\" is already used by another product".into()));
 
