@@ -276,7 +276,7 @@ impl Importer {
         // within `concurrency`: each batch runs its one-by-one lines at its share of it.
         let pipelined = PIPELINED_BATCHES.min(self.concurrency);
         let concurrency = self.concurrency / pipelined;
-        let mut before: Option<(Arc<HashSet<String>>, future::Shared<oneshot::Receiver<()>>)> = None;
+        let mut before: Option<(Arc<HashSet<String>>, Finished)> = None;
         let batches = arrived
             .ready_chunks(BATCH_LINES)
             .map(move |items| {
@@ -316,6 +316,9 @@ impl Importer {
         Ok(results.boxed())
     }
 }
+
+/// Resolves when a batch has been written (or dropped).
+type Finished = future::Shared<oneshot::Receiver<()>>;
 
 /// The body is larger than the limit (the reader's error when it reads past it).
 #[derive(Debug, thiserror::Error)]

@@ -377,4 +377,5 @@ fn verdict(missed: &[String]) -> String {
         "All targets are met.".to_owned()
     } else {
         format!("Targets missed: {}.", missed.join("; "))
-    }}
+    }
+}
