@@ -80,6 +80,8 @@ impl Ports {
     pub const BENCH_PIPELINE: Self = Self::three("127.0.0.1:18180", "127.0.0.1:18181", "127.0.0.1:18182");
     pub const BENCH_SOAK: Self = Self::three("127.0.0.1:18380", "127.0.0.1:18381", "127.0.0.1:18382");
     pub const BENCH_CATALOG: Self = Self::three("127.0.0.1:18480", "127.0.0.1:18481", "127.0.0.1:18482");
+    /// `bench catalog` with `CATALOG_ONLY=import`, so it can run beside a whole `bench catalog`.
+    pub const BENCH_CATALOG_IMPORT: Self = Self::three("127.0.0.1:18680", "127.0.0.1:18681", "127.0.0.1:18682");
     pub const BENCH_RESERVATIONS: Self = Self::three("127.0.0.1:18580", "127.0.0.1:18581", "127.0.0.1:18582");
     pub const FAULTS: Self = Self {
         publisher: Some("127.0.0.1:19083"),

@@ -21,6 +21,7 @@
 //! The schema itself lives in the workspace's `migrations/` (applied by `service-runtime`).
 
 pub mod append;
+pub mod batch;
 pub mod claims;
 pub mod event;
 pub mod reads;

@@ -31,7 +31,7 @@ mod csv_rows;
 mod ndjson;
 mod upsert;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,13 +39,14 @@ use std::time::Duration;
 use axum::body::Bytes;
 use domain::{Currency, FieldViolation, ProductImage, ProductStatus, Violations};
 use event_store::{CommandBus, EventMetadata};
-use futures::future;
+use futures::future::{self, FutureExt};
 use futures::stream::{self, BoxStream};
 use futures::{Stream, StreamExt};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use tokio::io::AsyncRead;
+use tokio::sync::oneshot;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -69,6 +70,9 @@ const STORE_UNAVAILABLE: &str = "service-unavailable";
 
 /// Lines read before they are written: new products among them are created in one append.
 const BATCH_LINES: usize = 1000;
+
+/// Batches worked on at once (see [`Importer::start`]), when the concurrency allows.
+const PIPELINED_BATCHES: usize = 2;
 
 /// How the input is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,9 +270,41 @@ impl Importer {
         });
         let arrived =
             stream::unfold(arrived, |mut arrived| async move { arrived.recv().await.map(|item| (item, arrived)) });
-        let concurrency = self.concurrency;
-        let batches =
-            arrived.ready_chunks(BATCH_LINES).then(move |items| batch::run(shared.clone(), items, concurrency));
+        // Two batches at a time: one is decided (CPU here) while the other is appended (CPU in
+        // Postgres). A batch that shares a SKU with the one before it waits for that one to
+        // finish first, so lines of one SKU still apply in file order. The lines in flight stay
+        // within `concurrency`: each batch runs its one-by-one lines at its share of it.
+        let pipelined = PIPELINED_BATCHES.min(self.concurrency);
+        let concurrency = self.concurrency / pipelined;
+        let mut before: Option<(Arc<HashSet<String>>, Finished)> = None;
+        let batches = arrived
+            .ready_chunks(BATCH_LINES)
+            .map(move |items| {
+                let skus: HashSet<String> = items
+                    .iter()
+                    .filter_map(|item| match item {
+                        Item::Line { parsed: Ok(line), .. } => Some(line.sku.trim().to_ascii_lowercase()),
+                        _ => None,
+                    })
+                    .collect();
+                let skus = Arc::new(skus);
+                let (done, finished) = oneshot::channel::<()>();
+                let wait = before
+                    .replace((skus.clone(), finished.shared()))
+                    .filter(|(previous, _)| !previous.is_disjoint(&skus))
+                    .map(|(_, finished)| finished);
+                let shared = shared.clone();
+                async move {
+                    if let Some(finished) = wait {
+                        // An error only means the batch before was dropped.
+                        let _ = finished.await;
+                    }
+                    let results = batch::run(shared, items, concurrency).await;
+                    let _ = done.send(());
+                    results
+                }
+            })
+            .buffered(pipelined);
         // A database that cannot be reached fails every line alike, each after waiting for a
         // connection: the import ends with the first such line instead.
         let results = batches.flat_map(stream::iter).scan(false, |ended, result| {
@@ -280,6 +316,9 @@ impl Importer {
         Ok(results.boxed())
     }
 }
+
+/// Resolves when a batch has been written (or dropped).
+type Finished = future::Shared<oneshot::Receiver<()>>;
 
 /// The body is larger than the limit (the reader's error when it reads past it).
 #[derive(Debug, thiserror::Error)]

@@ -221,7 +221,7 @@ pub(super) fn create_command(
 /// fields the line gives and that differ, each compared as the product stores it (names
 /// trimmed, prices in the currency's digits, image URLs normalised...). A value the rules refuse
 /// never equals a stored one, so it goes into the update, and the aggregate reports it.
-fn changes(
+pub(super) fn changes(
     product: &Product,
     line: &ProductLine,
     sku: &Sku,

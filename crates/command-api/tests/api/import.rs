@@ -368,3 +368,143 @@ async fn imports_beyond_the_running_limit_are_503() {
     assert_problem(response, 503).await;
     assert_eq!(app.product_count().await, 0);
 }
+
+#[tokio::test]
+async fn known_products_are_updated_together_and_a_bad_line_among_them_fails_alone() {
+    let app = spawn_app().await;
+    let token = app.admin_token().await;
+    app.a_category(&token, "lighting", None).await;
+    let create: Vec<Value> = (0..30)
+        .map(|i| {
+            json!({"sku": format!("LAMP-{i}"), "name": format!("Lamp {i}"), "price": "10.00",
+                         "category_slugs": ["lighting"]})
+        })
+        .collect();
+    let created = app.import_results(&token, NDJSON, ndjson(&create)).await;
+    assert!(created.iter().all(|r| r["result"] == "created"), "{created:?}");
+
+    // 27 price changes, one identical line, one refused value, one unknown slug.
+    let mut change: Vec<Value> = (0..27).map(|i| json!({"sku": format!("lamp-{i}"), "price": "12.50"})).collect();
+    change.push(json!({"sku": "LAMP-27", "name": "Lamp 27", "price": "10"}));
+    change.push(json!({"sku": "LAMP-28", "price": "-1"}));
+    change.push(json!({"sku": "LAMP-29", "category_slugs": ["nowhere"]}));
+    let changed = app.import_results(&token, NDJSON, ndjson(&change)).await;
+    let mut expected: Vec<(u64, &str)> = (1..=27).map(|line| (line, "updated")).collect();
+    expected.extend([(28, "unchanged"), (29, "error"), (30, "error")]);
+    assert_eq!(outcomes(&changed), expected);
+    assert_eq!(errors(&changed[28]), ["price/not_positive"]);
+    assert_eq!(errors(&changed[29]), ["category_slugs/unknown_category"]);
+    for (result, before) in changed.iter().zip(&created) {
+        assert_eq!(result["id"], before["id"], "every line names its product: {result}");
+    }
+    // The lower-case SKU in the file is a change of the SKU too, claimed as the rules say.
+    let lamp = app.load_product(created[3]["id"].as_str().unwrap()).await;
+    assert_eq!((lamp.price.to_string(), lamp.sku.as_deref(), lamp.version), ("12.50".into(), Some("lamp-3"), 2));
+    let holder: String =
+        sqlx::query_scalar("SELECT aggregate_id FROM catalog_claims WHERE kind = 'sku' AND value = 'lamp-3'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(holder, created[3]["id"].as_str().unwrap());
+    let updates: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'ProductUpdated'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(updates, 27, "one event per changed product, none for the others");
+
+    // Again: nothing left to change.
+    let again = app.import_results(&token, NDJSON, ndjson(&change)).await;
+    let mut expected: Vec<(u64, &str)> = (1..=28).map(|line| (line, "unchanged")).collect();
+    expected.extend([(29, "error"), (30, "error")]);
+    assert_eq!(outcomes(&again), expected);
+}
+
+#[tokio::test]
+async fn lines_of_one_sku_far_apart_apply_in_file_order_whatever_the_batches() {
+    let app = spawn_app().await;
+    let token = app.admin_token().await;
+    // Three lines for one SKU, a batch's worth of other lines apart, so they land in different
+    // batches that are worked on at the same time.
+    let mut lines = Vec::new();
+    for (n, price) in ["1.00", "2.00", "3.00"].iter().enumerate() {
+        lines.push(json!({"sku": "SAME", "name": "Same", "price": price}));
+        lines.extend((0..1_100).map(|i| json!({"sku": format!("OTHER-{n}-{i}"), "name": "Other", "price": "5"})));
+    }
+    let results = app.import_results(&token, NDJSON, ndjson(&lines)).await;
+    assert_eq!(results.len(), lines.len());
+    assert!(results.iter().all(|r| r["result"] != "error"), "no line fails");
+    let same: Vec<&str> =
+        results.iter().filter(|r| r["sku"] == "SAME").map(|r| r["result"].as_str().unwrap()).collect();
+    assert_eq!(same, ["created", "updated", "updated"]);
+    let product = app.load_product(results[0]["id"].as_str().unwrap()).await;
+    assert_eq!((product.price.to_string(), product.version), ("3.00".into(), 3), "the last line wins");
+}
+
+#[tokio::test]
+async fn a_statement_of_new_products_is_refused_whole_for_a_taken_sku_a_sku_given_twice_or_an_unknown_category() {
+    use cqrs_es::event_sink::EventSink;
+    use cqrs_es::Aggregate;
+    use domain::{Product, ProductCommand};
+    use event_store::batch::{append_events, NewEvent};
+
+    let app = spawn_app().await;
+    let token = app.admin_token().await;
+    let lighting = app.a_category(&token, "lighting", None).await;
+    let taken = app.import_results(&token, NDJSON, ndjson(&[json!({"sku": "TAKEN", "name": "T", "price": 1})])).await;
+    assert_eq!(taken[0]["result"], "created");
+
+    async fn created(sku: &str, category: &str) -> NewEvent<Product> {
+        let id = uuid::Uuid::new_v4();
+        let command = ProductCommand::Create {
+            id,
+            name: "Lamp".into(),
+            description: None,
+            price: "9.90".parse().unwrap(),
+            currency: "EUR".into(),
+            sku: Some(sku.into()),
+            status: None,
+            category_ids: vec![category.parse().unwrap()],
+            attributes: BTreeMap::new(),
+            images: Vec::new(),
+            on_hand: 0,
+            allow_http_images: false,
+        };
+        let sink = EventSink::default();
+        Product::default().handle(command, &(), &sink).await.unwrap();
+        NewEvent { aggregate_id: id.to_string(), sequence: 1, event: sink.collect().await.pop().unwrap() }
+    }
+    let metadata = event_store::EventMetadata::new("test");
+    let refused = |error: sqlx::Error| {
+        let error = error.into_database_error().expect("a database error");
+        (error.code().unwrap().into_owned(), error.message().to_owned())
+    };
+    let before = app.product_count().await;
+
+    let batch =
+        vec![created("A-1", &lighting).await, created("taken", &lighting).await, created("A-2", &lighting).await];
+    let error = append_events(&app.pool, &batch, &metadata).await.unwrap_err();
+    assert_eq!(refused(error), ("CT409".into(), "sku \"taken\" is already used by another product".into()));
+
+    let batch = vec![created("B-1", &lighting).await, created("B-2", &lighting).await, created("b-1", &lighting).await];
+    let error = append_events(&app.pool, &batch, &metadata).await.unwrap_err();
+    assert_eq!(refused(error), ("CT409".into(), "sku \"b-1\" is already used by another product".into()));
+
+    let nowhere = uuid::Uuid::new_v4().to_string();
+    let batch = vec![created("C-1", &lighting).await, created("C-2", &nowhere).await];
+    let error = append_events(&app.pool, &batch, &metadata).await.unwrap_err();
+    assert_eq!(refused(error), ("CT422".into(), format!("no such category: {nowhere}")));
+    assert_eq!(app.product_count().await, before, "a refused statement stores nothing");
+
+    let batch = vec![created("D-1", &lighting).await, created("D-2", &lighting).await];
+    append_events(&app.pool, &batch, &metadata).await.unwrap();
+    let claimed: Vec<(String, String)> = sqlx::query_as(
+        "SELECT value, aggregate_id FROM catalog_claims WHERE kind = 'sku' AND value LIKE 'd-%' ORDER BY value",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        claimed,
+        [("d-1".to_owned(), batch[0].aggregate_id.clone()), ("d-2".to_owned(), batch[1].aggregate_id.clone())]
+    );
+}
