@@ -151,6 +151,11 @@ impl System {
         Ok(Self { url, ports, brokers: backends.kafka_brokers.clone(), services: Supervisor::default() })
     }
 
+    /// An existing database `url`, kept as it is (a benchmark reusing what it built before).
+    pub fn existing(backends: &Backends, url: String, ports: Ports) -> Self {
+        Self { url, ports, brokers: backends.kafka_brokers.clone(), services: Supervisor::default() }
+    }
+
     /// Starts release `service` under its own name on its port of this system's row.
     pub fn start(&mut self, service: Service, configure: impl FnOnce(&mut Command) -> &mut Command) -> Result<()> {
         self.start_as(service.binary(), service, self.ports.of(service), configure)

@@ -11,7 +11,8 @@ use domain::ProductStatus;
 use read_model::search::{self, FacetRequest, Filter, Sort, Start};
 use sqlx::{PgConnection, PgPool};
 
-use super::{data, CLIENTS, PORTS};
+use super::{data, CLIENTS};
+use crate::system::Ports;
 use crate::bench::harness::percentile;
 use crate::proc::step;
 
@@ -90,19 +91,20 @@ fn listings() -> [Listing; 3] {
 }
 
 impl Listing {
-    fn url(&self) -> String {
+    fn url(&self, ports: Ports) -> String {
         let brand = data::BRANDS[BRAND].replace(' ', "+");
         let query = match self.query {
             "SEARCH" => format!("limit=20&q={WORD}&attr.brand={brand}&sort=price"),
             "FACETED" => format!("limit=20&q={WORD}&facets=category,brand"),
             plain => plain.to_owned(),
         };
-        format!("http://{}/api/v1/products?{query}", PORTS.query_api)
+        format!("http://{}/api/v1/products?{query}", ports.query_api)
     }
 }
 
 pub async fn run(
     pool: &PgPool,
+    ports: Ports,
     _tree: &[data::CategorySpec],
     leaves: &[usize],
     products: usize,
@@ -111,7 +113,7 @@ pub async fn run(
     let client = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS).build()?;
     let mut rows = Vec::new();
     for listing in listings() {
-        let url = listing.url();
+        let url = listing.url(ports);
         let check = client.get(&url).send().await?.error_for_status()?.json::<serde_json::Value>().await?;
         anyhow::ensure!(
             check["items"].as_array().is_some_and(|items| items.len() == 20),
@@ -133,7 +135,7 @@ pub async fn run(
     let ids: Vec<String> = (0..products)
         .filter(|&n| !data::product_spec("GEN", n, leaves).draft)
         .take(1_000)
-        .map(|n| format!("http://{}/api/v1/products/{}", PORTS.query_api, data::product_id(n)))
+        .map(|n| format!("http://{}/api/v1/products/{}", ports.query_api, data::product_id(n)))
         .collect();
     step(format!("catalog: HTTP cached read by id, {CLIENTS} clients, {duration:?}"));
     http_load(&client, ids.clone(), WARM_UP).await;
