@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use domain::ProductStatus;
-use read_model::search::{self, FacetRequest, Filter, Sort, Start};
+use read_model::search::{self, FacetRequest, Filter, Limits, Sort, Start};
 use sqlx::{PgConnection, PgPool};
 
 use super::{data, CLIENTS};
@@ -21,10 +21,6 @@ pub const WORD: &str = "lamp";
 /// The brand the search filters on (an index into [`data::BRANDS`]).
 pub const BRAND: usize = 2;
 const WARM_UP: Duration = Duration::from_secs(2);
-/// As query-api's `LIST_EXACT_TOTAL_LIMIT` default, and its trust in the planner's estimate.
-const EXACT_TOTAL_LIMIT: i64 = 10_000;
-const TRUSTED_ESTIMATE_FACTOR: i64 = 10;
-const TRUSTED_ESTIMATE_FLOOR: i64 = 100_000;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Stats {
@@ -248,23 +244,10 @@ async fn list_in(connection: &mut PgConnection, listing: Listing) -> Result<usiz
     if listing.text {
         filter.text = Some(search::prepare_text(&mut *connection, WORD).await?);
     }
-    let page = search::page(&mut *connection, &filter, listing.sort, 20, &Start::Offset(0)).await?;
-    if page.next.is_some() {
-        // query-api's `total`.
-        let mut counted = true;
-        if filter.text.is_none() {
-            let planned = search::estimate(&mut *connection, &filter).await?;
-            counted = planned < (20 * TRUSTED_ESTIMATE_FACTOR).max(TRUSTED_ESTIMATE_FLOOR);
-        }
-        if counted && search::count(&mut *connection, &filter, EXACT_TOTAL_LIMIT + 1).await? > EXACT_TOTAL_LIMIT {
-            search::estimate(&mut *connection, &filter).await?;
-        }
-    }
-    if listing.facets {
-        let request = FacetRequest { category: true, brand: true, price: false };
-        search::facets(&mut *connection, &filter, request).await?;
-    }
-    Ok(page.items.len())
+    let facets = FacetRequest { category: listing.facets, brand: listing.facets, price: false };
+    let listed = search::list(&mut *connection, filter, listing.sort, 20, &Start::Offset(0), facets, Limits::default())
+        .await?;
+    Ok(listed.page.items.len())
 }
 
 /// Runs `listing` once with `auto_explain` reporting every statement's plan (ANALYZE,
