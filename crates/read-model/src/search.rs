@@ -1002,6 +1002,32 @@ mod tests {
     }
 
     #[test]
+    fn one_status_is_an_equality_so_the_published_index_applies() {
+        let sql = |statuses: Option<Vec<ProductStatus>>| {
+            let mut query = QueryBuilder::new("SELECT 1 FROM products p");
+            push_filter(&mut query, &Filter { statuses, ..Filter::default() }, Except::default());
+            query.sql().to_owned()
+        };
+        assert!(sql(Some(vec![ProductStatus::Published])).contains("p.status = $1"));
+        assert!(sql(Some(vec![ProductStatus::Published, ProductStatus::Draft])).contains("p.status = ANY($1)"));
+        assert!(!sql(None).contains("status"));
+    }
+
+    #[test]
+    fn a_sample_scales_to_the_total_and_is_marked_an_estimate() {
+        let mut facets = Facets {
+            brand: Some(vec![ValueCount { value: "Acme".into(), count: 3 }, ValueCount { value: "Lumen".into(), count: 1 }]),
+            ..Facets::default()
+        };
+        scale(&mut facets, 400, 4);
+        assert_eq!(facets.brand.as_ref().unwrap().iter().map(|b| b.count).collect::<Vec<_>>(), [300, 100]);
+        assert!(facets.estimated);
+        let mut exact = Facets { brand: Some(vec![ValueCount { value: "Acme".into(), count: 3 }]), ..Facets::default() };
+        scale(&mut exact, 3, 3);
+        assert!(!exact.estimated, "nothing to scale");
+    }
+
+    #[test]
     fn price_ranges_are_increasing() {
         assert!(PRICE_BOUNDS.windows(2).all(|pair| pair[0] < pair[1]));
     }
