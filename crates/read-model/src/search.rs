@@ -1016,13 +1016,17 @@ mod tests {
     #[test]
     fn a_sample_scales_to_the_total_and_is_marked_an_estimate() {
         let mut facets = Facets {
-            brand: Some(vec![ValueCount { value: "Acme".into(), count: 3 }, ValueCount { value: "Lumen".into(), count: 1 }]),
+            brand: Some(vec![
+                ValueCount { value: "Acme".into(), count: 3 },
+                ValueCount { value: "Lumen".into(), count: 1 },
+            ]),
             ..Facets::default()
         };
         scale(&mut facets, 400, 4);
         assert_eq!(facets.brand.as_ref().unwrap().iter().map(|b| b.count).collect::<Vec<_>>(), [300, 100]);
         assert!(facets.estimated);
-        let mut exact = Facets { brand: Some(vec![ValueCount { value: "Acme".into(), count: 3 }]), ..Facets::default() };
+        let mut exact =
+            Facets { brand: Some(vec![ValueCount { value: "Acme".into(), count: 3 }]), ..Facets::default() };
         scale(&mut exact, 3, 3);
         assert!(!exact.estimated, "nothing to scale");
     }

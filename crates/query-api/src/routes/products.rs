@@ -253,17 +253,10 @@ pub async fn list(
         },
         None => Start::Offset(offset),
     };
-    let listing = search::list(
-        &mut transaction,
-        filter,
-        request.sort,
-        request.limit,
-        &start,
-        request.facets,
-        state.list_limits,
-    )
-    .await
-    .map_err(too_long)?;
+    let listing =
+        search::list(&mut transaction, filter, request.sort, request.limit, &start, request.facets, state.list_limits)
+            .await
+            .map_err(too_long)?;
     transaction.commit().await?;
 
     let page = listing.page;

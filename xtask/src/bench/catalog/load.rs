@@ -12,9 +12,9 @@ use read_model::search::{self, FacetRequest, Filter, Limits, Sort, Start};
 use sqlx::{PgConnection, PgPool};
 
 use super::{data, CLIENTS};
-use crate::system::Ports;
 use crate::bench::harness::percentile;
 use crate::proc::step;
+use crate::system::Ports;
 
 /// The search word: a product noun, in about one product in twenty.
 pub const WORD: &str = "lamp";
@@ -245,8 +245,8 @@ async fn list_in(connection: &mut PgConnection, listing: Listing) -> Result<usiz
         filter.text = Some(search::prepare_text(&mut *connection, WORD).await?);
     }
     let facets = FacetRequest { category: listing.facets, brand: listing.facets, price: false };
-    let listed = search::list(&mut *connection, filter, listing.sort, 20, &Start::Offset(0), facets, Limits::default())
-        .await?;
+    let listed =
+        search::list(&mut *connection, filter, listing.sort, 20, &Start::Offset(0), facets, Limits::default()).await?;
     Ok(listed.page.items.len())
 }
 

@@ -59,11 +59,8 @@ pub async fn run(backends: &Backends) -> Result<()> {
     let (mut system, pool, generate_seconds, rebuild_seconds) = match reusable(backends, &options, products).await? {
         Some((url, generate_seconds, rebuild_seconds)) => {
             step(format!("catalog: reusing database {} ({products} products); catalogctl migrate", options.database));
-            let status = catalogctl(&url)
-                .arg("migrate")
-                .stdout(Stdio::null())
-                .status()
-                .context("running catalogctl migrate")?;
+            let status =
+                catalogctl(&url).arg("migrate").stdout(Stdio::null()).status().context("running catalogctl migrate")?;
             anyhow::ensure!(status.success(), "catalogctl migrate failed");
             let system = System::existing(backends, url, options.ports);
             let pool = PgPoolOptions::new().max_connections(CLIENTS as u32).connect(&system.url).await?;
@@ -360,7 +357,11 @@ fn report(size: &Size, reads: Option<&load::Results>, imported: Option<&import::
             let (table, ratios) = read_tables(reads, &mut missed);
             (table, ratios, reads.explain.clone())
         }
-        None => ("(The reads were not run in this run: `CATALOG_BENCH_PARTS=import`.)\n".to_owned(), String::new(), String::new()),
+        None => (
+            "(The reads were not run in this run: `CATALOG_BENCH_PARTS=import`.)\n".to_owned(),
+            String::new(),
+            String::new(),
+        ),
     };
     let import_table = match imported {
         Some(imported) => import_table(imported, &mut missed),
