@@ -74,7 +74,7 @@ impl Default for Limits {
 /// With a search text, a planner estimate this many times the exact-total limit is trusted to be
 /// above it (and is the total) without counting: counting reads every match's row up to the limit.
 /// Never below [`TRUSTED_TEXT_ESTIMATE_FLOOR`].
-pub const TRUSTED_TEXT_ESTIMATE_FACTOR: i64 = 3;
+pub const TRUSTED_TEXT_ESTIMATE_FACTOR: i64 = 2;
 pub const TRUSTED_TEXT_ESTIMATE_FLOOR: i64 = 10_000;
 
 /// Which products a listing matches. Every field narrows it; `None` or empty narrows nothing.

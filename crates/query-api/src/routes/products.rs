@@ -63,7 +63,7 @@ pub struct Page {
     offset: i64,
     /// How many products match in all (not only this page): exact when at most 10,000 do;
     /// beyond, the query planner's estimate (`total_is_estimate`). With `q`, a planner estimate
-    /// above 30,000 is taken without counting (counting reads every match).
+    /// above 20,000 is taken without counting (counting reads every match).
     #[schema(minimum = 0)]
     total: i64,
     /// `total` is the query planner's estimate (more than 10,000 products match).
