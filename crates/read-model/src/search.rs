@@ -350,12 +350,35 @@ pub async fn list(
     limits: Limits,
 ) -> Result<Listing, sqlx::Error> {
     let exact_total_limit = limits.exact_total;
-    let mut page = self::page(connection, &filter, sort, limit, start, limits.sample).await?;
+    // A search sorted by a column, when the planner expects few enough matches to count: the
+    // page and the count in one statement, so the words are looked up in the index once.
+    let mut precounted = None;
+    let mut page = match (&filter.text, start) {
+        (Some(text), Start::Offset(offset))
+            if !text.fuzzy && sort != Sort::Relevance && facet_request == FacetRequest::default() =>
+        {
+            let planned = estimate(connection, &filter).await?;
+            if planned >= trusted_text_estimate(exact_total_limit) {
+                precounted = Some((planned, true));
+                self::page(connection, &filter, sort, limit, start, limits.sample).await?
+            } else {
+                let (page, matched) =
+                    page_counted(connection, &filter, sort, limit, *offset, exact_total_limit + 1).await?;
+                precounted = matched.map(|matched| match matched <= exact_total_limit {
+                    true => (matched, false),
+                    false => (planned.max(exact_total_limit + 1), true),
+                });
+                page
+            }
+        }
+        _ => self::page(connection, &filter, sort, limit, start, limits.sample).await?,
+    };
     if let (Some(text), Start::Offset(offset)) = (&filter.text, start) {
         if !text.fuzzy && page.items.is_empty() && (*offset == 0 || !exists(connection, &filter).await?) {
             if let Some(text) = &mut filter.text {
                 text.fuzzy = true;
             }
+            precounted = None;
             page = self::page(connection, &filter, sort, limit, start, limits.sample).await?;
         }
     }
@@ -372,14 +395,15 @@ pub async fn list(
     };
     // A capped relevance listing can end before the matches do.
     let ranked_to_the_end = |listed: i64| !ranks_sample(&filter, sort) || listed < limits.sample;
-    let (total, total_is_estimate) = match (start, &page.next, counted) {
-        (_, _, Some(counted)) => (counted, false),
+    let (total, total_is_estimate) = match (start, &page.next, counted, precounted) {
+        (_, _, Some(counted), _) => (counted, false),
         // Nothing follows this first or offset page: the count is in hand.
-        (Start::Offset(offset), None, None)
+        (Start::Offset(offset), None, None, _)
             if (!page.items.is_empty() || *offset == 0) && ranked_to_the_end(offset + page.items.len() as i64) =>
         {
             (offset + page.items.len() as i64, false)
         }
+        (_, _, None, Some(precounted)) => precounted,
         _ => total(connection, &filter, exact_total_limit).await?,
     };
     if let (Some(facets), Some(sampled)) = (&mut facets, sampled) {
@@ -398,7 +422,7 @@ async fn total(connection: &mut PgConnection, filter: &Filter, limit: i64) -> Re
     let planned = estimate(connection, filter).await?;
     let trusted = match filter.text {
         None => (limit.saturating_mul(TRUSTED_ESTIMATE_FACTOR)).max(TRUSTED_ESTIMATE_FLOOR),
-        Some(_) => (limit.saturating_mul(TRUSTED_TEXT_ESTIMATE_FACTOR)).max(TRUSTED_TEXT_ESTIMATE_FLOOR),
+        Some(_) => trusted_text_estimate(limit),
     };
     if planned >= trusted {
         return Ok((planned, true));
@@ -408,6 +432,58 @@ async fn total(connection: &mut PgConnection, filter: &Filter, limit: i64) -> Re
         return Ok((counted, false));
     }
     Ok((planned.max(limit + 1), true))
+}
+
+/// With a search text, the estimate above which it is the total without counting.
+fn trusted_text_estimate(exact_total_limit: i64) -> i64 {
+    (exact_total_limit.saturating_mul(TRUSTED_TEXT_ESTIMATE_FACTOR)).max(TRUSTED_TEXT_ESTIMATE_FLOOR)
+}
+
+/// A first or offset page sorted by a column (not relevance), with how many products pass
+/// `filter`, counted up to `cap` in the same statement (`None` when the page is empty: nothing
+/// was counted).
+async fn page_counted(
+    connection: &mut PgConnection,
+    filter: &Filter,
+    sort: Sort,
+    limit: i64,
+    offset: i64,
+    cap: i64,
+) -> Result<(Page, Option<i64>), sqlx::Error> {
+    let direction = if sort.descending() { " DESC" } else { "" };
+    let mut query = QueryBuilder::new(format!(
+        "SELECT {COLUMNS}, top.sort_key, top.matched, now() AS listed_at FROM (SELECT p.id, "
+    ));
+    push_sort_key(&mut query, filter, sort);
+    query.push(
+        " AS sort_key, count(*) OVER () AS matched \
+           FROM (SELECT p.id, p.price, p.name, p.created_at, p.updated_at FROM products p",
+    );
+    push_filter(&mut query, filter, Except::default());
+    query.push(" LIMIT ").push_bind(cap).push(") p ORDER BY ");
+    push_sort_key(&mut query, filter, sort);
+    query.push(format_args!("{direction}, p.id{direction} LIMIT "));
+    query.push_bind(limit + 1).push(" OFFSET ").push_bind(offset);
+    query.push(format_args!(
+        ") top JOIN products p ON p.id = top.id ORDER BY top.sort_key{direction}, top.id{direction}"
+    ));
+    let rows = query.build().persistent(false).fetch_all(&mut *connection).await?;
+    let more = rows.len() as i64 > limit;
+    let matched = match rows.first() {
+        Some(row) => Some(row.try_get::<i64, _>("matched")?),
+        None => None,
+    };
+    let rows = &rows[..rows.len().min(limit as usize)];
+    let listed_at: DateTime<Utc> = match rows.first() {
+        Some(row) => row.try_get("listed_at")?,
+        None => sqlx::query_scalar("SELECT now()").fetch_one(&mut *connection).await?,
+    };
+    let next = match (more, rows.last()) {
+        (true, Some(row)) => Some(Position { key: sort_key(row, sort)?, id: row.try_get("id")? }),
+        _ => None,
+    };
+    let items = rows.iter().map(sqlx::FromRow::from_row).collect::<Result<_, sqlx::Error>>()?;
+    Ok((Page { items, next, frozen_at: listed_at }, matched))
 }
 
 /// Products that pass `filter`, in `sort` order: `limit` rows from `start`. Sorting by

@@ -469,6 +469,20 @@ async fn total_is_exact_up_to_the_limit_and_an_estimate_beyond() {
     assert_eq!((faceted["total"].clone(), faceted["total_is_estimate"].clone()), (json!(5), json!(false)));
     let searched = list(&app, "limit=1&q=lamp+0", None).await;
     assert_eq!((searched["total"].clone(), searched["total_is_estimate"].clone()), (json!(1), json!(false)));
+    // A search sorted by a column counts in the page's own statement, the same way.
+    let sorted = list(&app, "limit=2&q=lamp&sort=price", None).await;
+    assert_eq!(names(&sorted).len(), 2);
+    assert_eq!(sorted["total_is_estimate"], true, "{sorted}");
+    assert!(sorted["total"].as_i64().unwrap() >= 4, "{sorted}");
+    let sorted = list(&app, "limit=2&q=lamp&sort=-price&currency=EUR&price_max=1", None).await;
+    assert_eq!((sorted["total"].clone(), sorted["total_is_estimate"].clone()), (json!(3), json!(false)));
+    let offset = list(&app, "limit=2&offset=2&q=lamp&sort=price&currency=EUR&price_max=1", None).await;
+    assert_eq!(
+        (names(&offset).len(), offset["total"].clone(), offset["total_is_estimate"].clone()),
+        (1, json!(3), json!(false))
+    );
+    let beyond = list(&app, "limit=2&offset=4&q=lamp&sort=price&currency=EUR&price_max=1", None).await;
+    assert_eq!((names(&beyond).len(), beyond["total"].clone()), (0, json!(3)));
 }
 
 #[tokio::test]
