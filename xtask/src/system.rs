@@ -80,8 +80,6 @@ impl Ports {
     pub const BENCH_PIPELINE: Self = Self::three("127.0.0.1:18180", "127.0.0.1:18181", "127.0.0.1:18182");
     pub const BENCH_SOAK: Self = Self::three("127.0.0.1:18380", "127.0.0.1:18381", "127.0.0.1:18382");
     pub const BENCH_CATALOG: Self = Self::three("127.0.0.1:18480", "127.0.0.1:18481", "127.0.0.1:18482");
-    /// `bench catalog` with `CATALOG_ONLY=import`, so it can run beside a whole `bench catalog`.
-    pub const BENCH_CATALOG_IMPORT: Self = Self::three("127.0.0.1:18680", "127.0.0.1:18681", "127.0.0.1:18682");
     pub const BENCH_RESERVATIONS: Self = Self::three("127.0.0.1:18580", "127.0.0.1:18581", "127.0.0.1:18582");
     pub const FAULTS: Self = Self {
         publisher: Some("127.0.0.1:19083"),
@@ -151,6 +149,11 @@ impl System {
     pub async fn fresh(backends: &Backends, database: &str, ports: Ports) -> Result<Self> {
         let url = fresh_database(backends, database).await?;
         Ok(Self { url, ports, brokers: backends.kafka_brokers.clone(), services: Supervisor::default() })
+    }
+
+    /// An existing database `url`, kept as it is (a benchmark reusing what it built before).
+    pub fn existing(backends: &Backends, url: String, ports: Ports) -> Self {
+        Self { url, ports, brokers: backends.kafka_brokers.clone(), services: Supervisor::default() }
     }
 
     /// Starts release `service` under its own name on its port of this system's row.

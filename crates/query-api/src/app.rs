@@ -59,6 +59,14 @@ pub struct Settings {
     #[arg(long, env = "LIST_EXACT_TOTAL_LIMIT", default_value_t = 10_000,
           value_parser = clap::value_parser!(i64).range(1..=1_000_000))]
     pub list_exact_total_limit: i64,
+
+    /// At most how many matching products a relevance listing ranks and each facet counts (the
+    /// first the search index finds); beyond, relevance is the best of those and facets are
+    /// their counts scaled to the number of matches (`facets.estimated`). Ranking and counting
+    /// read every product's row, so keep it bounded.
+    #[arg(long, env = "LIST_SAMPLE", default_value_t = read_model::search::DEFAULT_SAMPLE,
+          value_parser = clap::value_parser!(i64).range(1..=1_000_000))]
+    pub list_sample: i64,
 }
 
 /// Everything a handler may need, cheap to clone.
@@ -68,8 +76,9 @@ pub struct AppState {
     pub products: ProductCache,
     pub tokens: TokenVerifier,
     pub min_version_wait: Duration,
-    /// Listings count their matches exactly up to this many (`LIST_EXACT_TOTAL_LIMIT`).
-    pub exact_total_limit: i64,
+    /// Listings count their matches exactly up to `exact_total` (`LIST_EXACT_TOTAL_LIMIT`), and
+    /// rank and facet at most `sample` (`LIST_SAMPLE`).
+    pub list_limits: read_model::search::Limits,
     /// The longest a listing's statements may run (the request timeout): Postgres stops a
     /// search whose answer nobody would wait for.
     pub list_statement_timeout: Duration,
@@ -115,7 +124,10 @@ impl Application {
             products: products.clone(),
             tokens: TokenVerifier::new(&keys),
             min_version_wait,
-            exact_total_limit: settings.list_exact_total_limit,
+            list_limits: read_model::search::Limits {
+                exact_total: settings.list_exact_total_limit,
+                sample: settings.list_sample,
+            },
             list_statement_timeout: settings.http.request_timeout(),
         };
         let router = router(state, &settings, metrics);

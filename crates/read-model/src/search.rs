@@ -44,6 +44,39 @@ const PRICE_BOUNDS: &[i64] = &[
 /// Entries a value facet (`category`, `brand`) lists at most, most frequent first.
 pub const FACET_ENTRIES: i64 = 100;
 
+/// By default ([`Limits::sample`]), a relevance listing ranks at most this many matches: the
+/// first ones the index finds, not the best of all. Ranking needs each match's row (its words and their weights), and a common
+/// word matches tens of thousands of products at a million: ranking all of "lamp" (44,000
+/// matches) read 39,000 table pages per page of results. Beyond this many matches, a relevance
+/// listing is the best of a sample and ends after this many items; other sorts list every
+/// match.
+/// Facets count at most as many matching products each; when more match, the counts are the
+/// sample's scaled to the number of matches and marked as estimates ([`Facets::estimated`]).
+/// Counting reads every match's row, like ranking.
+pub const DEFAULT_SAMPLE: i64 = 1_000;
+
+/// How far a listing counts and ranks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The total is exact up to this many matches.
+    pub exact_total: i64,
+    /// A relevance listing ranks at most this many matches, and each facet counts at most this
+    /// many (see [`DEFAULT_SAMPLE`]).
+    pub sample: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { exact_total: 10_000, sample: DEFAULT_SAMPLE }
+    }
+}
+
+/// With a search text, a planner estimate this many times the exact-total limit is trusted to be
+/// above it (and is the total) without counting: counting reads every match's row up to the limit.
+/// Never below [`TRUSTED_TEXT_ESTIMATE_FLOOR`].
+pub const TRUSTED_TEXT_ESTIMATE_FACTOR: i64 = 2;
+pub const TRUSTED_TEXT_ESTIMATE_FLOOR: i64 = 10_000;
+
 /// Which products a listing matches. Every field narrows it; `None` or empty narrows nothing.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Filter {
@@ -174,6 +207,9 @@ pub struct Facets {
     pub category: Option<Vec<CategoryCount>>,
     pub brand: Option<Vec<ValueCount>>,
     pub price: Option<Vec<PriceRangeCount>>,
+    /// More than [`Limits::sample`] products matched: the counts are estimates (a sample's counts,
+    /// scaled).
+    pub estimated: bool,
 }
 
 /// Products in a category or any of its descendants.
@@ -311,67 +347,154 @@ pub async fn list(
     limit: i64,
     start: &Start,
     facet_request: FacetRequest,
-    exact_total_limit: i64,
+    limits: Limits,
 ) -> Result<Listing, sqlx::Error> {
-    let mut page = self::page(connection, &filter, sort, limit, start).await?;
+    let exact_total_limit = limits.exact_total;
+    // A search sorted by a column, when the planner expects few enough matches to count: the
+    // page and the count in one statement, so the words are looked up in the index once.
+    let mut precounted = None;
+    let mut page = match (&filter.text, start) {
+        (Some(text), Start::Offset(offset))
+            if !text.fuzzy && sort != Sort::Relevance && facet_request == FacetRequest::default() =>
+        {
+            let planned = estimate(connection, &filter).await?;
+            if planned >= trusted_text_estimate(exact_total_limit) {
+                precounted = Some((planned, true));
+                self::page(connection, &filter, sort, limit, start, limits.sample).await?
+            } else {
+                let (page, matched) =
+                    page_counted(connection, &filter, sort, limit, *offset, exact_total_limit + 1).await?;
+                precounted = matched.map(|matched| match matched <= exact_total_limit {
+                    true => (matched, false),
+                    false => (planned.max(exact_total_limit + 1), true),
+                });
+                page
+            }
+        }
+        _ => self::page(connection, &filter, sort, limit, start, limits.sample).await?,
+    };
     if let (Some(text), Start::Offset(offset)) = (&filter.text, start) {
         if !text.fuzzy && page.items.is_empty() && (*offset == 0 || !exists(connection, &filter).await?) {
             if let Some(text) = &mut filter.text {
                 text.fuzzy = true;
             }
-            page = self::page(connection, &filter, sort, limit, start).await?;
+            precounted = None;
+            page = self::page(connection, &filter, sort, limit, start, limits.sample).await?;
         }
     }
-    let (facets, counted) = match facet_request == FacetRequest::default() {
-        true => (None, None),
+    let (mut facets, counted, sampled) = match facet_request == FacetRequest::default() {
+        true => (None, None, None),
         false => {
-            let (facets, counted) = self::facets(connection, &filter, facet_request).await?;
-            (Some(facets), counted)
+            let (facets, counted) = self::facets(connection, &filter, facet_request, limits.sample).await?;
+            match counted {
+                Counted::All(n) => (Some(facets), Some(n), None),
+                Counted::Sample(n) => (Some(facets), None, Some(n)),
+                Counted::Separately => (Some(facets), None, None),
+            }
         }
     };
-    let (total, total_is_estimate) = match (start, &page.next, counted) {
-        (_, _, Some(counted)) => (counted, false),
+    // A capped relevance listing can end before the matches do.
+    let ranked_to_the_end = |listed: i64| !ranks_sample(&filter, sort) || listed < limits.sample;
+    let (total, total_is_estimate) = match (start, &page.next, counted, precounted) {
+        (_, _, Some(counted), _) => (counted, false),
         // Nothing follows this first or offset page: the count is in hand.
-        (Start::Offset(offset), None, None) if !page.items.is_empty() || *offset == 0 => {
+        (Start::Offset(offset), None, None, _)
+            if (!page.items.is_empty() || *offset == 0) && ranked_to_the_end(offset + page.items.len() as i64) =>
+        {
             (offset + page.items.len() as i64, false)
         }
+        (_, _, None, Some(precounted)) => precounted,
         _ => total(connection, &filter, exact_total_limit).await?,
     };
+    if let (Some(facets), Some(sampled)) = (&mut facets, sampled) {
+        scale(facets, total.max(sampled), sampled);
+        facets.estimated = true;
+    }
     let fuzzy = filter.text.as_ref().is_some_and(|text| text.fuzzy);
     Ok(Listing { page, total, total_is_estimate, facets, fuzzy })
 }
 
 /// The total and whether it is an estimate: products are counted up to `limit`; beyond, the
-/// planner's estimate answers (at least `limit + 1`). Without a search text, an estimate far
-/// above the limit is trusted without counting.
+/// planner's estimate answers (at least `limit + 1`). An estimate far above the limit
+/// ([`TRUSTED_ESTIMATE_FACTOR`] times without a search text, [`TRUSTED_TEXT_ESTIMATE_FACTOR`]
+/// with one, whose estimates are less sure) is trusted without counting.
 async fn total(connection: &mut PgConnection, filter: &Filter, limit: i64) -> Result<(i64, bool), sqlx::Error> {
-    let mut estimated = None;
-    if filter.text.is_none() {
-        let planned = estimate(connection, filter).await?;
-        if planned >= (limit.saturating_mul(TRUSTED_ESTIMATE_FACTOR)).max(TRUSTED_ESTIMATE_FLOOR) {
-            return Ok((planned, true));
-        }
-        estimated = Some(planned);
+    let planned = estimate(connection, filter).await?;
+    let trusted = match filter.text {
+        None => (limit.saturating_mul(TRUSTED_ESTIMATE_FACTOR)).max(TRUSTED_ESTIMATE_FLOOR),
+        Some(_) => trusted_text_estimate(limit),
+    };
+    if planned >= trusted {
+        return Ok((planned, true));
     }
     let counted = count(connection, filter, limit + 1).await?;
     if counted <= limit {
         return Ok((counted, false));
     }
-    let planned = match estimated {
-        Some(planned) => planned,
-        None => estimate(connection, filter).await?,
-    };
     Ok((planned.max(limit + 1), true))
 }
 
+/// With a search text, the estimate above which it is the total without counting.
+fn trusted_text_estimate(exact_total_limit: i64) -> i64 {
+    (exact_total_limit.saturating_mul(TRUSTED_TEXT_ESTIMATE_FACTOR)).max(TRUSTED_TEXT_ESTIMATE_FLOOR)
+}
+
+/// A first or offset page sorted by a column (not relevance), with how many products pass
+/// `filter`, counted up to `cap` in the same statement (`None` when the page is empty: nothing
+/// was counted).
+async fn page_counted(
+    connection: &mut PgConnection,
+    filter: &Filter,
+    sort: Sort,
+    limit: i64,
+    offset: i64,
+    cap: i64,
+) -> Result<(Page, Option<i64>), sqlx::Error> {
+    let direction = if sort.descending() { " DESC" } else { "" };
+    let mut query = QueryBuilder::new(format!(
+        "SELECT {COLUMNS}, top.sort_key, top.matched, now() AS listed_at FROM (SELECT p.id, "
+    ));
+    push_sort_key(&mut query, filter, sort);
+    query.push(
+        " AS sort_key, count(*) OVER () AS matched \
+           FROM (SELECT p.id, p.price, p.name, p.created_at, p.updated_at FROM products p",
+    );
+    push_filter(&mut query, filter, Except::default());
+    query.push(" LIMIT ").push_bind(cap).push(") p ORDER BY ");
+    push_sort_key(&mut query, filter, sort);
+    query.push(format_args!("{direction}, p.id{direction} LIMIT "));
+    query.push_bind(limit + 1).push(" OFFSET ").push_bind(offset);
+    query.push(format_args!(
+        ") top JOIN products p ON p.id = top.id ORDER BY top.sort_key{direction}, top.id{direction}"
+    ));
+    let rows = query.build().persistent(false).fetch_all(&mut *connection).await?;
+    let more = rows.len() as i64 > limit;
+    let matched = match rows.first() {
+        Some(row) => Some(row.try_get::<i64, _>("matched")?),
+        None => None,
+    };
+    let rows = &rows[..rows.len().min(limit as usize)];
+    let listed_at: DateTime<Utc> = match rows.first() {
+        Some(row) => row.try_get("listed_at")?,
+        None => sqlx::query_scalar("SELECT now()").fetch_one(&mut *connection).await?,
+    };
+    let next = match (more, rows.last()) {
+        (true, Some(row)) => Some(Position { key: sort_key(row, sort)?, id: row.try_get("id")? }),
+        _ => None,
+    };
+    let items = rows.iter().map(sqlx::FromRow::from_row).collect::<Result<_, sqlx::Error>>()?;
+    Ok((Page { items, next, frozen_at: listed_at }, matched))
+}
+
 /// Products that pass `filter`, in `sort` order: `limit` rows from `start`. Sorting by
-/// relevance without a text sorts by creation.
+/// relevance without a text sorts by creation; with one, it ranks the first `sample` matches.
 pub async fn page(
     connection: &mut PgConnection,
     filter: &Filter,
     sort: Sort,
     limit: i64,
     start: &Start,
+    sample: i64,
 ) -> Result<Page, sqlx::Error> {
     let sort = match (sort, &filter.text) {
         (Sort::Relevance, None) => Sort::Created,
@@ -394,7 +517,7 @@ pub async fn page(
     };
     match frozen {
         None => {
-            push_branch(&mut query, filter, sort, limit, after, Source::Now)?;
+            push_branch(&mut query, filter, sort, limit, sample, after, Source::Now)?;
             if let Start::Offset(offset) = start {
                 query.push(" OFFSET ").push_bind(*offset);
             }
@@ -404,9 +527,9 @@ pub async fn page(
             // Each part ordered and limited on its own (so the first can walk an index), then
             // merged: a `UNION ALL` of filtered subqueries is not flattened by the planner.
             query.push("SELECT * FROM (");
-            push_branch(&mut query, filter, sort, limit, after, Source::UnchangedSince(at))?;
+            push_branch(&mut query, filter, sort, limit, sample, after, Source::UnchangedSince(at))?;
             query.push(") unchanged UNION ALL SELECT * FROM (");
-            push_branch(&mut query, filter, sort, limit, after, Source::AsItWas(at))?;
+            push_branch(&mut query, filter, sort, limit, sample, after, Source::AsItWas(at))?;
             query.push(format_args!(") changed ORDER BY sort_key{direction}, id{direction} LIMIT "));
             query.push_bind(limit + 1);
             query.push(") top");
@@ -477,25 +600,62 @@ pub async fn count(connection: &mut PgConnection, filter: &Filter, cap: i64) -> 
 /// The planner's estimate of how many products pass `filter` (from table statistics: cheap,
 /// and only an estimate).
 pub async fn estimate(connection: &mut PgConnection, filter: &Filter) -> Result<i64, sqlx::Error> {
+    estimate_except(connection, filter, Except::default()).await
+}
+
+async fn estimate_except(connection: &mut PgConnection, filter: &Filter, except: Except) -> Result<i64, sqlx::Error> {
     let mut query = QueryBuilder::new("EXPLAIN (FORMAT JSON) SELECT 1 FROM products p");
-    push_filter(&mut query, filter, Except::default());
+    push_filter(&mut query, filter, except);
     let plan: serde_json::Value = query.build_query_scalar().persistent(false).fetch_one(connection).await?;
     Ok(plan[0]["Plan"]["Plan Rows"].as_f64().map_or(0, |rows| rows.round() as i64))
 }
 
+/// What counting the facets told about the number of products that pass the filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counted {
+    /// Every one of them was counted: this many.
+    All(i64),
+    /// More than the sample: this many were counted, and the counts still need scaling to
+    /// the total ([`scale`]).
+    Sample(i64),
+    /// Each facet counted products of its own (each without its own filter): nothing is known
+    /// of the filter's total.
+    Separately,
+}
+
+/// Scales sampled facet counts (`sampled` products counted) to `total` products.
+pub fn scale(facets: &mut Facets, total: i64, sampled: i64) {
+    if sampled <= 0 || total <= sampled {
+        return;
+    }
+    let scaled = |count: i64| ((count as f64) * (total as f64) / (sampled as f64)).round() as i64;
+    for entry in facets.category.iter_mut().flatten() {
+        entry.count = scaled(entry.count);
+    }
+    for entry in facets.brand.iter_mut().flatten() {
+        entry.count = scaled(entry.count);
+    }
+    for entry in facets.price.iter_mut().flatten() {
+        entry.count = scaled(entry.count);
+    }
+    facets.estimated = true;
+}
+
 /// The facets `request` asks for, each over the products that pass `filter` without the
 /// facet's own part of it (`category` without the category filter, `brand` without
-/// `attr.brand`, `price` without the price bounds), and how many products pass `filter` when
-/// that came for free.
+/// `attr.brand`, `price` without the price bounds), and what that told of the filter's total.
 ///
 /// When the filter has none of those parts, every facet counts the same products: one scan
-/// groups them every way at once (and counts them all, exactly). Otherwise each facet is a
-/// query of its own.
+/// groups them every way at once (and counts them all, exactly, up to `sample_size`; beyond,
+/// the caller scales the sample to the total, see [`Counted::Sample`]). Otherwise each facet is
+/// a query of its own, sampled and scaled (to the planner's estimate of its matches) the same
+/// way.
 pub async fn facets(
     connection: &mut PgConnection,
     filter: &Filter,
     request: FacetRequest,
-) -> Result<(Facets, Option<i64>), sqlx::Error> {
+    sample_size: i64,
+) -> Result<(Facets, Counted), sqlx::Error> {
     let bounds: Vec<Decimal> = PRICE_BOUNDS.iter().map(|bound| Decimal::from(*bound)).collect();
     let own_parts = filter.categories.is_some()
         || filter.price_min.is_some()
@@ -504,7 +664,18 @@ pub async fn facets(
     let mut sets: Vec<(Vec<Uuid>, i64)> = Vec::new();
     let mut brands: Vec<ValueCount> = Vec::new();
     let mut buckets: Vec<(i32, i64)> = Vec::new();
-    let mut total = None;
+    let mut counted = Counted::Separately;
+    // Per facet counted separately: its sampled products and its scaled total, when sampled.
+    let mut separate_scales: [Option<(i64, i64)>; 3] = [None; 3];
+    // The matching products a facet counts, at most one more than the sample: `m`.
+    let sample = |query: &mut QueryBuilder<'_, Postgres>, except: Except| {
+        query.push(format_args!(
+            " FROM (SELECT p.category_ids, p.attributes ->> '{BRAND}' AS brand, width_bucket(p.price, "
+        ));
+        query.push_bind(bounds.clone()).push("::numeric[]) AS bucket FROM products p");
+        push_filter(query, filter, except);
+        query.push(" LIMIT ").push_bind(sample_size + 1).push(") m");
+    };
     if !own_parts {
         // A facet not asked for is neither grouped nor selected (a column outside every
         // grouping set cannot be).
@@ -513,15 +684,13 @@ pub async fn facets(
             false => format!("{null} AS {column}, false AS by_{column}"),
         };
         let mut query = QueryBuilder::new(format!(
-            "SELECT {}, {}, {}, count(*) AS n \
-               FROM (SELECT p.category_ids, p.attributes ->> '{BRAND}' AS brand, width_bucket(p.price, ",
+            "SELECT {}, {}, {}, count(*) AS n",
             column(request.category, "category_ids", "NULL::uuid[]"),
             column(request.brand, "brand", "NULL::text"),
             column(request.price, "bucket", "NULL::int"),
         ));
-        query.push_bind(&bounds).push("::numeric[]) AS bucket FROM products p");
-        push_filter(&mut query, filter, Except::default());
-        query.push(") m GROUP BY GROUPING SETS (");
+        sample(&mut query, Except::default());
+        query.push(" GROUP BY GROUPING SETS (");
         for (asked, set) in
             [(request.category, "(m.category_ids), "), (request.brand, "(m.brand), "), (request.price, "(m.bucket), ")]
         {
@@ -531,6 +700,7 @@ pub async fn facets(
         }
         query.push("())");
         let rows = query.build().persistent(false).fetch_all(&mut *connection).await?;
+        let mut total = 0;
         for row in rows {
             let n: i64 = row.try_get("n")?;
             if row.try_get("by_category_ids")? {
@@ -542,31 +712,46 @@ pub async fn facets(
             } else if row.try_get("by_bucket")? {
                 buckets.push((row.try_get("bucket")?, n));
             } else {
-                total = Some(n);
+                total = n;
             }
         }
+        counted = if total > sample_size { Counted::Sample(total) } else { Counted::All(total) };
     } else {
         if request.category {
-            let mut query = QueryBuilder::new("SELECT p.category_ids, count(*) FROM products p");
-            push_filter(&mut query, filter, Except { category: true, ..Except::default() });
-            query.push(" GROUP BY p.category_ids");
+            let except = Except { category: true, ..Except::default() };
+            let mut query = QueryBuilder::new("SELECT m.category_ids, count(*)");
+            sample(&mut query, except);
+            query.push(" GROUP BY m.category_ids");
             sets = query.build_query_as().persistent(false).fetch_all(&mut *connection).await?;
+            let n: i64 = sets.iter().map(|(_, n)| n).sum();
+            if n > sample_size {
+                separate_scales[0] = Some((n, estimate_except(connection, filter, except).await?));
+            }
         }
         if request.brand {
-            let mut query = QueryBuilder::new(format!(
-                "SELECT (p.attributes ->> '{BRAND}') COLLATE \"C\" AS value, count(*) AS count FROM products p"
-            ));
-            push_filter(&mut query, filter, Except { brand: true, ..Except::default() });
-            query.push(format_args!(" AND p.attributes ? '{BRAND}' GROUP BY 1 ORDER BY count DESC, value LIMIT "));
-            query.push_bind(FACET_ENTRIES);
-            brands = query.build_query_as().persistent(false).fetch_all(&mut *connection).await?;
+            let except = Except { brand: true, ..Except::default() };
+            // Products without a brand are counted too (and left out below): they are in the sample.
+            let mut query = QueryBuilder::new("SELECT m.brand COLLATE \"C\" AS value, count(*) AS count");
+            sample(&mut query, except);
+            query.push(" GROUP BY 1");
+            let rows: Vec<(Option<String>, i64)> =
+                query.build_query_as().persistent(false).fetch_all(&mut *connection).await?;
+            let n: i64 = rows.iter().map(|(_, n)| n).sum();
+            brands = rows.into_iter().filter_map(|(value, count)| Some(ValueCount { value: value?, count })).collect();
+            if n > sample_size {
+                separate_scales[1] = Some((n, estimate_except(connection, filter, except).await?));
+            }
         }
         if request.price {
-            let mut query = QueryBuilder::new("SELECT width_bucket(p.price, ");
-            query.push_bind(&bounds).push("::numeric[]) AS bucket, count(*) AS count FROM products p");
-            push_filter(&mut query, filter, Except { price: true, ..Except::default() });
-            query.push(" GROUP BY bucket");
+            let except = Except { price: true, ..Except::default() };
+            let mut query = QueryBuilder::new("SELECT m.bucket, count(*) AS count");
+            sample(&mut query, except);
+            query.push(" GROUP BY m.bucket");
             buckets = query.build_query_as().persistent(false).fetch_all(&mut *connection).await?;
+            let n: i64 = buckets.iter().map(|(_, n)| n).sum();
+            if n > sample_size {
+                separate_scales[2] = Some((n, estimate_except(connection, filter, except).await?));
+            }
         }
     }
 
@@ -599,7 +784,22 @@ pub async fn facets(
                 .collect(),
         );
     }
-    Ok((facets, total))
+    // Each facet counted on its own scales on its own.
+    for (i, scales) in separate_scales.into_iter().enumerate() {
+        let Some((sampled, planned)) = scales else { continue };
+        let mut one = Facets {
+            category: if i == 0 { facets.category.take() } else { None },
+            brand: if i == 1 { facets.brand.take() } else { None },
+            price: if i == 2 { facets.price.take() } else { None },
+            estimated: false,
+        };
+        scale(&mut one, planned.max(sampled), sampled);
+        facets.category = facets.category.or(one.category);
+        facets.brand = facets.brand.or(one.brand);
+        facets.price = facets.price.or(one.price);
+        facets.estimated = true;
+    }
+    Ok((facets, counted))
 }
 
 /// Products per category, each counted once in every live category it is listed in or below:
@@ -650,12 +850,18 @@ fn push_branch(
     filter: &Filter,
     sort: Sort,
     limit: i64,
+    sample: i64,
     after: Option<&Position>,
     source: Source,
 ) -> Result<(), sqlx::Error> {
     query.push("SELECT p.id, ");
     push_sort_key(query, filter, sort);
     query.push(" AS sort_key FROM ");
+    let sampled = ranks_sample(filter, sort);
+    if sampled {
+        // The first matches the index finds, then ranked (see `DEFAULT_SAMPLE`).
+        query.push("(SELECT p.id, p.search_document, p.search_text FROM ");
+    }
     match source {
         Source::Now | Source::UnchangedSince(_) => {
             query.push("products p");
@@ -684,6 +890,9 @@ fn push_branch(
     if let Source::UnchangedSince(at) = source {
         query.push(" AND p.updated_at <= ").push_bind(at);
     }
+    if sampled {
+        query.push(" LIMIT ").push_bind(sample).push(") p WHERE true");
+    }
     if let Some(position) = after {
         push_after(query, filter, sort, position)?;
     }
@@ -695,11 +904,24 @@ fn push_branch(
     Ok(())
 }
 
+/// Whether `sort` ranks a sample of the matches rather than all of them (relevance).
+fn ranks_sample(filter: &Filter, sort: Sort) -> bool {
+    sort == Sort::Relevance && filter.text.is_some()
+}
+
 fn push_filter(query: &mut QueryBuilder<'_, Postgres>, filter: &Filter, except: Except) {
     query.push(" WHERE NOT p.deleted");
-    if let Some(statuses) = &filter.statuses {
-        let statuses: Vec<&str> = statuses.iter().map(ProductStatus::as_str).collect();
-        query.push(" AND p.status = ANY(").push_bind(statuses).push(")");
+    match filter.statuses.as_deref() {
+        // One status as an equality: planned with its value, `published` matches the predicate
+        // of the published products' search index (an `= ANY` array would not).
+        Some([status]) => {
+            query.push(" AND p.status = ").push_bind(status.as_str());
+        }
+        Some(statuses) => {
+            let statuses: Vec<&str> = statuses.iter().map(ProductStatus::as_str).collect();
+            query.push(" AND p.status = ANY(").push_bind(statuses).push(")");
+        }
+        None => {}
     }
     if let Some(text) = &filter.text {
         match (&text.tsquery, text.fuzzy) {
@@ -853,6 +1075,36 @@ mod tests {
         // A cycle (two categories projected at different times) ends.
         let cycle = vec![(home, "Home".to_owned(), Some(lighting)), (lighting, "Lighting".to_owned(), Some(home))];
         assert_eq!(roll_up(&[(vec![home], 1)], &cycle).len(), 2);
+    }
+
+    #[test]
+    fn one_status_is_an_equality_so_the_published_index_applies() {
+        let sql = |statuses: Option<Vec<ProductStatus>>| {
+            let mut query = QueryBuilder::new("SELECT 1 FROM products p");
+            push_filter(&mut query, &Filter { statuses, ..Filter::default() }, Except::default());
+            query.sql().to_owned()
+        };
+        assert!(sql(Some(vec![ProductStatus::Published])).contains("p.status = $1"));
+        assert!(sql(Some(vec![ProductStatus::Published, ProductStatus::Draft])).contains("p.status = ANY($1)"));
+        assert!(!sql(None).contains("status"));
+    }
+
+    #[test]
+    fn a_sample_scales_to_the_total_and_is_marked_an_estimate() {
+        let mut facets = Facets {
+            brand: Some(vec![
+                ValueCount { value: "Acme".into(), count: 3 },
+                ValueCount { value: "Lumen".into(), count: 1 },
+            ]),
+            ..Facets::default()
+        };
+        scale(&mut facets, 400, 4);
+        assert_eq!(facets.brand.as_ref().unwrap().iter().map(|b| b.count).collect::<Vec<_>>(), [300, 100]);
+        assert!(facets.estimated);
+        let mut exact =
+            Facets { brand: Some(vec![ValueCount { value: "Acme".into(), count: 3 }]), ..Facets::default() };
+        scale(&mut exact, 3, 3);
+        assert!(!exact.estimated, "nothing to scale");
     }
 
     #[test]

@@ -119,7 +119,6 @@ async fn verify_names_a_row_changed_by_hand_and_rebuild_repairs_it() {
     assert_eq!(
         table_objects(&system, "products").await,
         [
-            "products_category_ids_idx",
             "products_changed",
             "products_created_at_id_idx",
             "products_name_id_idx",
@@ -128,6 +127,7 @@ async fn verify_names_a_row_changed_by_hand_and_rebuild_repairs_it() {
             "products_pkey",
             "products_price_id_idx",
             "products_reserved_check",
+            "products_search_document_attributes_category_ids_idx",
             "products_search_document_status_attributes_category_idx",
             "products_search_text_idx",
             "products_status_check",

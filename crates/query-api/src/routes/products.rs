@@ -48,7 +48,7 @@ const FREEZE_FOR: chrono::TimeDelta = chrono::TimeDelta::minutes(15);
                "created_at": "2026-01-01T12:00:00Z", "updated_at": "2026-01-01T12:00:00Z", "version": 1}],
     "next_cursor": "eyJzIjoiY3JlYXRlZCJ9",
     "limit": 1, "offset": 0, "total": 2, "total_is_estimate": false,
-    "facets": {"category": null, "brand": [{"value": "Lumen", "count": 2}], "price": null}
+    "facets": {"category": null, "brand": [{"value": "Lumen", "count": 2}], "price": null, "estimated": false}
 }))]
 pub struct Page {
     /// The products, in the listing's order, each exactly as `GET /api/v1/products/{id}` shows it.
@@ -63,8 +63,8 @@ pub struct Page {
     #[schema(minimum = 0, maximum = 10000)]
     offset: i64,
     /// How many products match in all (not only this page): exact when at most 10,000 do;
-    /// beyond, the query planner's estimate (`total_is_estimate`), unless facets without
-    /// filters of their own counted every match anyway.
+    /// beyond, the query planner's estimate (`total_is_estimate`). With `q`, a planner estimate
+    /// above 20,000 is taken without counting (counting reads every match).
     #[schema(minimum = 0)]
     total: i64,
     /// `total` is the query planner's estimate (more than 10,000 products match).
@@ -89,6 +89,9 @@ pub struct Facets {
     /// Price ranges (1-2-5 steps) that hold matching products, cheapest first.
     #[schema(required = true)]
     price: Option<Vec<PriceFacet>>,
+    /// The counts are estimates: more than 1,000 products matched (a facet's own filter left
+    /// out), and each facet counted the first 1,000 of them, scaled to the number of matches.
+    estimated: bool,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -141,6 +144,7 @@ impl From<search::Facets> for Facets {
                     })
                     .collect()
             }),
+            estimated: facets.estimated,
         }
     }
 }
@@ -165,7 +169,9 @@ impl From<search::Facets> for Facets {
 ///
 /// **Order** (`sort`): `relevance` (with `q`; the default then), `price`, `-price`, `name`,
 /// `-name`, `created` (the default otherwise), `-created`, `updated`, `-updated`; ties are
-/// broken by id, in the same direction, so the order is total.
+/// broken by id, in the same direction, so the order is total. `relevance` ranks at most the
+/// first 1,000 matches the search index finds (not necessarily the 1,000 best), and its listing
+/// ends after them; narrow the query (more words, filters) or sort by another key to list more.
 ///
 /// **Pages**: `limit` (1–100, default 20) per page; follow `next_cursor` (or the `Link: <...>;
 /// rel="next"` header) for the next. Pages after the first place products as they were when
@@ -175,8 +181,9 @@ impl From<search::Facets> for Facets {
 /// appear in a new listing). `offset` (at most 10,000) still works but is deprecated.
 ///
 /// **Totals and facets**: `total` is exact up to 10,000 matches, an estimate beyond
-/// (`total_is_estimate`; facets without filters of their own count exactly anyway). `facets=category,brand,price` adds counts for the query and filters,
-/// each facet ignoring its own filter.
+/// (`total_is_estimate`). `facets=category,brand,price` adds counts for the query and filters,
+/// each facet ignoring its own filter: exact up to 1,000 matches, beyond that the counts of the
+/// first 1,000 scaled to the number of matches (`facets.estimated`).
 #[utoipa::path(
     get,
     path = "/api/v1/products",
@@ -247,17 +254,10 @@ pub async fn list(
         },
         None => Start::Offset(offset),
     };
-    let listing = search::list(
-        &mut transaction,
-        filter,
-        request.sort,
-        request.limit,
-        &start,
-        request.facets,
-        state.exact_total_limit,
-    )
-    .await
-    .map_err(too_long)?;
+    let listing =
+        search::list(&mut transaction, filter, request.sort, request.limit, &start, request.facets, state.list_limits)
+            .await
+            .map_err(too_long)?;
     transaction.commit().await?;
 
     let page = listing.page;

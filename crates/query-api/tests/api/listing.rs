@@ -469,6 +469,63 @@ async fn total_is_exact_up_to_the_limit_and_an_estimate_beyond() {
     assert_eq!((faceted["total"].clone(), faceted["total_is_estimate"].clone()), (json!(5), json!(false)));
     let searched = list(&app, "limit=1&q=lamp+0", None).await;
     assert_eq!((searched["total"].clone(), searched["total_is_estimate"].clone()), (json!(1), json!(false)));
+    // A search sorted by a column counts in the page's own statement, the same way.
+    let sorted = list(&app, "limit=2&q=lamp&sort=price", None).await;
+    assert_eq!(names(&sorted).len(), 2);
+    assert_eq!(sorted["total_is_estimate"], true, "{sorted}");
+    assert!(sorted["total"].as_i64().unwrap() >= 4, "{sorted}");
+    let sorted = list(&app, "limit=2&q=lamp&sort=-price&currency=EUR&price_max=1", None).await;
+    assert_eq!((sorted["total"].clone(), sorted["total_is_estimate"].clone()), (json!(3), json!(false)));
+    let offset = list(&app, "limit=2&offset=2&q=lamp&sort=price&currency=EUR&price_max=1", None).await;
+    assert_eq!(
+        (names(&offset).len(), offset["total"].clone(), offset["total_is_estimate"].clone()),
+        (1, json!(3), json!(false))
+    );
+    let beyond = list(&app, "limit=2&offset=4&q=lamp&sort=price&currency=EUR&price_max=1", None).await;
+    assert_eq!((names(&beyond).len(), beyond["total"].clone()), (0, json!(3)));
+}
+
+#[tokio::test]
+async fn beyond_the_sample_relevance_ranks_a_sample_and_facets_are_scaled_estimates() {
+    let app = spawn_app_with(&["--list-sample", "3"]).await;
+    for (i, brand) in ["Acme", "Acme", "Acme", "Lumen", "Lumen"].into_iter().enumerate() {
+        named(&app, &format!("lamp {i}"), json!({"attributes": {"brand": brand}, "price": format!("{}.00", i + 1)}))
+            .await;
+    }
+    named(&app, "Kettle", json!({"attributes": {"brand": "Acme"}})).await;
+
+    // Relevance ranks the first three matches the index finds, over pages, each once.
+    let mut listed = Vec::new();
+    let mut page = list(&app, "q=lamp&limit=2", None).await;
+    loop {
+        listed.extend(ids(&page));
+        assert_eq!((page["total"].clone(), page["total_is_estimate"].clone()), (json!(5), json!(false)), "{page}");
+        let Some(cursor) = page["next_cursor"].as_str() else { break };
+        page = list(&app, &format!("q=lamp&limit=2&cursor={cursor}"), None).await;
+    }
+    assert_eq!(listed.len(), 3, "a sample of three: {listed:?}");
+    listed.sort();
+    listed.dedup();
+    assert_eq!(listed.len(), 3, "no product twice");
+    let offset = list(&app, "q=lamp&limit=2&offset=2", None).await;
+    assert_eq!((ids(&offset).len(), offset["total"].clone()), (1, json!(5)), "the sample ends, the total does not");
+    // Other orders list every match.
+    assert_eq!(names(&list(&app, "q=lamp&sort=price", None).await), ["lamp 0", "lamp 1", "lamp 2", "lamp 3", "lamp 4"]);
+
+    // Facets count four matches (one more than the sample) and scale them to the five.
+    let faceted = list(&app, "q=lamp&facets=brand,price", None).await;
+    assert_eq!(faceted["facets"]["estimated"], true, "{faceted}");
+    assert_eq!((faceted["total"].clone(), faceted["total_is_estimate"].clone()), (json!(5), json!(false)));
+    let brands: i64 = faceted["facets"]["brand"].as_array().unwrap().iter().map(|b| b["count"].as_i64().unwrap()).sum();
+    assert!((4..=6).contains(&brands), "about five in all: {faceted}");
+    // A facet with a filter of its own samples on its own.
+    let filtered = list(&app, "q=lamp&facets=brand&attr.brand=Lumen", None).await;
+    assert_eq!(names(&filtered).len(), 2);
+    assert_eq!(filtered["facets"]["estimated"], true, "brand ignores attr.brand: five lamps: {filtered}");
+    // Within the sample, counts are exact.
+    let few = list(&app, "q=lamp&facets=brand&attr.brand=Lumen&price_min=5&currency=EUR", None).await;
+    assert_eq!(few["facets"]["estimated"], false, "{few}");
+    assert_eq!(few["facets"]["brand"], json!([{"value": "Lumen", "count": 1}]));
 }
 
 /// A query-string value.

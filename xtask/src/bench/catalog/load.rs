@@ -8,22 +8,19 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use domain::ProductStatus;
-use read_model::search::{self, FacetRequest, Filter, Sort, Start};
+use read_model::search::{self, FacetRequest, Filter, Limits, Sort, Start};
 use sqlx::{PgConnection, PgPool};
 
-use super::{data, CLIENTS, PORTS};
+use super::{data, CLIENTS};
 use crate::bench::harness::percentile;
 use crate::proc::step;
+use crate::system::Ports;
 
 /// The search word: a product noun, in about one product in twenty.
 pub const WORD: &str = "lamp";
 /// The brand the search filters on (an index into [`data::BRANDS`]).
 pub const BRAND: usize = 2;
 const WARM_UP: Duration = Duration::from_secs(2);
-/// As query-api's `LIST_EXACT_TOTAL_LIMIT` default, and its trust in the planner's estimate.
-const EXACT_TOTAL_LIMIT: i64 = 10_000;
-const TRUSTED_ESTIMATE_FACTOR: i64 = 10;
-const TRUSTED_ESTIMATE_FLOOR: i64 = 100_000;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Stats {
@@ -90,19 +87,20 @@ fn listings() -> [Listing; 3] {
 }
 
 impl Listing {
-    fn url(&self) -> String {
+    fn url(&self, ports: Ports) -> String {
         let brand = data::BRANDS[BRAND].replace(' ', "+");
         let query = match self.query {
             "SEARCH" => format!("limit=20&q={WORD}&attr.brand={brand}&sort=price"),
             "FACETED" => format!("limit=20&q={WORD}&facets=category,brand"),
             plain => plain.to_owned(),
         };
-        format!("http://{}/api/v1/products?{query}", PORTS.query_api)
+        format!("http://{}/api/v1/products?{query}", ports.query_api)
     }
 }
 
 pub async fn run(
     pool: &PgPool,
+    ports: Ports,
     _tree: &[data::CategorySpec],
     leaves: &[usize],
     products: usize,
@@ -111,7 +109,7 @@ pub async fn run(
     let client = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS).build()?;
     let mut rows = Vec::new();
     for listing in listings() {
-        let url = listing.url();
+        let url = listing.url(ports);
         let check = client.get(&url).send().await?.error_for_status()?.json::<serde_json::Value>().await?;
         anyhow::ensure!(
             check["items"].as_array().is_some_and(|items| items.len() == 20),
@@ -133,7 +131,7 @@ pub async fn run(
     let ids: Vec<String> = (0..products)
         .filter(|&n| !data::product_spec("GEN", n, leaves).draft)
         .take(1_000)
-        .map(|n| format!("http://{}/api/v1/products/{}", PORTS.query_api, data::product_id(n)))
+        .map(|n| format!("http://{}/api/v1/products/{}", ports.query_api, data::product_id(n)))
         .collect();
     step(format!("catalog: HTTP cached read by id, {CLIENTS} clients, {duration:?}"));
     http_load(&client, ids.clone(), WARM_UP).await;
@@ -246,23 +244,10 @@ async fn list_in(connection: &mut PgConnection, listing: Listing) -> Result<usiz
     if listing.text {
         filter.text = Some(search::prepare_text(&mut *connection, WORD).await?);
     }
-    let page = search::page(&mut *connection, &filter, listing.sort, 20, &Start::Offset(0)).await?;
-    if page.next.is_some() {
-        // query-api's `total`.
-        let mut counted = true;
-        if filter.text.is_none() {
-            let planned = search::estimate(&mut *connection, &filter).await?;
-            counted = planned < (20 * TRUSTED_ESTIMATE_FACTOR).max(TRUSTED_ESTIMATE_FLOOR);
-        }
-        if counted && search::count(&mut *connection, &filter, EXACT_TOTAL_LIMIT + 1).await? > EXACT_TOTAL_LIMIT {
-            search::estimate(&mut *connection, &filter).await?;
-        }
-    }
-    if listing.facets {
-        let request = FacetRequest { category: true, brand: true, price: false };
-        search::facets(&mut *connection, &filter, request).await?;
-    }
-    Ok(page.items.len())
+    let facets = FacetRequest { category: listing.facets, brand: listing.facets, price: false };
+    let listed =
+        search::list(&mut *connection, filter, listing.sort, 20, &Start::Offset(0), facets, Limits::default()).await?;
+    Ok(listed.page.items.len())
 }
 
 /// Runs `listing` once with `auto_explain` reporting every statement's plan (ANALYZE,

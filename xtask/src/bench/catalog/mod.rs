@@ -15,10 +15,6 @@
 //! 3. **Import** ([`import`]): 100,000 NDJSON lines (nine in ten new SKUs, one in ten a price
 //!    change of a generated product) through `POST /api/v1/products/import`, then the time until
 //!    the read model has all of them; baseline: `COPY` of the same rows into a bare table.
-//!
-//! `CATALOG_ONLY=import` skips the reads (and the query-api) and only prints the import's table,
-//! on a database and ports of its own, leaving BENCHMARKS.md alone; with `CATALOG_PRODUCTS=100000`
-//! it takes about two minutes instead of the whole run's quarter of an hour.
 
 mod data;
 mod import;
@@ -43,9 +39,8 @@ use crate::system::{catalogctl, Ports, Service, System};
 
 const DB_NAME: &str = "catalog_bench_catalog";
 const PORTS: Ports = Ports::BENCH_CATALOG;
-/// With `CATALOG_ONLY=import`: a database and ports of its own.
-const IMPORT_DB_NAME: &str = "catalog_bench_catalog_import";
-const IMPORT_PORTS: Ports = Ports::BENCH_CATALOG_IMPORT;
+/// What a kept database remembers of how it was built (`CATALOG_BENCH_REUSE`).
+const META_TABLE: &str = "bench_catalog_built";
 const DEFAULT_PRODUCTS: usize = 1_000_000;
 const DEFAULT_SECONDS: u64 = 15;
 const IMPORT_LINES: usize = 100_000;
@@ -56,35 +51,59 @@ pub async fn run(backends: &Backends) -> Result<()> {
     let products = env_number("CATALOG_PRODUCTS", DEFAULT_PRODUCTS);
     let seconds = env_number("CATALOG_SECONDS", DEFAULT_SECONDS as usize) as u64;
     let import_lines = env_number("CATALOG_IMPORT_LINES", IMPORT_LINES).min(products.max(10));
-    let import_only = std::env::var("CATALOG_ONLY").is_ok_and(|only| only == "import");
     let started = Instant::now();
     load::capture_notices();
-    let mut system = if import_only {
-        System::fresh(backends, IMPORT_DB_NAME, IMPORT_PORTS).await?
-    } else {
-        System::fresh(backends, DB_NAME, PORTS).await?
-    };
-    let pool = PgPoolOptions::new().max_connections(CLIENTS as u32).connect(&system.url).await?;
+    let options = Options::from_env();
     let tree = data::category_tree();
     let leaves = data::leaves(&tree);
-
-    step(format!("catalog: generating {products} products as events through the domain"));
-    let generated = Instant::now();
-    generate(&pool, &tree, &leaves, products).await?;
-    let generate_seconds = generated.elapsed().as_secs_f64();
-    step(format!("catalog: generated in {generate_seconds:.0} s; catalogctl rebuild all"));
-    let rebuilt = Instant::now();
-    let status = catalogctl(&system.url)
-        .args(["rebuild", "all"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .status()
-        .context("running catalogctl rebuild all")?;
-    anyhow::ensure!(status.success(), "catalogctl rebuild all failed");
-    let rebuild_seconds = rebuilt.elapsed().as_secs_f64();
-    sqlx::raw_sql("VACUUM ANALYZE").execute(&pool).await?;
-    let listed: i64 = sqlx::query_scalar("SELECT count(*) FROM products").fetch_one(&pool).await?;
-    anyhow::ensure!(listed as usize == products, "the rebuild produced {listed} products, not {products}");
+    let (mut system, pool, generate_seconds, rebuild_seconds) = match reusable(backends, &options, products).await? {
+        Some((url, generate_seconds, rebuild_seconds)) => {
+            step(format!("catalog: reusing database {} ({products} products); catalogctl migrate", options.database));
+            let status =
+                catalogctl(&url).arg("migrate").stdout(Stdio::null()).status().context("running catalogctl migrate")?;
+            anyhow::ensure!(status.success(), "catalogctl migrate failed");
+            let system = System::existing(backends, url, options.ports);
+            let pool = PgPoolOptions::new().max_connections(CLIENTS as u32).connect(&system.url).await?;
+            sqlx::raw_sql("ANALYZE products").execute(&pool).await?;
+            (system, pool, generate_seconds, rebuild_seconds)
+        }
+        None => {
+            let system = System::fresh(backends, &options.database, options.ports).await?;
+            let pool = PgPoolOptions::new().max_connections(CLIENTS as u32).connect(&system.url).await?;
+            step(format!("catalog: generating {products} products as events through the domain"));
+            let generated = Instant::now();
+            generate(&pool, &tree, &leaves, products).await?;
+            let generate_seconds = generated.elapsed().as_secs_f64();
+            step(format!("catalog: generated in {generate_seconds:.0} s; catalogctl rebuild all"));
+            let rebuilt = Instant::now();
+            let status = catalogctl(&system.url)
+                .args(["rebuild", "all"])
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .status()
+                .context("running catalogctl rebuild all")?;
+            anyhow::ensure!(status.success(), "catalogctl rebuild all failed");
+            let rebuild_seconds = rebuilt.elapsed().as_secs_f64();
+            sqlx::raw_sql("VACUUM ANALYZE").execute(&pool).await?;
+            let listed: i64 = sqlx::query_scalar("SELECT count(*) FROM products").fetch_one(&pool).await?;
+            anyhow::ensure!(listed as usize == products, "the rebuild produced {listed} products, not {products}");
+            if options.reuse {
+                sqlx::raw_sql(&format!(
+                    "CREATE TABLE {META_TABLE} (products bigint, generate_seconds float8, rebuild_seconds float8, \
+                                                imported boolean NOT NULL DEFAULT false)"
+                ))
+                .execute(&pool)
+                .await?;
+                sqlx::query(&format!("INSERT INTO {META_TABLE} VALUES ($1, $2, $3)"))
+                    .bind(products as i64)
+                    .bind(generate_seconds)
+                    .bind(rebuild_seconds)
+                    .execute(&pool)
+                    .await?;
+            }
+            (system, pool, generate_seconds, rebuild_seconds)
+        }
+    };
     let topic = format!("bench.catalog.{}.events", std::process::id());
     // Everything in the store is in the read models already: the publisher starts at the head.
     sqlx::query(
@@ -103,36 +122,103 @@ pub async fn run(backends: &Backends) -> Result<()> {
             / 1_048_576.0,
     };
 
-    let reads = if import_only {
-        None
-    } else {
-        system.start(Service::QueryApi, |c| c.env("DATABASE_MAX_CONNECTIONS", CLIENTS.to_string()))?;
-        let reads = load::run(&pool, &tree, &leaves, products, Duration::from_secs(seconds)).await?;
-        system.stop(Service::QueryApi.binary());
-        Some(reads)
+    let reads = match options.reads {
+        true => {
+            system.start(Service::QueryApi, |c| c.env("DATABASE_MAX_CONNECTIONS", CLIENTS.to_string()))?;
+            let reads = load::run(&pool, options.ports, &tree, &leaves, products, Duration::from_secs(seconds)).await?;
+            system.stop(Service::QueryApi.binary());
+            Some(reads)
+        }
+        false => None,
     };
 
-    system.start(Service::CommandApi, |c| c)?;
-    system.start(Service::Projector, |c| {
-        c.args(["--role", "all", "--kafka-topic", &topic, "--kafka-dlq-topic", &format!("{topic}.dlq")])
-            .args(["--group", &format!("bench-catalog-{}", std::process::id())])
-    })?;
-    let token = system.admin_token().await?;
-    let imported = import::run(&pool, &system, &token, &tree, &leaves, products, import_lines).await?;
+    let imported = match options.import {
+        true => {
+            if options.reuse {
+                // The import adds products: the database no longer holds the generated catalog only.
+                sqlx::raw_sql(&format!("UPDATE {META_TABLE} SET imported = true")).execute(&pool).await?;
+            }
+            system.start(Service::CommandApi, |c| c)?;
+            system.start(Service::Projector, |c| {
+                c.args(["--role", "all", "--kafka-topic", &topic, "--kafka-dlq-topic", &format!("{topic}.dlq")])
+                    .args(["--group", &format!("bench-catalog-{}", std::process::id())])
+            })?;
+            let token = system.admin_token().await?;
+            let imported = import::run(&pool, &system, &token, &tree, &leaves, products, import_lines).await?;
+            Some(imported)
+        }
+        false => None,
+    };
     system.stop_all();
     pool.close().await;
     step(format!("catalog: done in {:.0} s", started.elapsed().as_secs_f64()));
-    match reads {
-        Some(reads) => report(&size, &reads, &imported, seconds),
-        None => {
-            // Only the import: printed, and BENCHMARKS.md is left as it is (its section is
-            // written by a whole run).
-            let (import_table, missed) = import_report(&imported);
-            let verdict = verdict(&missed);
-            println!("\n{import_table}\n{verdict}");
-            Ok(())
-        }
+    report(&size, reads.as_ref(), imported.as_ref(), seconds)
+}
+
+/// Where and what the bench runs: `CATALOG_BENCH_DB` (database name), `CATALOG_BENCH_REUSE=1`
+/// (keep the generated catalog and use it again while it holds `CATALOG_PRODUCTS` generated
+/// products and no import ran on it), `CATALOG_BENCH_PARTS` (`all`, `reads` or `import`) and
+/// `CATALOG_BENCH_PORT_OFFSET` (added to each service's port, so that two people can run it at once).
+struct Options {
+    database: String,
+    reuse: bool,
+    reads: bool,
+    import: bool,
+    ports: Ports,
+}
+
+impl Options {
+    fn from_env() -> Self {
+        let database = std::env::var("CATALOG_BENCH_DB").unwrap_or_else(|_| DB_NAME.to_owned());
+        let reuse = std::env::var("CATALOG_BENCH_REUSE").is_ok_and(|v| v == "1" || v == "true");
+        let parts = std::env::var("CATALOG_BENCH_PARTS").unwrap_or_else(|_| "all".to_owned());
+        let offset = env_number("CATALOG_BENCH_PORT_OFFSET", 0) as u16;
+        let ports = match offset {
+            0 => PORTS,
+            offset => {
+                let shift = |addr: &str| -> &'static str {
+                    let (host, port) = addr.rsplit_once(':').expect("host:port");
+                    let port: u16 = port.parse().expect("a port");
+                    Box::leak(format!("{host}:{}", port + offset).into_boxed_str())
+                };
+                Ports {
+                    command_api: shift(PORTS.command_api),
+                    query_api: shift(PORTS.query_api),
+                    projector: shift(PORTS.projector),
+                    ..PORTS
+                }
+            }
+        };
+        Self { database, reuse, reads: parts != "import", import: parts != "reads", ports }
     }
+}
+
+/// The kept database's URL and build times, when `CATALOG_BENCH_REUSE` is set and it holds the
+/// catalog this run asks for.
+async fn reusable(backends: &Backends, options: &Options, products: usize) -> Result<Option<(String, f64, f64)>> {
+    if !options.reuse {
+        return Ok(None);
+    }
+    let base = crate::dev::postgres::DbUrl::parse(&backends.database_url)?;
+    let admin = PgPoolOptions::new().max_connections(1).connect(&base.with_database("postgres")).await?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&options.database)
+        .fetch_one(&admin)
+        .await?;
+    admin.close().await;
+    if !exists {
+        return Ok(None);
+    }
+    let url = base.with_database(&options.database);
+    let pool = PgPoolOptions::new().max_connections(1).connect(&url).await?;
+    let built: Option<(i64, f64, f64)> = sqlx::query_as(&format!(
+        "SELECT products, generate_seconds, rebuild_seconds FROM {META_TABLE} WHERE NOT imported"
+    ))
+    .fetch_optional(&pool)
+    .await
+    .unwrap_or(None);
+    pool.close().await;
+    Ok(built.filter(|(n, _, _)| *n as usize == products).map(|(_, g, r)| (url, g, r)))
 }
 
 fn env_number(name: &str, default: usize) -> usize {
@@ -264,8 +350,64 @@ impl Batch {
     }
 }
 
-fn report(size: &Size, reads: &load::Results, imported: &import::Results, seconds: u64) -> Result<()> {
+fn report(size: &Size, reads: Option<&load::Results>, imported: Option<&import::Results>, seconds: u64) -> Result<()> {
     let mut missed = Vec::new();
+    let (table, ratios, explain) = match reads {
+        Some(reads) => {
+            let (table, ratios) = read_tables(reads, &mut missed);
+            (table, ratios, reads.explain.clone())
+        }
+        None => (
+            "(The reads were not run in this run: `CATALOG_BENCH_PARTS=import`.)\n".to_owned(),
+            String::new(),
+            String::new(),
+        ),
+    };
+    let import_table = match imported {
+        Some(imported) => import_table(imported, &mut missed),
+        None => "(The import was not run in this run: `CATALOG_BENCH_PARTS=reads`.)\n".to_owned(),
+    };
+    let verdict = if missed.is_empty() {
+        "All targets of the parts run are met.".to_owned()
+    } else {
+        format!("Targets missed: {}.", missed.join("; "))
+    };
+    println!("\n{table}\n{ratios}\n{import_table}\n{verdict}\n\n{explain}");
+    let section = format!(
+        "## catalog\n\n`cargo xtask bench catalog`, release build, on {cores} cores shared with Postgres, Kafka, the\n\
+         services, the load generator (and, on this machine, other builds). Catalog: {products} products\n\
+         (`CATALOG_PRODUCTS`; default 1,000,000), generated as events through `Category::handle` and\n\
+         `Product::handle` in {generate:.0} s and read-modelled by `catalogctl rebuild all` in {rebuild:.0} s\n\
+         (products table with its indexes: {table_mib:.0} MiB). Several-word names and a paragraph of\n\
+         description from a vocabulary, 200 categories in a 3-level tree (products in the 150 leaves),\n\
+         20 brands (`brand` attribute), prices from 1 to 2,000 EUR, stock, nine in ten published.\n\n\
+         Reads: {clients} concurrent clients, {seconds} s per row, anonymous (published products only).\n\
+         Plain page `limit=20` (default sort, newest first); search `q={word}&attr.brand={brand}&sort=price`;\n\
+         faceted `q={word}&facets=category,brand` (\"{word}\" is in about 5 % of the products). SQL is the\n\
+         baseline: the same `read_model::search` calls as query-api's handler (snapshot transaction,\n\
+         `prepare_text`, `page`, the total, `facets`), so the same SQL, made by the bench over a\n\
+         {clients}-connection pool at the same concurrency; it leaves out only HTTP, JSON and the\n\
+         handler's category-name lookup. The cached read by id is the API's floor.\n\n{table}\n{ratios}\n\
+         Import: one NDJSON body of up to {lines} lines (`CATALOG_IMPORT_LINES`; nine in ten new SKUs, one in\n\
+         ten a price change of a generated product) `POST`ed as admin to `/api/v1/products/import` (default\n\
+         `IMPORT_CONCURRENCY`) with the projector running; \"read model complete\" is from the response's end\n\
+         until every line shows in `products` (polled every 250 ms). Baseline: `COPY` of the same rows into a\n\
+         bare table without indexes.\n\n{import_table}\n{verdict}\n\n{explain}\n",
+        cores = cores(),
+        products = size.products,
+        generate = size.generate_seconds,
+        rebuild = size.rebuild_seconds,
+        table_mib = size.table_mib,
+        clients = CLIENTS,
+        word = load::WORD,
+        brand = data::BRANDS[load::BRAND],
+        lines = imported.map_or(IMPORT_LINES, |imported| imported.lines),
+    );
+    write_section("catalog", &section)
+}
+
+/// The read table and the ratios to the cached read.
+fn read_tables(reads: &load::Results, missed: &mut Vec<String>) -> (String, String) {
     let mut table = String::from(
         "| request | HTTP req/s | HTTP p50 ms | HTTP p99 ms | SQL req/s | SQL p50 ms | SQL p99 ms | p99 HTTP/SQL | req/s HTTP/SQL | target | met |\n\
          |---|---|---|---|---|---|---|---|---|---|---|\n",
@@ -304,47 +446,10 @@ fn report(size: &Size, reads: &load::Results, imported: &import::Results, second
             row.http.per_sec / by_id.per_sec
         ));
     }
-    let (import_table, import_missed) = import_report(imported);
-    missed.extend(import_missed);
-    let verdict = verdict(&missed);
-    println!("\n{table}\n{ratios}\n{import_table}\n{verdict}\n\n{}", reads.explain);
-    let section = format!(
-        "## catalog\n\n`cargo xtask bench catalog`, release build, on {cores} cores shared with Postgres, Kafka, the\n\
-         services, the load generator (and, on this machine, other builds). Catalog: {products} products\n\
-         (`CATALOG_PRODUCTS`; default 1,000,000), generated as events through `Category::handle` and\n\
-         `Product::handle` in {generate:.0} s and read-modelled by `catalogctl rebuild all` in {rebuild:.0} s\n\
-         (products table with its indexes: {table_mib:.0} MiB). Several-word names and a paragraph of\n\
-         description from a vocabulary, 200 categories in a 3-level tree (products in the 150 leaves),\n\
-         20 brands (`brand` attribute), prices from 1 to 2,000 EUR, stock, nine in ten published.\n\n\
-         Reads: {clients} concurrent clients, {seconds} s per row, anonymous (published products only).\n\
-         Plain page `limit=20` (default sort, newest first); search `q={word}&attr.brand={brand}&sort=price`;\n\
-         faceted `q={word}&facets=category,brand` (\"{word}\" is in about 5 % of the products). SQL is the\n\
-         baseline: the same `read_model::search` calls as query-api's handler (snapshot transaction,\n\
-         `prepare_text`, `page`, the total, `facets`), so the same SQL, made by the bench over a\n\
-         {clients}-connection pool at the same concurrency; it leaves out only HTTP, JSON and the\n\
-         handler's category-name lookup. The cached read by id is the API's floor.\n\n{table}\n{ratios}\n\
-         Import: one NDJSON body of {lines} lines (nine in ten new SKUs, one in ten a price change of a\n\
-         generated product) `POST`ed as admin to `/api/v1/products/import` (default `IMPORT_CONCURRENCY`)\n\
-         with the projector running; \"read model complete\" is from the response's end until every\n\
-         line shows in `products` (polled every 250 ms). Baseline: `COPY` of the same rows into a bare\n\
-         table without indexes.\n\n{import_table}\n{verdict}\n\n{explain}\n",
-        cores = cores(),
-        products = size.products,
-        generate = size.generate_seconds,
-        rebuild = size.rebuild_seconds,
-        table_mib = size.table_mib,
-        clients = CLIENTS,
-        word = load::WORD,
-        brand = data::BRANDS[load::BRAND],
-        lines = imported.lines,
-        explain = reads.explain,
-    );
-    write_section("catalog", &section)
+    (table, ratios)
 }
 
-/// The import's table and its missed targets.
-fn import_report(imported: &import::Results) -> (String, Vec<String>) {
-    let mut missed = Vec::new();
+fn import_table(imported: &import::Results, missed: &mut Vec<String>) -> String {
     let import_met = imported.per_sec >= 10_000.0;
     let projected_met = imported.projected_seconds.is_some_and(|s| s <= 15.0);
     if !import_met {
@@ -356,7 +461,7 @@ fn import_report(imported: &import::Results) -> (String, Vec<String>) {
             None => format!("read model not complete within {} s of the import returning", import::WAIT.as_secs()),
         });
     }
-    let import_table = format!(
+    format!(
         "| lines | created | updated | errors | import s | products/s | COPY s | COPY rows/s | ratio | read model complete after | target | met |\n\
          |---|---|---|---|---|---|---|---|---|---|---|---|\n\
          | {} | {} | {} | {} | {:.1} | {:.0} | {:.2} | {:.0} | {:.3} | {} | ≥ 10,000/s; ≤ 15 s | {} / {} |\n",
@@ -372,14 +477,5 @@ fn import_report(imported: &import::Results) -> (String, Vec<String>) {
         imported.projected_seconds.map_or_else(|| format!("not within {} s", import::WAIT.as_secs()), |s| format!("{s:.1} s")),
         if import_met { "yes" } else { "no" },
         if projected_met { "yes" } else { "no" },
-    );
-    (import_table, missed)
-}
-
-fn verdict(missed: &[String]) -> String {
-    if missed.is_empty() {
-        "All targets are met.".to_owned()
-    } else {
-        format!("Targets missed: {}.", missed.join("; "))
-    }
+    )
 }
