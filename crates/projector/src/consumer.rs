@@ -307,7 +307,7 @@ impl Projector {
                 parking::park(&mut transaction, message, Some(event), None).await?;
                 newly_parked += 1;
             } else {
-                to_apply.push(event.clone());
+                to_apply.push(event);
             }
         }
         let outcome = apply_events(&mut transaction, &to_apply).await?;

@@ -5,7 +5,9 @@
 //! the checkpoint (see `event_store::reads` for why that order never skips a late commit),
 //! produces it, waits for the broker to acknowledge every message, and only then moves the
 //! checkpoint. A crash between the two re-publishes the batch; the projector's version rule
-//! makes that harmless.
+//! makes that harmless. While a backlog drains, the next batch is read from the store during
+//! the wait for the current one's acknowledgements (reading and producing overlap; producing
+//! still waits for the checkpoint, so the topic's order is the store's commit order).
 
 use std::time::{Duration, Instant};
 
@@ -28,6 +30,8 @@ const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a produce may sit in the client's queue before the round fails.
 const QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
 const EVENTS_APPENDED_CHANNEL: &str = "catalog_events_appended";
+/// How often a busy publisher measures its lag (an idle one does after every round).
+const LAG_INTERVAL: Duration = Duration::from_millis(500);
 
 /// The publisher's counters (registered at 0 at start-up).
 pub const COUNTERS: &[&str] = &["publisher_failures_total", "publisher_events_published_total"];
@@ -52,6 +56,11 @@ struct Leadership {
     checkpoint: CommitPosition,
     /// The highest position published so far (commit order is not position order).
     published_high: i64,
+    /// The batch after the checkpoint, read while the previous one's acknowledgements were
+    /// awaited (only when that one was full: a backlog). Dropped with the leadership on a failure.
+    prefetched: Option<Vec<(CommitPosition, CatalogEvent)>>,
+    /// When the lag gauges were last measured.
+    lag_measured: Option<Instant>,
 }
 
 impl Publisher {
@@ -128,21 +137,35 @@ impl Publisher {
         .unwrap_or_default();
         tracing::info!(topic = %self.topic, ?checkpoint, "publishing");
         let published_high = checkpoint.global_position;
-        Ok(Some(Leadership { connection, checkpoint, published_high }))
+        Ok(Some(Leadership { connection, checkpoint, published_high, prefetched: None, lag_measured: None }))
     }
 
     /// One round: read, produce, await every acknowledgement, move the checkpoint.
     /// Returns how many events were published.
     async fn publish_batch(&self, lead: &mut Leadership) -> anyhow::Result<usize> {
         let started = Instant::now();
-        let batch = reads::committed_after(&mut lead.connection, lead.checkpoint, self.batch_size).await?;
+        let batch = match lead.prefetched.take() {
+            Some(batch) => batch,
+            None => reads::committed_after(&mut lead.connection, lead.checkpoint, self.batch_size).await?,
+        };
         let Some((last, _)) = batch.last() else {
             record_lag(lead).await?;
             return Ok(0);
         };
         let last = *last;
         let producer = self.producer.get();
-        let deliveries = join_all(batch.iter().map(|(_, event)| produce(&producer, &self.topic, event))).await;
+        let deliveries = join_all(batch.iter().map(|(_, event)| produce(&producer, &self.topic, event)));
+        let deliveries = if batch.len() as i64 == self.batch_size {
+            // A backlog: the next batch (what follows `last` in commit order, whatever becomes
+            // of this one) is read while the broker acknowledges this one. It is produced only
+            // after this batch's checkpoint is written, so the order on the topic is unchanged.
+            let (deliveries, next) =
+                tokio::join!(deliveries, reads::committed_after(&mut lead.connection, last, self.batch_size));
+            lead.prefetched = Some(next?);
+            deliveries
+        } else {
+            deliveries.await
+        };
         for delivery in deliveries {
             delivery?;
         }
@@ -164,8 +187,11 @@ impl Publisher {
         .await?;
         lead.checkpoint = last;
         lead.published_high = batch.iter().map(|(_, e)| e.global_position).fold(lead.published_high, i64::max);
-        // Also while busy: the gauges must fall as a backlog drains, not only once it is gone.
-        record_lag(lead).await?;
+        // Also while busy: the gauges must fall as a backlog drains, not only once it is gone;
+        // but at most every `LAG_INTERVAL` then (it costs a round trip, and rounds are short).
+        if lead.lag_measured.is_none_or(|at| at.elapsed() >= LAG_INTERVAL) {
+            record_lag(lead).await?;
+        }
         metrics::counter!("publisher_events_published_total").increment(batch.len() as u64);
         metrics::histogram!("publisher_batch_duration_seconds").record(started.elapsed().as_secs_f64());
         tracing::debug!(events = batch.len(), checkpoint = ?last, "published");
@@ -229,6 +255,7 @@ pub async fn measure_lag(
 
 async fn record_lag(lead: &mut Leadership) -> Result<(), sqlx::Error> {
     let lag = measure_lag(&mut lead.connection, lead.checkpoint, lead.published_high).await?;
+    lead.lag_measured = Some(Instant::now());
     metrics::gauge!("publisher_lag_events").set(lag.events as f64);
     metrics::gauge!("publisher_lag_seconds").set(lag.oldest_seconds);
     Ok(())

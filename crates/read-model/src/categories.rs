@@ -42,7 +42,7 @@ pub struct CategorySummary {
 
 /// Folds one event into the view. Pure: the projector, rebuild and verify all call this.
 pub fn apply(current: Option<CategoryView>, event: &CatalogEvent) -> Result<CategoryView, ApplyError> {
-    let decoded: CategoryEvent = serde_json::from_value(event.payload.clone())
+    let decoded = CategoryEvent::deserialize(&event.payload)
         .map_err(|e| ApplyError::Malformed(format!("not a category event: {e}")))?;
     let at = event.recorded_at;
     let mut view = match (current, decoded) {

@@ -54,6 +54,9 @@ pub struct HistoryEntry {
 pub struct HistoryRecord {
     pub entry: HistoryEntry,
     pub state: ProductView,
+    /// `state` as the row stores it (its fields and `deleted`): computed once, when the entry's
+    /// changes are, and written as is.
+    state_fields: Map<String, Value>,
 }
 
 /// A product's history as the model folds it.
@@ -74,24 +77,32 @@ pub fn apply(current: Option<HistoryView>, event: &CatalogEvent) -> Result<Histo
         Some(view) => (Some(view.state), view.records),
         None => (None, Vec::new()),
     };
-    let state = products::apply(before.clone(), event)?;
+    // The fields before are those the previous record of this fold stored, when there is one:
+    // each state is serialised once.
+    let loaded_fields = if records.is_empty() { before.as_ref().map(products::fields) } else { None };
+    let state = products::apply(before, event)?;
+    let state_fields = products::fields(&state);
+    let before_fields = records.last().map(|previous| &previous.state_fields).or(loaded_fields.as_ref());
     let entry = HistoryEntry {
         version: event.sequence,
         r#type: event.event_type.clone(),
         at: event.recorded_at,
         actor: event.metadata.get("actor").and_then(Value::as_str).map(str::to_owned),
-        changes: changes(before.as_ref(), &state),
+        changes: changes_between(before_fields, &state_fields),
     };
-    records.push(HistoryRecord { entry, state: state.clone() });
+    records.push(HistoryRecord { entry, state: state.clone(), state_fields });
     Ok(HistoryView { product_id: state.id, version: event.sequence, state, records })
 }
 
 /// The fields that differ between `before` and `after`, by name; for a creation (no `before`)
 /// every field, from `null`.
 pub fn changes(before: Option<&ProductView>, after: &ProductView) -> Vec<FieldChange> {
-    let after = products::fields(after);
-    let before = before.map(products::fields);
-    let names: BTreeSet<&String> = after.keys().chain(before.iter().flat_map(Map::keys)).collect();
+    changes_between(before.map(products::fields).as_ref(), &products::fields(after))
+}
+
+/// [`changes`] between the views' fields.
+fn changes_between(before: Option<&Map<String, Value>>, after: &Map<String, Value>) -> Vec<FieldChange> {
+    let names: BTreeSet<&String> = after.keys().chain(before.into_iter().flat_map(|before| before.keys())).collect();
     names
         .into_iter()
         .filter(|name| !UNLISTED.contains(&name.as_str()))
@@ -207,8 +218,13 @@ struct Row {
 fn views(rows: Vec<Row>, keep_records: bool) -> Result<HashMap<Uuid, HistoryView>, sqlx::Error> {
     let mut views: HashMap<Uuid, HistoryView> = HashMap::new();
     for row in rows {
+        // Only kept records are ever written again.
+        let state_fields = match &row.state {
+            Value::Object(map) if keep_records => map.clone(),
+            _ => Map::new(),
+        };
         let state = state_from_json(row.state)?;
-        let record = HistoryRecord { entry: row.entry.into_entry(), state };
+        let record = HistoryRecord { entry: row.entry.into_entry(), state, state_fields };
         let view = views.entry(row.product_id).or_insert_with(|| HistoryView {
             product_id: row.product_id,
             version: record.entry.version,
@@ -309,7 +325,7 @@ impl ReadModel for History {
         .bind(records.iter().map(|(_, r)| r.entry.at).collect::<Vec<_>>())
         .bind(records.iter().map(|(_, r)| r.entry.actor.as_deref()).collect::<Vec<_>>())
         .bind(records.iter().map(|(_, r)| changes_json(&r.entry.changes)).collect::<Vec<_>>())
-        .bind(records.iter().map(|(_, r)| state_json(&r.state)).collect::<Vec<_>>())
+        .bind(records.iter().map(|(_, r)| Json(&r.state_fields)).collect::<Vec<_>>())
         .execute(connection)
         .await?;
         Ok(())
@@ -332,6 +348,28 @@ mod tests {
             view = Some(apply(view, event).unwrap());
         }
         view.unwrap()
+    }
+
+    #[test]
+    fn each_record_stores_the_fields_of_its_state_and_the_changes_from_the_state_before() {
+        let events = [
+            created(),
+            event(2, json!({"ProductUpdated": {"price": "5.00", "attributes": {"colour": "blue"}}})),
+            event(3, json!({"ProductStockAdjusted": {"delta": 2, "reason": "count", "on_hand": 5}})),
+            event(4, json!({"ProductDeleted": {}})),
+        ];
+        // Folded in one go (each record's state serialised once, reused for the next changes)...
+        let view = history(&events);
+        let mut before: Option<ProductView> = None;
+        for record in &view.records {
+            assert_eq!(Value::Object(record.state_fields.clone()), state_json(&record.state));
+            assert_eq!(record.entry.changes, changes(before.as_ref(), &record.state), "v{}", record.entry.version);
+            before = Some(record.state.clone());
+        }
+        // ...or continuing from a loaded row (no records, as `load_for_update` gives it).
+        let loaded = HistoryView { records: Vec::new(), ..history(&events[..2]) };
+        let continued = events[2..].iter().try_fold(loaded, |view, e| apply(Some(view), e)).unwrap();
+        assert_eq!(continued.records, view.records[2..]);
     }
 
     #[test]

@@ -65,7 +65,8 @@ fn on_hand(units: u64) -> Result<i64, ApplyError> {
 
 /// Folds one event into the view. Pure: the projector, rebuild and verify all call this.
 pub fn apply(current: Option<ProductView>, event: &CatalogEvent) -> Result<ProductView, ApplyError> {
-    let decoded: ProductEvent = serde_json::from_value(event.payload.clone())
+    // Deserialized from the borrowed payload: no copy of the JSON tree per event.
+    let decoded = ProductEvent::deserialize(&event.payload)
         .map_err(|e| ApplyError::Malformed(format!("not a product event: {e}")))?;
     let at = event.recorded_at;
     let version = event.sequence;

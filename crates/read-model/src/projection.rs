@@ -8,6 +8,7 @@
 //!
 //! Rows are locked (`FOR UPDATE`) while a batch folds them and written back once per batch.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 
 use sqlx::PgConnection;
@@ -132,8 +133,14 @@ pub trait ReadModel {
 pub const APPLY_LOCK: i64 = 0x0063_6174_616c_6f67; // "catalog" in ASCII
 
 /// Applies `events` (in the order given; per aggregate that must be sequence order) to every
-/// read model. `connection` must be in a transaction, which the caller commits.
-pub async fn apply_events(connection: &mut PgConnection, events: &[CatalogEvent]) -> Result<Outcome, ApplyError> {
+/// read model. `connection` must be in a transaction, which the caller commits. Owned events or
+/// references to them (the projector's batch, which it keeps for a retry, is never cloned).
+pub async fn apply_events<E>(connection: &mut PgConnection, events: &[E]) -> Result<Outcome, ApplyError>
+where
+    E: std::borrow::Borrow<CatalogEvent> + Sync,
+{
+    let events: Vec<&CatalogEvent> = events.iter().map(Borrow::borrow).collect();
+    let events = events.as_slice();
     sqlx::query("SELECT pg_advisory_xact_lock_shared($1)").bind(APPLY_LOCK).execute(&mut *connection).await?;
     let mut outcome = Outcome::default();
     // Products and their history follow the same events: `applied`, `skipped` and `healed` count
@@ -149,8 +156,11 @@ pub async fn apply_events(connection: &mut PgConnection, events: &[CatalogEvent]
     Ok(outcome)
 }
 
-async fn apply_to<M: ReadModel>(connection: &mut PgConnection, events: &[CatalogEvent]) -> Result<Outcome, ApplyError> {
-    let mine: Vec<&CatalogEvent> = events.iter().filter(|e| e.aggregate_type == M::AGGREGATE_TYPE).collect();
+async fn apply_to<M: ReadModel>(
+    connection: &mut PgConnection,
+    events: &[&CatalogEvent],
+) -> Result<Outcome, ApplyError> {
+    let mine: Vec<&CatalogEvent> = events.iter().copied().filter(|e| e.aggregate_type == M::AGGREGATE_TYPE).collect();
     let mut outcome = Outcome::default();
     if mine.is_empty() {
         return Ok(outcome);

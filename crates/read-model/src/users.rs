@@ -40,7 +40,7 @@ enum ProfileEvent {
 
 /// Folds one event into the profile. Pure: the projector, rebuild and verify all call this.
 pub fn apply(current: Option<UserView>, event: &CatalogEvent) -> Result<UserView, ApplyError> {
-    let decoded: ProfileEvent = serde_json::from_value(event.payload.clone())
+    let decoded = ProfileEvent::deserialize(&event.payload)
         .map_err(|e| ApplyError::Malformed(format!("not a user event: {e}")))?;
     let at = event.recorded_at;
     let mut view = match (current, decoded) {

@@ -35,6 +35,49 @@ async fn a_duplicate_is_applied_once_and_an_event_ahead_of_its_predecessor_heals
     assert_eq!(projector.metric("projector_events_skipped_total").await, 2.0, "the duplicate and the late second");
 }
 
+/// One batch, in one transaction, holding every event of a product twice and out of order: each
+/// is applied once, older or equal versions never overwrite newer ones, the history gets one row
+/// per event, and the row's change is announced once, at commit, with its final version.
+#[tokio::test]
+async fn a_batch_with_duplicates_and_older_versions_of_one_product_applies_each_event_once() {
+    let pipeline = Pipeline::new().await;
+    let id = pipeline.create_product("Lamp", "19.99").await;
+    pipeline.rename_product(id, "Desk lamp").await;
+    pipeline.rename_product(id, "Floor lamp").await;
+    let events = pipeline.stored_events().await;
+    let [first, second, third] = &events[..] else { panic!("three events expected") };
+    let mut listener = sqlx::postgres::PgListener::connect_with(&pipeline.pool).await.unwrap();
+    listener.listen("catalog_read_model_changed").await.unwrap();
+
+    let batch = [first, second, first, third, second, third];
+    let mut transaction = pipeline.pool.begin().await.unwrap();
+    let outcome = read_model::apply_events(&mut transaction, &batch).await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), listener.recv()).await.is_err(),
+        "nothing is announced before the commit"
+    );
+    transaction.commit().await.unwrap();
+    assert_eq!((outcome.applied, outcome.skipped, outcome.healed), (3, 3, 0));
+    assert_eq!(pipeline.product_row(id).await.unwrap(), ("Floor lamp".into(), "19.99".into(), 3, false));
+    let history: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM product_history WHERE product_id = $1 ORDER BY version")
+            .bind(id)
+            .fetch_all(&pipeline.pool)
+            .await
+            .unwrap();
+    assert_eq!(history, [1, 2, 3]);
+    let announced = tokio::time::timeout(Duration::from_secs(5), listener.recv()).await.expect("announced").unwrap();
+    assert_eq!(announced.payload(), format!("products {id} 3"));
+
+    // Delivered again, alone or with the rest: nothing changes, nothing is announced.
+    let mut transaction = pipeline.pool.begin().await.unwrap();
+    let again = read_model::apply_events(&mut transaction, &[first, third, second]).await.unwrap();
+    transaction.commit().await.unwrap();
+    assert_eq!((again.applied, again.skipped), (0, 3));
+    assert_eq!(pipeline.product_row(id).await.unwrap(), ("Floor lamp".into(), "19.99".into(), 3, false));
+    assert!(tokio::time::timeout(Duration::from_millis(300), listener.recv()).await.is_err());
+}
+
 #[tokio::test]
 async fn a_poison_event_goes_to_the_dead_letter_topic_and_later_events_are_still_projected() {
     let pipeline = Pipeline::new().await;

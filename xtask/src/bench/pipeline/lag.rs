@@ -20,9 +20,11 @@ use crate::system::{Ports, Service, System};
 
 const COMMAND_ADDR: &str = Ports::BENCH_PIPELINE.command_api;
 const QUERY_ADDR: &str = Ports::BENCH_PIPELINE.query_api;
+const PROJECTOR_ADDR: &str = Ports::BENCH_PIPELINE.projector;
 
-/// Commands per second; the targets apply to the first.
-pub(super) const LAG_RATES: [u32; 2] = [50, 500];
+/// Commands per second; the targets apply to [`TARGET_RATE`].
+pub(super) const LAG_RATES: [u32; 3] = [50, 500, 1000];
+pub(super) const TARGET_RATE: u32 = 500;
 /// Consumer `fetch.wait.max.ms` values of the broker-hop baseline: the projector's, and
 /// librdkafka's default (None, 500 ms), to show how much the broker's fetch wait matters.
 pub(super) const BROKER_HOP_FETCH_WAITS: [Option<u32>; 2] = [Some(FETCH_WAIT_MAX_MS), None];
@@ -38,6 +40,24 @@ pub(super) struct Lag {
     pub(super) p50_ms: f64,
     pub(super) p99_ms: f64,
     pub(super) max_ms: f64,
+    /// Where the time went while this rate ran.
+    pub(super) inside: Inside,
+}
+
+/// What `projector --role all` did while one rate ran, from its own metrics (deltas), and how
+/// busy the machine was: whether the lag is rounds (their number, size and length) or CPU.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Inside {
+    pub(super) publish_rounds: f64,
+    pub(super) published: f64,
+    pub(super) publish_round_ms: f64,
+    pub(super) project_rounds: f64,
+    pub(super) projected: f64,
+    pub(super) project_round_ms: f64,
+    /// The projector process's CPU, in cores.
+    pub(super) projector_cores: f64,
+    /// All of the machine's CPU time in use (everything, not only this system), 0..1.
+    pub(super) machine_busy: f64,
 }
 
 /// Produce → consume through the broker alone, one message at a time.
@@ -68,7 +88,11 @@ pub(super) async fn end_to_end_lag(system: &mut System, pool: &PgPool, names: &N
     let mut lags = Vec::new();
     for rate in LAG_RATES {
         step(format!("{rate} commands/s for {LAG_DURATION:?}"));
-        lags.push(lag_at_rate(&client, &token, rate, LAG_DURATION).await?);
+        let projector = system.pids().find(|(name, _)| *name == Service::Projector.binary()).map(|(_, pid)| pid);
+        let before = Snapshot::take(&client, projector).await?;
+        let mut lag = lag_at_rate(&client, &token, rate, LAG_DURATION).await?;
+        lag.inside = Snapshot::take(&client, projector).await?.since(&before);
+        lags.push(lag);
         system.ensure_running()?;
     }
     let round_trip = read_round_trip(&client, &visible_id).await?;
@@ -195,7 +219,66 @@ async fn lag_at_rate(client: &reqwest::Client, token: &str, rate: u32, duration:
         p50_ms: percentile(&lags, 0.50),
         p99_ms: percentile(&lags, 0.99),
         max_ms: lags.last().copied().unwrap_or(f64::NAN),
+        inside: Inside::default(),
     })
+}
+
+/// The projector's counters, its CPU time and the machine's at one moment.
+struct Snapshot {
+    at: Instant,
+    metrics: std::collections::HashMap<String, f64>,
+    projector_cpu_seconds: f64,
+    /// (busy, total) jiffies of all CPUs, from `/proc/stat`.
+    machine: (f64, f64),
+}
+
+impl Snapshot {
+    async fn take(client: &reqwest::Client, projector: Option<u32>) -> Result<Self> {
+        let text = client.get(format!("http://{PROJECTOR_ADDR}/metrics")).send().await?.text().await?;
+        let mut metrics = std::collections::HashMap::new();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let Some((series, value)) = line.rsplit_once(' ') else { continue };
+            let name = series.split('{').next().unwrap_or(series);
+            *metrics.entry(name.to_owned()).or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);
+        }
+        let fields = projector.and_then(crate::proc::stat_fields).unwrap_or_default();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+        let cpu: Vec<f64> = std::fs::read_to_string("/proc/stat")
+            .unwrap_or_default()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        let total: f64 = cpu.iter().sum();
+        let idle = cpu.get(3).copied().unwrap_or(0.0) + cpu.get(4).copied().unwrap_or(0.0);
+        Ok(Self {
+            at: Instant::now(),
+            metrics,
+            projector_cpu_seconds: (ticks(11) + ticks(12)) / 100.0,
+            machine: (total - idle, total),
+        })
+    }
+
+    fn since(&self, before: &Self) -> Inside {
+        let delta = |name: &str| {
+            self.metrics.get(name).copied().unwrap_or(0.0) - before.metrics.get(name).copied().unwrap_or(0.0)
+        };
+        let mean_ms = |name: &str| 1000.0 * delta(&format!("{name}_sum")) / delta(&format!("{name}_count")).max(1.0);
+        Inside {
+            publish_rounds: delta("publisher_batch_duration_seconds_count"),
+            published: delta("publisher_events_published_total"),
+            publish_round_ms: mean_ms("publisher_batch_duration_seconds"),
+            project_rounds: delta("projector_batch_duration_seconds_count"),
+            projected: delta("projector_events_applied_total") + delta("projector_events_skipped_total"),
+            project_round_ms: mean_ms("projector_batch_duration_seconds"),
+            projector_cores: (self.projector_cpu_seconds - before.projector_cpu_seconds)
+                / (self.at - before.at).as_secs_f64(),
+            machine_busy: (self.machine.0 - before.machine.0) / (self.machine.1 - before.machine.1).max(1.0),
+        }
+    }
 }
 
 /// POSTs a new product; its id and when the 201 arrived.
