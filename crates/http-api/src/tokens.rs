@@ -262,7 +262,8 @@ impl TokenVerifier {
         validation.set_required_spec_claims(&["exp", "sub", "iss"]);
         validation.leeway = LEEWAY_SECONDS;
         let keys = keys.iter().map(|key| (key.clone(), DecodingKey::from_ed_der(&key.raw))).collect();
-        let verified = moka::sync::Cache::builder().max_capacity(VERIFIED_MAX_ENTRIES).time_to_live(VERIFIED_TTL).build();
+        let verified =
+            moka::sync::Cache::builder().max_capacity(VERIFIED_MAX_ENTRIES).time_to_live(VERIFIED_TTL).build();
         Self { keys: Arc::new(keys), validation: Arc::new(validation), verified }
     }
 
