@@ -81,6 +81,14 @@ pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// User + system CPU seconds process `pid` has used so far (at the usual 100 ticks per
+/// second), 0 if it cannot be read.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let fields = stat_fields(pid).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 /// The fields of `/proc/<pid>/stat` after the parenthesised command name (which may hold
 /// spaces): `[0]` is the state, `[11]` and `[12]` utime and stime in clock ticks.
 pub fn stat_fields(pid: u32) -> Option<Vec<String>> {

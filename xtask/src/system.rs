@@ -216,6 +216,26 @@ impl System {
     }
 
     /// The name and pid of every process.
+    /// User + system CPU seconds used so far by each of the system's services (by name), by
+    /// every `postgres` process on the machine (the server is shared, so other users' queries
+    /// count too) and by the broker (found by name).
+    pub fn cpu_seconds_by_group(&self) -> std::collections::BTreeMap<&'static str, f64> {
+        let mut groups: std::collections::BTreeMap<&'static str, f64> =
+            self.pids().map(|(name, pid)| (name, proc::cpu_seconds(pid))).collect();
+        let (mut postgres, mut broker) = (0.0, 0.0);
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+            match std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default().trim() {
+                "postgres" => postgres += proc::cpu_seconds(pid),
+                "tansu" | "kafka" | "java" => broker += proc::cpu_seconds(pid),
+                _ => {}
+            }
+        }
+        groups.insert("postgres", postgres);
+        groups.insert("broker", broker);
+        groups
+    }
+
     pub fn pids(&self) -> impl Iterator<Item = (&'static str, u32)> + '_ {
         self.services.pids()
     }

@@ -283,28 +283,9 @@ async fn one_request(
 const CPU_GROUPS: [&str; 6] = ["command-api", "query-api", "projector", "postgres", "broker", "load generator"];
 
 fn cpu_seconds_by_group(system: &System) -> BTreeMap<&'static str, f64> {
-    let mut groups: BTreeMap<&'static str, f64> = system.pids().map(|(name, pid)| (name, cpu_seconds(pid))).collect();
-    groups.insert("load generator", cpu_seconds(std::process::id()));
-    let (mut postgres, mut broker) = (0.0, 0.0);
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        match std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default().trim() {
-            "postgres" => postgres += cpu_seconds(pid),
-            "tansu" | "kafka" | "java" => broker += cpu_seconds(pid),
-            _ => {}
-        }
-    }
-    groups.insert("postgres", postgres);
-    groups.insert("broker", broker);
+    let mut groups = system.cpu_seconds_by_group();
+    groups.insert("load generator", proc::cpu_seconds(std::process::id()));
     groups
-}
-
-/// User + system CPU seconds process `pid` has used (at the usual 100 ticks per second), 0 if
-/// it cannot be read.
-fn cpu_seconds(pid: u32) -> f64 {
-    let fields = proc::stat_fields(pid).unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Resident memory of process `pid` in MiB (VmRSS), NaN if it cannot be read.

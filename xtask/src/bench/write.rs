@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::harness::{cores, percentile, write_section};
 use crate::dev::Backends;
-use crate::proc::{self, step};
+use crate::proc::step;
 use crate::system::{Ports, Service, System};
 
 const DURATION: Duration = Duration::from_secs(10);
@@ -120,12 +120,12 @@ async fn measured<F: std::future::Future<Output = (f64, Vec<f64>)>>(
     load: impl FnOnce() -> F,
 ) -> Result<Load> {
     wait_projected(pool).await?;
-    let before = cpu_seconds_by_group(system);
+    let before = system.cpu_seconds_by_group();
     let (per_sec, mut latencies) = load().await;
     let ended = Instant::now();
     wait_projected(pool).await?;
     let drain = ended.elapsed();
-    let after = cpu_seconds_by_group(system);
+    let after = system.cpu_seconds_by_group();
     system.ensure_running()?;
     latencies.sort_unstable_by(f64::total_cmp);
     let count = latencies.len();
@@ -165,32 +165,6 @@ async fn wait_projected(pool: &PgPool) -> Result<()> {
         anyhow::ensure!(Instant::now() < deadline, "the projector did not catch up: {folded} of {events} events");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// User + system CPU seconds of each group: the system's services by name, every `postgres`
-/// process on the machine (the server is shared, so other users' queries count too) and the
-/// broker (found by name).
-fn cpu_seconds_by_group(system: &System) -> BTreeMap<&'static str, f64> {
-    let mut groups: BTreeMap<&'static str, f64> = system.pids().map(|(name, pid)| (name, cpu_seconds(pid))).collect();
-    let (mut postgres, mut broker) = (0.0, 0.0);
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        match std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default().trim() {
-            "postgres" => postgres += cpu_seconds(pid),
-            "tansu" | "kafka" | "java" => broker += cpu_seconds(pid),
-            _ => {}
-        }
-    }
-    groups.insert("postgres", postgres);
-    groups.insert("broker", broker);
-    groups
-}
-
-/// User + system CPU seconds process `pid` has used (at 100 ticks per second), 0 if unreadable.
-fn cpu_seconds(pid: u32) -> f64 {
-    let fields = proc::stat_fields(pid).unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// `UPDATE_PRODUCTS` products, each created and then changed until it has

@@ -241,8 +241,6 @@ impl Snapshot {
             let name = series.split('{').next().unwrap_or(series);
             *metrics.entry(name.to_owned()).or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);
         }
-        let fields = projector.and_then(crate::proc::stat_fields).unwrap_or_default();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
         let cpu: Vec<f64> = std::fs::read_to_string("/proc/stat")
             .unwrap_or_default()
             .lines()
@@ -257,7 +255,7 @@ impl Snapshot {
         Ok(Self {
             at: Instant::now(),
             metrics,
-            projector_cpu_seconds: (ticks(11) + ticks(12)) / 100.0,
+            projector_cpu_seconds: projector.map_or(0.0, crate::proc::cpu_seconds),
             machine: (total - idle, total),
         })
     }

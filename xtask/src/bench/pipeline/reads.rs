@@ -22,6 +22,9 @@ pub(super) struct HttpLoad {
     pub(super) per_sec: f64,
     pub(super) p50: String,
     pub(super) p99: String,
+    /// query-api's CPU time (user + system) per request: what the route costs the server,
+    /// whatever else the 2 cores were doing.
+    pub(super) cpu_us: f64,
 }
 
 pub(super) struct Reads {
@@ -39,17 +42,22 @@ pub(super) async fn cached_read_vs_trivial(system: &mut System, pool: &PgPool, w
     system.start(Service::QueryApi, |c| c)?;
     let client = reqwest::Client::new();
     get_product(&client, &id.to_string(), false).await?.context("the product to cache is not visible")?;
-    let product = run_wrk(wrk, &format!("http://{QUERY_ADDR}/api/v1/products/{id}"))?;
+    let pid = system
+        .pids()
+        .find_map(|(name, pid)| (name == Service::QueryApi.binary()).then_some(pid))
+        .context("query-api is not running")?;
+    let product = run_wrk(wrk, &format!("http://{QUERY_ADDR}/api/v1/products/{id}"), pid)?;
     system.ensure_running()?;
-    let health = run_wrk(wrk, &format!("http://{QUERY_ADDR}/health"))?;
+    let health = run_wrk(wrk, &format!("http://{QUERY_ADDR}/health"), pid)?;
     system.stop_all();
     Ok(Reads { product, health })
 }
 
 /// Runs `wrk` against `url`; fails on errors or non-2xx answers, which would make the
 /// requests/s meaningless.
-fn run_wrk(wrk: &Path, url: &str) -> Result<HttpLoad> {
+fn run_wrk(wrk: &Path, url: &str, server: u32) -> Result<HttpLoad> {
     step(format!("wrk {url}"));
+    let cpu_before = proc::cpu_seconds(server);
     let output = proc::output(Command::new(wrk).args([
         &format!("-t{WRK_THREADS}"),
         &format!("-c{HTTP_CONNECTIONS}"),
@@ -68,7 +76,19 @@ fn run_wrk(wrk: &Path, url: &str) -> Result<HttpLoad> {
             .map(|rest| rest.trim().to_owned())
             .with_context(|| format!("no `{label}` in wrk's output:\n{output}"))
     };
-    Ok(HttpLoad { per_sec: field("Requests/sec:")?.parse()?, p50: field("50%")?, p99: field("99%")? })
+    let cpu = proc::cpu_seconds(server) - cpu_before;
+    // "123456 requests in 10.00s, ..."
+    let requests: f64 = output
+        .lines()
+        .find_map(|line| line.trim().split_once(" requests in ").map(|(n, _)| n.trim().to_owned()))
+        .with_context(|| format!("no request count in wrk's output:\n{output}"))?
+        .parse()?;
+    Ok(HttpLoad {
+        per_sec: field("Requests/sec:")?.parse()?,
+        p50: field("50%")?,
+        p99: field("99%")?,
+        cpu_us: cpu * 1e6 / requests.max(1.0),
+    })
 }
 
 /// The `wrk` load generator: from PATH, or installed with apt-get when running as root.

@@ -13,7 +13,7 @@ const PUBLISH_RATIO_TARGET: f64 = 0.6;
 const PROJECT_TARGET: f64 = 50_000.0;
 const LAG_P50_TARGET_MS: f64 = 20.0;
 const LAG_P99_TARGET_MS: f64 = 60.0;
-const READ_RATIO_TARGET: f64 = 0.6;
+const READ_RATIO_TARGET: f64 = 0.85;
 
 pub(super) struct Results {
     /// By publish batch size.
@@ -176,16 +176,18 @@ fn hop_table(hops: &[BrokerHop]) -> String {
 fn read_table(reads: &Reads) -> String {
     let ratio = reads.product.per_sec / reads.health.per_sec;
     format!(
-        "| route | requests/s | p50 | p99 |\n|---|---|---|---|\n\
-         | `GET /api/v1/products/{{id}}` (cached) | {:.0} | {} | {} |\n\
-         | `GET /health` | {:.0} | {} | {} |\n\n\
+        "| route | requests/s | p50 | p99 | query-api CPU µs per request |\n|---|---|---|---|---|\n\
+         | `GET /api/v1/products/{{id}}` (cached) | {:.0} | {} | {} | {:.1} |\n\
+         | `GET /health` | {:.0} | {} | {} | {:.1} |\n\n\
          Ratio {ratio:.2}; target ≥ {READ_RATIO_TARGET}: {}.\n",
         reads.product.per_sec,
         reads.product.p50,
         reads.product.p99,
+        reads.product.cpu_us,
         reads.health.per_sec,
         reads.health.p50,
         reads.health.p99,
+        reads.health.cpu_us,
         verdict(ratio >= READ_RATIO_TARGET, || format!("{:.0} % of it", 100.0 * ratio / READ_RATIO_TARGET)),
     )
 }
