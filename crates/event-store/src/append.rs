@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::SerializedEvent;
-use cqrs_es::{Aggregate, AggregateError, DomainEvent, EventEnvelope};
+use cqrs_es::{Aggregate, AggregateError, DomainEvent};
 use sqlx::PgPool;
 
 /// Attempts for a command that keeps losing the optimistic-lock race, before answering 409.
@@ -373,55 +373,6 @@ fn store_error<E: std::error::Error>(error: sqlx::Error) -> AggregateError<E> {
         sqlx::Error::Io(_) | sqlx::Error::Tls(_) => AggregateError::DatabaseConnectionError(Box::new(error)),
         _ => AggregateError::UnexpectedError(Box::new(error)),
     }
-}
-
-/// Appends the first event (version 1) of each of many new aggregates in one statement: what
-/// a bulk import needs, where one transaction per aggregate would cap it at the commit rate.
-/// Each `(id, event)` must be what the aggregate decided for its create command. The rows are
-/// exactly what postgres-es writes, and the `events` triggers (the catalog rules among them)
-/// check every row, so the whole batch is refused if any one row breaks a rule or its
-/// aggregate exists already; the caller then retries its aggregates one by one.
-pub async fn append_first_events<A: Aggregate>(
-    pool: &PgPool,
-    new: &[(String, A::Event)],
-    metadata: EventMetadata,
-) -> Result<(), sqlx::Error> {
-    let metadata = metadata.into_map();
-    let mut columns: [Vec<String>; 6] = Default::default();
-    for (id, event) in new {
-        let envelope = EventEnvelope::<A> {
-            aggregate_id: id.clone(),
-            sequence: 1,
-            payload: event.clone(),
-            metadata: metadata.clone(),
-        };
-        let row = SerializedEvent::try_from(&envelope).map_err(|e| sqlx::Error::Encode(e.into()))?;
-        columns[0].push(row.aggregate_type);
-        columns[1].push(row.aggregate_id);
-        columns[2].push(row.event_type);
-        columns[3].push(row.event_version);
-        columns[4].push(row.payload.to_string());
-        columns[5].push(row.metadata.to_string());
-    }
-    let [types, ids, event_types, versions, payloads, metadatas] = columns;
-    sqlx::query(
-        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-         SELECT t, id, 1, e, v, p::json, m::json
-           FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) AS r (t, id, e, v, p, m)",
-    )
-    .bind(types)
-    .bind(ids)
-    .bind(event_types)
-    .bind(versions)
-    .bind(payloads)
-    .bind(metadatas)
-    .execute(pool)
-    .await?;
-    for (_, event) in new {
-        metrics::counter!("events_appended_total", "aggregate_type" => A::TYPE, "event_type" => event.event_type())
-            .increment(1);
-    }
-    Ok(())
 }
 
 /// Jittered exponential backoff from 5 ms, so writers that collided once do not collide again

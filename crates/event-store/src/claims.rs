@@ -13,19 +13,6 @@ pub async fn sku_holder(pool: &PgPool, sku: &str) -> Result<Option<String>, sqlx
         .await
 }
 
-/// Which of `skus` some product holds, lower-cased.
-pub async fn held_skus(pool: &PgPool, skus: &[String]) -> Result<Vec<String>, sqlx::Error> {
-    // SKUs are ASCII, so lower-casing them here is Postgres's `lower`; a plain array keeps the
-    // lookup on the claims' primary key. Not a prepared statement: a plan cached while the table
-    // was small filters every claim through the whole array (50 ms a batch at 50,000 products).
-    let lowered: Vec<String> = skus.iter().map(|sku| sku.to_ascii_lowercase()).collect();
-    sqlx::query_scalar("SELECT value FROM catalog_claims WHERE kind = 'sku' AND value = ANY ($1)")
-        .bind(&lowered)
-        .persistent(false)
-        .fetch_all(pool)
-        .await
-}
-
 /// `(slug, category id)` of those of `slugs` (lower-case) that a live category holds.
 pub async fn slug_holders(pool: &PgPool, slugs: &[String]) -> Result<Vec<(String, String)>, sqlx::Error> {
     sqlx::query_as("SELECT value, aggregate_id FROM catalog_claims WHERE kind = 'category_slug' AND value = ANY($1)")
