@@ -474,14 +474,7 @@ async fn page_counted(
         None => None,
     };
     let rows = &rows[..rows.len().min(limit as usize)];
-    let listed_at: DateTime<Utc> = match rows.first() {
-        Some(row) => row.try_get("listed_at")?,
-        None => sqlx::query_scalar("SELECT now()").fetch_one(&mut *connection).await?,
-    };
-    let next = match (more, rows.last()) {
-        (true, Some(row)) => Some(Position { key: sort_key(row, sort)?, id: row.try_get("id")? }),
-        _ => None,
-    };
+    let (listed_at, next) = page_end(connection, rows, more, sort).await?;
     let items = rows.iter().map(sqlx::FromRow::from_row).collect::<Result<_, sqlx::Error>>()?;
     Ok((Page { items, next, frozen_at: listed_at }, matched))
 }
@@ -540,14 +533,7 @@ pub async fn page(
 
     let more = rows.len() as i64 > limit;
     let rows = &rows[..rows.len().min(limit as usize)];
-    let listed_at: DateTime<Utc> = match rows.first() {
-        Some(row) => row.try_get("listed_at")?,
-        None => sqlx::query_scalar("SELECT now()").fetch_one(&mut *connection).await?,
-    };
-    let next = match (more, rows.last()) {
-        (true, Some(row)) => Some(Position { key: sort_key(row, sort)?, id: row.try_get("id")? }),
-        _ => None,
-    };
+    let (listed_at, next) = page_end(connection, rows, more, sort).await?;
     let items = match frozen {
         None => rows.iter().map(sqlx::FromRow::from_row).collect::<Result<_, sqlx::Error>>()?,
         // The rows were placed as they were then; serve them as they are now.
@@ -1031,6 +1017,25 @@ fn push_after(
     }
     query.push(", ").push_bind(position.id).push("::uuid)");
     Ok(())
+}
+
+/// When a page was listed (its rows' `listed_at`, or now for an empty page) and, if `more`
+/// rows follow it, the position after its last row.
+async fn page_end(
+    connection: &mut PgConnection,
+    rows: &[PgRow],
+    more: bool,
+    sort: Sort,
+) -> Result<(DateTime<Utc>, Option<Position>), sqlx::Error> {
+    let listed_at: DateTime<Utc> = match rows.first() {
+        Some(row) => row.try_get("listed_at")?,
+        None => sqlx::query_scalar("SELECT now()").fetch_one(&mut *connection).await?,
+    };
+    let next = match (more, rows.last()) {
+        (true, Some(row)) => Some(Position { key: sort_key(row, sort)?, id: row.try_get("id")? }),
+        _ => None,
+    };
+    Ok((listed_at, next))
 }
 
 fn sort_key(row: &PgRow, sort: Sort) -> Result<SortKey, sqlx::Error> {

@@ -59,14 +59,7 @@ async fn the_publisher_is_woken_after_every_append() {
     listener.listen(CHANNEL).await.unwrap();
     let bus = CommandBus::new(app.pool.clone());
     let id = Uuid::new_v4();
-    let place = ReservationCommand::Place {
-        id,
-        owner: "owner".into(),
-        items: vec![(Uuid::new_v4(), 1)],
-        ttl_seconds: None,
-        now: Utc::now(),
-    };
-    run(&bus, id, place).await;
+    run(&bus, id, place(id)).await;
     let woken = tokio::time::timeout(Duration::from_secs(5), listener.recv()).await;
     assert!(woken.is_ok_and(|n| n.is_ok()), "no wake-up after the command's append");
 
@@ -91,15 +84,19 @@ async fn the_append_statement_marks_only_its_own_transaction() {
         PgPoolOptions::new().max_connections(1).connect_with((*app.pool.connect_options()).clone()).await.unwrap();
     let bus = CommandBus::new(pool.clone());
     let id = Uuid::new_v4();
-    let place = ReservationCommand::Place {
+    run(&bus, id, place(id)).await;
+    let mark: Option<String> =
+        sqlx::query_scalar("SELECT current_setting('catalog.append_wakeup', true)").fetch_one(&pool).await.unwrap();
+    assert!(mark.unwrap_or_default().is_empty(), "the mark outlived the append statement");
+}
+
+/// A one-item reservation: any command that appends will do.
+fn place(id: Uuid) -> ReservationCommand {
+    ReservationCommand::Place {
         id,
         owner: "owner".into(),
         items: vec![(Uuid::new_v4(), 1)],
         ttl_seconds: None,
         now: Utc::now(),
-    };
-    run(&bus, id, place).await;
-    let mark: Option<String> =
-        sqlx::query_scalar("SELECT current_setting('catalog.append_wakeup', true)").fetch_one(&pool).await.unwrap();
-    assert!(mark.unwrap_or_default().is_empty(), "the mark outlived the append statement");
+    }
 }
