@@ -154,38 +154,40 @@ SELECT * FROM (
 ) stream
 ORDER BY event_type IS NOT NULL, sequence";
 
-/// The command's events, in order: `unnest` keeps the arrays' order, so `global_position`
+/// Inserts a command's events, in order: `unnest` keeps the arrays' order, so `global_position`
 /// follows the sequences. Every event of a command carries the same metadata. The statement
 /// tells the `events` trigger that the publisher is woken after the commit ([`Wakeup`]).
-const APPEND: &str = "
-INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+macro_rules! insert_events {
+    () => {
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
 SELECT $1, $2, e.sequence, e.event_type, e.event_version, e.payload::json, $7::json
   FROM unnest($3::bigint[], $4::text[], $5::text[], $6::text[]) AS e (sequence, event_type, event_version, payload),
-       (SELECT set_config('catalog.append_wakeup', 'deferred', true)) AS wakeup";
+       (SELECT set_config('catalog.append_wakeup', 'deferred', true)) AS wakeup"
+    };
+}
+
+/// The command's events alone (`insert_events!`).
+const APPEND: &str = insert_events!();
 
 /// The events and the aggregate's first (readable) snapshot; the snapshots trigger replaces an
 /// unreadable one.
-const APPEND_AND_INSERT_SNAPSHOT: &str = "
-WITH appended AS (
-    INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-    SELECT $1, $2, e.sequence, e.event_type, e.event_version, e.payload::json, $7::json
-      FROM unnest($3::bigint[], $4::text[], $5::text[], $6::text[]) AS e (sequence, event_type, event_version, payload),
-           (SELECT set_config('catalog.append_wakeup', 'deferred', true)) AS wakeup
-)
+const APPEND_AND_INSERT_SNAPSHOT: &str = concat!(
+    "WITH appended AS (",
+    insert_events!(),
+    ")
 INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload)
-VALUES ($1, $2, $8, $9, $10::json)";
+VALUES ($1, $2, $8, $9, $10::json)"
+);
 
 /// The events and the snapshot moved on from the one loaded (`$9 - 1`). If that one is gone,
 /// the snapshots trigger fails the statement with 23505 (a conflict), so nothing is stored.
-const APPEND_AND_UPDATE_SNAPSHOT: &str = "
-WITH appended AS (
-    INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-    SELECT $1, $2, e.sequence, e.event_type, e.event_version, e.payload::json, $7::json
-      FROM unnest($3::bigint[], $4::text[], $5::text[], $6::text[]) AS e (sequence, event_type, event_version, payload),
-           (SELECT set_config('catalog.append_wakeup', 'deferred', true)) AS wakeup
-)
+const APPEND_AND_UPDATE_SNAPSHOT: &str = concat!(
+    "WITH appended AS (",
+    insert_events!(),
+    ")
 UPDATE snapshots SET last_sequence = $8, current_snapshot = $9, payload = $10::json
- WHERE aggregate_type = $1 AND aggregate_id = $2 AND current_snapshot = $9 - 1";
+ WHERE aggregate_type = $1 AND aggregate_id = $2 AND current_snapshot = $9 - 1"
+);
 
 impl CommandBus {
     pub fn new(pool: PgPool) -> Self {
