@@ -9,6 +9,7 @@ mod pipeline;
 mod rebuild;
 mod reservations;
 mod soak;
+mod statements;
 mod write;
 
 use anyhow::Result;

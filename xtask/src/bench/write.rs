@@ -17,6 +17,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::harness::{cores, percentile, write_section};
+use super::statements;
 use crate::dev::Backends;
 use crate::proc::step;
 use crate::system::{Ports, Service, System};
@@ -49,6 +50,8 @@ struct Raw {
     clients: usize,
     notifying: f64,
     deferred: f64,
+    /// Postgres CPU ms per append of the deferred load: what one bare append costs the server.
+    postgres_cpu_ms: f64,
 }
 
 struct Load {
@@ -62,6 +65,8 @@ struct Load {
     cpu_ms: BTreeMap<&'static str, f64>,
     /// From the end of the load until the read model had every event.
     drain: Duration,
+    /// Postgres's statements over the load and its drain (`pg_stat_statements`, when loaded).
+    statements: Option<String>,
 }
 
 pub async fn run(backends: &Backends) -> Result<()> {
@@ -88,10 +93,12 @@ pub async fn run(backends: &Backends) -> Result<()> {
             measured(&mut system, &pool, Write::Create, clients, || http_load(&client, &token, clients, None)).await?,
         );
         step(format!("raw append transaction, {clients} client(s), {DURATION:?}, publisher notified in the commit"));
-        let notifying = raw_load(&raw_pool, clients, false).await;
+        let (notifying, _) = raw_load(&raw_pool, clients, false).await;
         step(format!("raw append transaction, {clients} client(s), {DURATION:?}, publisher woken after the commit"));
-        let deferred = raw_load(&raw_pool, clients, true).await;
-        raw.push(Raw { clients, notifying, deferred });
+        let before = system.cpu_seconds_by_group()["postgres"];
+        let (deferred, appended) = raw_load(&raw_pool, clients, true).await;
+        let postgres_cpu_ms = (system.cpu_seconds_by_group()["postgres"] - before) * 1000.0 / appended.max(1) as f64;
+        raw.push(Raw { clients, notifying, deferred, postgres_cpu_ms });
     }
     step(format!("seeding {UPDATE_PRODUCTS} products with {EVENTS_BEFORE_UPDATES} events each"));
     let products = Arc::new(seed_products(&client, &token).await?);
@@ -120,6 +127,7 @@ async fn measured<F: std::future::Future<Output = (f64, Vec<f64>)>>(
     load: impl FnOnce() -> F,
 ) -> Result<Load> {
     wait_projected(pool).await?;
+    let profiling = statements::reset(pool).await;
     let before = system.cpu_seconds_by_group();
     let (per_sec, mut latencies) = load().await;
     let ended = Instant::now();
@@ -129,6 +137,7 @@ async fn measured<F: std::future::Future<Output = (f64, Vec<f64>)>>(
     system.ensure_running()?;
     latencies.sort_unstable_by(f64::total_cmp);
     let count = latencies.len();
+    let statements = if profiling { statements::report(pool, count, 14).await } else { None };
     let cpu_ms = CPU_GROUPS
         .iter()
         .map(|group| {
@@ -145,6 +154,7 @@ async fn measured<F: std::future::Future<Output = (f64, Vec<f64>)>>(
         p99_ms: percentile(&latencies, 0.99),
         cpu_ms,
         drain,
+        statements,
     })
 }
 
@@ -271,8 +281,8 @@ async fn http_load(
 /// Appends per second of the bare transaction for a new aggregate: read its stream, insert its
 /// first event, commit. With `deferred_wakeup` the insert tells the `events` trigger not to
 /// notify the publisher inside the transaction (as the command bus does, which wakes it after
-/// the commit); without, the notification is part of every commit.
-async fn raw_load(pool: &PgPool, clients: usize, deferred_wakeup: bool) -> f64 {
+/// the commit); without, the notification is part of every commit. Also returns the count.
+async fn raw_load(pool: &PgPool, clients: usize, deferred_wakeup: bool) -> (f64, u64) {
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -293,7 +303,8 @@ async fn raw_load(pool: &PgPool, clients: usize, deferred_wakeup: bool) -> f64 {
     for worker in workers {
         let _ = worker.await;
     }
-    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+    let done = done.load(Ordering::Relaxed);
+    (done as f64 / started.elapsed().as_secs_f64(), done)
 }
 
 async fn append_once(pool: &PgPool, deferred_wakeup: bool) -> Result<(), sqlx::Error> {
@@ -328,6 +339,7 @@ fn report(loads: &[Load], raw: &[Raw]) -> Result<()> {
         CPU_GROUPS.join(" | "),
         "---|".repeat(CPU_GROUPS.len())
     );
+    let mut profiles = String::new();
     for load in loads {
         let name = match load.write {
             Write::Create => "create",
@@ -346,12 +358,28 @@ fn report(loads: &[Load], raw: &[Raw]) -> Result<()> {
             load.p99_ms,
             load.drain.as_secs_f64(),
         ));
+        if let Some(table) = &load.statements {
+            profiles.push_str(&format!(
+                "\nPostgres statements, {name} at {} client(s), over the load and its drain \
+                 (`pg_stat_statements`, every database):\n\n{table}",
+                load.clients
+            ));
+        }
         let total: f64 = load.cpu_ms.values().sum();
         let cells: Vec<String> = CPU_GROUPS.iter().map(|g| format!("{:.3}", load.cpu_ms[g])).collect();
         cpu.push_str(&format!("| {name} | {} | {} | **{total:.3}** |\n", load.clients, cells.join(" | ")));
         step(format!("{name}, {} clients: {} writes", load.clients, load.count));
     }
-    println!("\n{throughput}\nCPU ms per command:\n\n{cpu}");
+    let raw_cpu: Vec<String> =
+        raw.iter().map(|r| format!("{:.3} ms at {} client(s)", r.postgres_cpu_ms, r.clients)).collect();
+    let raw_cpu = format!(
+        "Postgres CPU per bare append (the raw ceiling's transaction, wake-up after the commit): {}.\n",
+        raw_cpu.join(", ")
+    );
+    if profiles.is_empty() {
+        profiles = "\n(No statement profile: `scripts/pg-statements.sh enable` loads pg_stat_statements.)\n".into();
+    }
+    println!("\n{throughput}\nCPU ms per command:\n\n{cpu}\n{raw_cpu}{profiles}");
     let section = format!(
         "## write\n\n`cargo xtask bench write`, release builds, {}s per row, on {} cores, with the whole system\n\
          running: command-api, query-api, `projector --role all`, the broker and Postgres. The raw\n\
@@ -364,7 +392,7 @@ fn report(loads: &[Load], raw: &[Raw]) -> Result<()> {
          is every postgres process on the machine (a shared server: other users' queries count too).\n\
          Updates change products that had {EVENTS_BEFORE_UPDATES} events when the load began. Targets: total\n\
          CPU <= 0.7 ms per create and <= 0.8 ms per update; creates/s at 16 clients >= 0.8 x raw.\n\n\
-         {throughput}\nCPU ms per command:\n\n{cpu}",
+         {throughput}\nCPU ms per command:\n\n{cpu}\n{raw_cpu}{profiles}",
         DURATION.as_secs(),
         cores(),
     );
