@@ -58,7 +58,16 @@ pub(super) struct Inside {
     pub(super) projector_cores: f64,
     /// All of the machine's CPU time in use (everything, not only this system), 0..1.
     pub(super) machine_busy: f64,
+    /// Of that, time the hypervisor gave to others (`steal`), 0..1.
+    pub(super) machine_steal: f64,
+    /// Cores used by each process group ([`CPU_GROUPS`]) while the rate ran.
+    pub(super) cores: [f64; CPU_GROUPS.len()],
 }
+
+/// The processes whose CPU the lag phase reports: the system's, and the bench's own load
+/// generator (this process), which shares the cores.
+pub(super) const CPU_GROUPS: [&str; 6] =
+    ["command-api", "query-api", "projector", "postgres", "broker", "load generator"];
 
 /// Produce → consume through the broker alone, one message at a time.
 pub(super) struct BrokerHop {
@@ -88,10 +97,9 @@ pub(super) async fn end_to_end_lag(system: &mut System, pool: &PgPool, names: &N
     let mut lags = Vec::new();
     for rate in LAG_RATES {
         step(format!("{rate} commands/s for {LAG_DURATION:?}"));
-        let projector = system.pids().find(|(name, _)| *name == Service::Projector.binary()).map(|(_, pid)| pid);
-        let before = Snapshot::take(&client, projector).await?;
+        let before = Snapshot::take(&client, system).await?;
         let mut lag = lag_at_rate(&client, &token, rate, LAG_DURATION).await?;
-        lag.inside = Snapshot::take(&client, projector).await?.since(&before);
+        lag.inside = Snapshot::take(&client, system).await?.since(&before);
         lags.push(lag);
         system.ensure_running()?;
     }
@@ -227,13 +235,14 @@ async fn lag_at_rate(client: &reqwest::Client, token: &str, rate: u32, duration:
 struct Snapshot {
     at: Instant,
     metrics: std::collections::HashMap<String, f64>,
-    projector_cpu_seconds: f64,
-    /// (busy, total) jiffies of all CPUs, from `/proc/stat`.
-    machine: (f64, f64),
+    /// CPU seconds of each of [`CPU_GROUPS`].
+    cpu_seconds: [f64; CPU_GROUPS.len()],
+    /// (busy, steal, total) jiffies of all CPUs, from `/proc/stat`.
+    machine: (f64, f64, f64),
 }
 
 impl Snapshot {
-    async fn take(client: &reqwest::Client, projector: Option<u32>) -> Result<Self> {
+    async fn take(client: &reqwest::Client, system: &System) -> Result<Self> {
         let text = client.get(format!("http://{PROJECTOR_ADDR}/metrics")).send().await?.text().await?;
         let mut metrics = std::collections::HashMap::new();
         for line in text.lines().filter(|l| !l.starts_with('#')) {
@@ -252,18 +261,22 @@ impl Snapshot {
             .collect();
         let total: f64 = cpu.iter().sum();
         let idle = cpu.get(3).copied().unwrap_or(0.0) + cpu.get(4).copied().unwrap_or(0.0);
-        Ok(Self {
-            at: Instant::now(),
-            metrics,
-            projector_cpu_seconds: projector.map_or(0.0, crate::proc::cpu_seconds),
-            machine: (total - idle, total),
-        })
+        let steal = cpu.get(7).copied().unwrap_or(0.0);
+        let groups = system.cpu_seconds_by_group();
+        let cpu_seconds = CPU_GROUPS.map(|group| match group {
+            "load generator" => crate::proc::cpu_seconds(std::process::id()),
+            _ => groups.get(group).copied().unwrap_or(0.0),
+        });
+        Ok(Self { at: Instant::now(), metrics, cpu_seconds, machine: (total - idle, steal, total) })
     }
 
     fn since(&self, before: &Self) -> Inside {
         let delta = |name: &str| {
             self.metrics.get(name).copied().unwrap_or(0.0) - before.metrics.get(name).copied().unwrap_or(0.0)
         };
+        let seconds = (self.at - before.at).as_secs_f64();
+        let cores: [f64; CPU_GROUPS.len()] =
+            std::array::from_fn(|i| (self.cpu_seconds[i] - before.cpu_seconds[i]) / seconds);
         let mean_ms = |name: &str| 1000.0 * delta(&format!("{name}_sum")) / delta(&format!("{name}_count")).max(1.0);
         Inside {
             publish_rounds: delta("publisher_batch_duration_seconds_count"),
@@ -272,9 +285,10 @@ impl Snapshot {
             project_rounds: delta("projector_batch_duration_seconds_count"),
             projected: delta("projector_events_applied_total") + delta("projector_events_skipped_total"),
             project_round_ms: mean_ms("projector_batch_duration_seconds"),
-            projector_cores: (self.projector_cpu_seconds - before.projector_cpu_seconds)
-                / (self.at - before.at).as_secs_f64(),
-            machine_busy: (self.machine.0 - before.machine.0) / (self.machine.1 - before.machine.1).max(1.0),
+            projector_cores: cores[2],
+            machine_busy: (self.machine.0 - before.machine.0) / (self.machine.2 - before.machine.2).max(1.0),
+            machine_steal: (self.machine.1 - before.machine.1) / (self.machine.2 - before.machine.2).max(1.0),
+            cores,
         }
     }
 }

@@ -93,6 +93,7 @@ pub async fn run(backends: &Backends) -> Result<()> {
     let publish_topic = names.topic(&format!("publish-{}", publish::BATCH_SIZES[0]));
     let projector = project::projector_throughput(&mut system, &pool, &publish_topic, &names).await?;
     let raw_consumer = project::raw_consumer_throughput(brokers, &publish_topic, &names.group("raw-consume")).await?;
+    let write_ceiling = project::sql_write_ceiling(&pool).await?;
     let (lags, round_trip) = lag::end_to_end_lag(&mut system, &pool, &names).await?;
     let mut hops = Vec::new();
     for fetch_wait_ms in lag::BROKER_HOP_FETCH_WAITS {
@@ -107,6 +108,7 @@ pub async fn run(backends: &Backends) -> Result<()> {
         raw_producer,
         projector,
         raw_consumer,
+        write_ceiling,
         lags,
         round_trip,
         hops,

@@ -1,16 +1,21 @@
 //! Phase 2 of `bench pipeline`: the projector (Kafka → read model) over the topic phase 1
 //! filled, against a raw consumer that reads the same messages and applies nothing.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use futures::future::join_all;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::Message;
+use read_model::products::{ProductView, Products};
+use read_model::projection::ReadModel;
 use sqlx::PgPool;
+use uuid::Uuid;
 
 use super::{
     projector_like_consumer, start_projector, watch_progress, Names, Throughput, DEFAULT_PUBLISH_BATCH_SIZE, EVENTS,
-    FETCH_WAIT_MAX_MS, STALL_TIMEOUT,
+    FETCH_WAIT_MAX_MS, PROJECT_BATCH_SIZE, PROJECT_LANES, STALL_TIMEOUT,
 };
 use crate::proc::step;
 use crate::system::{Service, System};
@@ -58,4 +63,38 @@ pub(super) async fn raw_consumer_throughput(brokers: &str, topic: &str, group: &
     anyhow::ensure!(bytes > 0, "the messages had no payload");
     consumer.unsubscribe();
     Ok(Throughput { startup: first - started, per_sec: (EVENTS - 1) as f64 / first.elapsed().as_secs_f64() })
+}
+
+/// Phase 2's second baseline: the projector's own write of the product rows
+/// (`Products::save`, one upsert statement per batch of `PROJECT_BATCH_SIZE`, `PROJECT_LANES`
+/// batches at a time, each its own transaction), sent straight to Postgres into an empty copy
+/// of `products` with the same indexes and generated search columns, but no triggers. The rows
+/// are the ones phase 2 projected, loaded before the clock starts. What writing the read model
+/// costs Postgres alone, without Kafka, decoding, the version rule or the history rows.
+pub(super) async fn sql_write_ceiling(pool: &PgPool) -> Result<Throughput> {
+    step(format!("phase 2 baseline: the projector's products upsert straight to Postgres, {EVENTS} rows"));
+    sqlx::query("DROP TABLE IF EXISTS bench_products_ceiling").execute(pool).await?;
+    sqlx::query("CREATE TABLE bench_products_ceiling (LIKE products INCLUDING ALL)").execute(pool).await?;
+    let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM products ORDER BY id").fetch_all(pool).await?;
+    let mut batches: Vec<Vec<ProductView>> = Vec::new();
+    for chunk in ids.chunks(PROJECT_BATCH_SIZE as usize) {
+        batches.push(Products::load(pool, chunk).await?.into_values().collect());
+    }
+    let next = AtomicUsize::new(0);
+    let started = Instant::now();
+    let lanes = (0..PROJECT_LANES).map(|_| async {
+        while let Some(views) = batches.get(next.fetch_add(1, Ordering::Relaxed)) {
+            let rows: Vec<&ProductView> = views.iter().collect();
+            let mut transaction = pool.begin().await?;
+            Products::save(&mut transaction, "bench_products_ceiling", &rows).await?;
+            transaction.commit().await?;
+        }
+        anyhow::Ok(())
+    });
+    for lane in join_all(lanes).await {
+        lane?;
+    }
+    let per_sec = ids.len() as f64 / started.elapsed().as_secs_f64();
+    sqlx::query("DROP TABLE bench_products_ceiling").execute(pool).await?;
+    Ok(Throughput { startup: Duration::ZERO, per_sec })
 }

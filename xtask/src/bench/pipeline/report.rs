@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 
-use super::lag::{BrokerHop, Lag, LAG_DURATION, LAG_RATES, TARGET_RATE};
+use super::lag::{BrokerHop, Lag, CPU_GROUPS, LAG_DURATION, LAG_RATES, TARGET_RATE};
 use super::reads::{Reads, HTTP_CONNECTIONS, HTTP_DURATION, WRK_THREADS};
 use super::{Throughput, DEFAULT_PUBLISH_BATCH_SIZE, EVENTS, FETCH_WAIT_MAX_MS, PROJECT_BATCH_SIZE, PROJECT_LANES};
 use crate::bench::harness::{cores, write_section};
@@ -21,6 +21,8 @@ pub(super) struct Results {
     pub(super) raw_producer: Throughput,
     pub(super) projector: Throughput,
     pub(super) raw_consumer: Throughput,
+    /// The projector's products upsert alone, straight to Postgres.
+    pub(super) write_ceiling: Throughput,
     pub(super) lags: Vec<Lag>,
     /// p50 of a `min_version=1` GET of an already visible product, ms.
     pub(super) round_trip: f64,
@@ -53,7 +55,10 @@ pub(super) fn report(results: &Results) -> Result<()> {
          the raw producer is an rdkafka producer in the bench process configured like the publisher's (idempotent,\n\
          acks=all, linger.ms=5) sending {EVENTS} messages with the same key, value and headers, all in flight at once:\n\
          the ceiling of client and broker. The raw consumer reads the same {EVENTS} messages with the projector's\n\
-         consumer settings and a new group, applying nothing: the cost of consuming alone.\n\n{throughput}\n\
+         consumer settings and a new group, applying nothing: the cost of consuming alone. The projector's second\n\
+         baseline is its own products upsert (`Products::save`, batches of {PROJECT_BATCH_SIZE}, {PROJECT_LANES} at a time) of the\n\
+         rows it projected, sent straight to Postgres into an empty copy of `products` with the same indexes\n\
+         and generated search columns (no triggers, no history rows): the read model's write alone.\n\n{throughput}\n\
          **End-to-end lag**, command-api, query-api and `projector --role all` on a new topic (its publisher starts\n\
          at the store's head). At a fixed rate, each command in its own task, `POST /api/v1/products` (201), then\n\
          `GET /api/v1/products/{{id}}?min_version=1` on query-api, which waits server-side until the read model\n\
@@ -61,7 +66,7 @@ pub(super) fn report(results: &Results) -> Result<()> {
          HTTP round trip: p50 {round_trip:.2} ms on a product already visible.\n\n{lag}\n\
          Inside the projector at each rate (deltas of its own metrics over the rate's {secs} s: rounds of the\n\
          publish and project loops, events per round, mean round time), its CPU, and the CPU of the whole\n\
-         machine (everything running on it, not only this system):\n\n{inside}\n\
+         machine (everything running on it, not only this system), and the CPU of each process:\n\n{inside}\n\
          Baseline for the Kafka hop of that path: a producer configured like the publisher's sends one message at a\n\
          time, {rate} per second, to a consumer with the projector's settings (`fetch.wait.max.ms` \
          {FETCH_WAIT_MAX_MS}), and to one\n\
@@ -99,7 +104,15 @@ fn throughput_table(results: &Results) -> String {
         PROJECT_TARGET,
         format!("≥ {PROJECT_TARGET:.0}/s"),
     );
-    for (stage, pipeline, baseline_name, baseline, target, label) in publishers.chain([projector]) {
+    let projector_vs_sql = (
+        "project: Kafka → read model".to_owned(),
+        &results.projector,
+        "its products upsert, SQL only",
+        &results.write_ceiling,
+        PROJECT_TARGET,
+        format!("≥ {PROJECT_TARGET:.0}/s"),
+    );
+    for (stage, pipeline, baseline_name, baseline, target, label) in publishers.chain([projector, projector_vs_sql]) {
         table.push_str(&format!(
             "| {stage} | {:.0} | {:.1} | {baseline_name} | {:.0} | {:.2} | {label} | {} |\n",
             pipeline.per_sec,
@@ -143,12 +156,18 @@ fn lag_table(lags: &[Lag]) -> String {
 fn inside_table(lags: &[Lag]) -> String {
     let mut table = String::from(
         "| commands/s | publish rounds | events/round | ms/round | project rounds | events/round | ms/round \
-         | projector CPU (cores) | machine CPU busy |\n|---|---|---|---|---|---|---|---|---|\n",
+         | projector CPU (cores) | machine CPU busy | of it stolen |\n|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    let mut cores = format!(
+        "\nCPU in cores of each process while the rate ran (of {} cores):\n\n| commands/s | {} | total |\n|---|{}---|\n",
+        cores(),
+        CPU_GROUPS.join(" | "),
+        "---|".repeat(CPU_GROUPS.len())
     );
     for l in lags {
         let i = &l.inside;
         table.push_str(&format!(
-            "| {} | {:.0} | {:.1} | {:.1} | {:.0} | {:.1} | {:.1} | {:.2} | {:.0} % |\n",
+            "| {} | {:.0} | {:.1} | {:.1} | {:.0} | {:.1} | {:.1} | {:.2} | {:.0} % | {:.0} % |\n",
             l.rate,
             i.publish_rounds,
             i.published / i.publish_rounds.max(1.0),
@@ -157,10 +176,13 @@ fn inside_table(lags: &[Lag]) -> String {
             i.projected / i.project_rounds.max(1.0),
             i.project_round_ms,
             i.projector_cores,
-            100.0 * i.machine_busy
+            100.0 * i.machine_busy,
+            100.0 * i.machine_steal
         ));
+        let cells: Vec<String> = i.cores.iter().map(|c| format!("{c:.2}")).collect();
+        cores.push_str(&format!("| {} | {} | {:.2} |\n", l.rate, cells.join(" | "), i.cores.iter().sum::<f64>()));
     }
-    table
+    table + &cores
 }
 
 fn hop_table(hops: &[BrokerHop]) -> String {
