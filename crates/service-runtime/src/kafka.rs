@@ -12,6 +12,10 @@ use rdkafka::ClientConfig;
 
 pub const DEFAULT_TOPIC: &str = "catalog.events";
 pub const DEFAULT_DLQ_TOPIC: &str = "catalog.events.dlq";
+/// The producers' default `linger.ms`. The publisher hands a whole round to the client at
+/// once, so batches fill without waiting; a longer linger only delays every round's first
+/// send (the broker hop measured 7.8 ms at 5 ms).
+pub const DEFAULT_LINGER_MS: u32 = 1;
 
 #[derive(Debug, Clone, Args)]
 pub struct KafkaSettings {
@@ -39,6 +43,11 @@ pub struct KafkaSettings {
     /// fails (and the publisher retries the batch from its checkpoint).
     #[arg(long, env = "KAFKA_MESSAGE_TIMEOUT_MS", default_value_t = 30_000)]
     pub kafka_message_timeout_ms: u32,
+
+    /// How long the producer waits for more messages before sending a partly filled batch
+    /// (librdkafka's `linger.ms`): more latency for fewer, larger requests.
+    #[arg(long, env = "KAFKA_LINGER_MS", default_value_t = DEFAULT_LINGER_MS)]
+    pub kafka_linger_ms: u32,
 }
 
 impl KafkaSettings {
@@ -56,7 +65,7 @@ impl KafkaSettings {
             .client_config(client_id)
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "5")
+            .set("linger.ms", self.kafka_linger_ms.to_string())
             .set("message.timeout.ms", self.kafka_message_timeout_ms.to_string())
             .create()?)
     }

@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 
 use super::{
     create_topic, projector_like_consumer, publisher_like_producer, start_projector, Names, DEFAULT_PUBLISH_BATCH_SIZE,
-    DESCRIPTION, FETCH_WAIT_MAX_MS, NAME, PRICE,
+    DESCRIPTION, FETCH_WAIT_MAX_MS, LINGER_MS, NAME, PRICE,
 };
 use crate::bench::harness::percentile;
 use crate::proc::step;
@@ -25,9 +25,11 @@ const PROJECTOR_ADDR: &str = Ports::BENCH_PIPELINE.projector;
 /// Commands per second; the targets apply to [`TARGET_RATE`].
 pub(super) const LAG_RATES: [u32; 3] = [50, 500, 1000];
 pub(super) const TARGET_RATE: u32 = 500;
-/// Consumer `fetch.wait.max.ms` values of the broker-hop baseline: the projector's, and
-/// librdkafka's default (None, 500 ms), to show how much the broker's fetch wait matters.
-pub(super) const BROKER_HOP_FETCH_WAITS: [Option<u32>; 2] = [Some(FETCH_WAIT_MAX_MS), None];
+/// The broker-hop baseline's settings, (consumer `fetch.wait.max.ms`, producer `linger.ms`):
+/// the projector's; librdkafka's default fetch wait (None, 500 ms), to show how much the
+/// broker's fetch wait matters; and the linger of 5 ms the producers had before `KAFKA_LINGER_MS`.
+pub(super) const BROKER_HOPS: [(Option<u32>, u32); 3] =
+    [(Some(FETCH_WAIT_MAX_MS), LINGER_MS), (None, LINGER_MS), (Some(FETCH_WAIT_MAX_MS), 5)];
 const BROKER_HOP_MESSAGES: u32 = 100;
 pub(super) const LAG_DURATION: Duration = Duration::from_secs(10);
 
@@ -73,6 +75,8 @@ pub(super) const CPU_GROUPS: [&str; 6] =
 pub(super) struct BrokerHop {
     /// `fetch.wait.max.ms` of the consumer; None is librdkafka's default (500 ms).
     pub(super) fetch_wait_ms: Option<u32>,
+    /// `linger.ms` of the producer.
+    pub(super) linger_ms: u32,
     pub(super) p50_ms: f64,
     pub(super) p99_ms: f64,
 }
@@ -117,11 +121,14 @@ pub(super) async fn broker_hop(
     topic: &str,
     group: &str,
     fetch_wait_ms: Option<u32>,
+    linger_ms: u32,
 ) -> Result<BrokerHop> {
     let setting = fetch_wait_ms.map_or("librdkafka's default".to_owned(), |ms| format!("{ms} ms"));
-    step(format!("phase 3 baseline: broker hop, fetch.wait.max.ms {setting}, {BROKER_HOP_MESSAGES} messages"));
+    step(format!(
+        "phase 3 baseline: broker hop, fetch.wait.max.ms {setting}, linger.ms {linger_ms}, {BROKER_HOP_MESSAGES} messages"
+    ));
     create_topic(brokers, topic).await?;
-    let producer: FutureProducer = publisher_like_producer(brokers).create()?;
+    let producer: FutureProducer = publisher_like_producer(brokers).set("linger.ms", linger_ms.to_string()).create()?;
     let mut config = projector_like_consumer(brokers, group);
     if let Some(ms) = fetch_wait_ms {
         config.set("fetch.wait.max.ms", ms.to_string());
@@ -153,7 +160,12 @@ pub(super) async fn broker_hop(
     }
     consumer.unsubscribe();
     latencies.sort_unstable_by(f64::total_cmp);
-    Ok(BrokerHop { fetch_wait_ms, p50_ms: percentile(&latencies, 0.5), p99_ms: percentile(&latencies, 0.99) })
+    Ok(BrokerHop {
+        fetch_wait_ms,
+        linger_ms,
+        p50_ms: percentile(&latencies, 0.5),
+        p99_ms: percentile(&latencies, 0.99),
+    })
 }
 
 /// Sets the new topic's publisher checkpoint to the newest stored event, so phase 3 starts as

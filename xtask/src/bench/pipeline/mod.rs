@@ -5,7 +5,7 @@
 //!    event store pre-filled with 100,000 `ProductCreated` events by SQL; timed by its
 //!    checkpoint's `published_total`; at the default batch size and a larger one. Baseline: a raw rdkafka producer in this process sending
 //!    100,000 messages of the same key, value and headers, configured like
-//!    `KafkaSettings::producer` (idempotent, acks=all, linger.ms=5), with every message in
+//!    `KafkaSettings::producer` (idempotent, acks=all, the same linger.ms), with every message in
 //!    flight at once. That is what the broker and client can take; the publisher additionally
 //!    reads the store, waits for each batch's acknowledgements and writes its checkpoint.
 //! 2. **Projector** (Kafka → read model): `projector --role project` with a new consumer group
@@ -69,6 +69,8 @@ const DEFAULT_PUBLISH_BATCH_SIZE: u32 = 5000;
 const PROJECT_BATCH_SIZE: u32 = 500;
 const PROJECT_LANES: u32 = 4;
 const FETCH_WAIT_MAX_MS: u32 = 20;
+/// The producers' `linger.ms` (`KAFKA_LINGER_MS`'s default, `service_runtime::kafka::DEFAULT_LINGER_MS`).
+const LINGER_MS: u32 = 1;
 
 /// The product every generated event and command describes.
 const NAME: &str = "Bench lamp";
@@ -96,9 +98,10 @@ pub async fn run(backends: &Backends) -> Result<()> {
     let write_ceiling = project::sql_write_ceiling(&pool).await?;
     let (lags, round_trip) = lag::end_to_end_lag(&mut system, &pool, &names).await?;
     let mut hops = Vec::new();
-    for fetch_wait_ms in lag::BROKER_HOP_FETCH_WAITS {
-        let phase = format!("hop-{}", fetch_wait_ms.map_or("default".to_owned(), |ms| ms.to_string()));
-        hops.push(lag::broker_hop(brokers, &names.topic(&phase), &names.group(&phase), fetch_wait_ms).await?);
+    for (fetch_wait_ms, linger_ms) in lag::BROKER_HOPS {
+        let phase = format!("hop-{}-{linger_ms}", fetch_wait_ms.map_or("default".to_owned(), |ms| ms.to_string()));
+        let (topic, group) = (names.topic(&phase), names.group(&phase));
+        hops.push(lag::broker_hop(brokers, &topic, &group, fetch_wait_ms, linger_ms).await?);
     }
     let reads = reads::cached_read_vs_trivial(&mut system, &pool, &wrk).await?;
     pool.close().await;
@@ -168,10 +171,14 @@ async fn create_topic(brokers: &str, topic: &str) -> Result<()> {
 }
 
 /// A producer configured like the publisher's (`KafkaSettings::producer`): idempotent,
-/// acks=all, linger.ms=5.
+/// acks=all, the default linger.
 fn publisher_like_producer(brokers: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", brokers).set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "5");
+    config
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", LINGER_MS.to_string());
     config
 }
 

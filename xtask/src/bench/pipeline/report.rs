@@ -5,7 +5,9 @@ use anyhow::Result;
 
 use super::lag::{BrokerHop, Lag, CPU_GROUPS, LAG_DURATION, LAG_RATES, TARGET_RATE};
 use super::reads::{Reads, HTTP_CONNECTIONS, HTTP_DURATION, WRK_THREADS};
-use super::{Throughput, DEFAULT_PUBLISH_BATCH_SIZE, EVENTS, FETCH_WAIT_MAX_MS, PROJECT_BATCH_SIZE, PROJECT_LANES};
+use super::{
+    Throughput, DEFAULT_PUBLISH_BATCH_SIZE, EVENTS, FETCH_WAIT_MAX_MS, LINGER_MS, PROJECT_BATCH_SIZE, PROJECT_LANES,
+};
 use crate::bench::harness::{cores, write_section};
 
 /// The publisher's target: this share of the raw producer's rate, measured in the same run.
@@ -53,7 +55,7 @@ pub(super) fn report(results: &Results) -> Result<()> {
          with a new group applies that topic to `products` (timed by `count(*)`). Rates are counted from the first\n\
          progress seen; start-up (process start, topic creation, group join) is shown apart. Baselines, same run:\n\
          the raw producer is an rdkafka producer in the bench process configured like the publisher's (idempotent,\n\
-         acks=all, linger.ms=5) sending {EVENTS} messages with the same key, value and headers, all in flight at once:\n\
+         acks=all, linger.ms={LINGER_MS}) sending {EVENTS} messages with the same key, value and headers, all in flight at once:\n\
          the ceiling of client and broker. The raw consumer reads the same {EVENTS} messages with the projector's\n\
          consumer settings and a new group, applying nothing: the cost of consuming alone. The projector's second\n\
          baseline is its own products upsert (`Products::save`, batches of {PROJECT_BATCH_SIZE}, {PROJECT_LANES} at a time) of the\n\
@@ -70,9 +72,10 @@ pub(super) fn report(results: &Results) -> Result<()> {
          Baseline for the Kafka hop of that path: a producer configured like the publisher's sends one message at a\n\
          time, {rate} per second, to a consumer with the projector's settings (`fetch.wait.max.ms` \
          {FETCH_WAIT_MAX_MS}), and to one\n\
-         with librdkafka's default (500 ms). Latency from the send to the receipt; it includes linger.ms=5. tansu\n\
+         with librdkafka's default (500 ms); the last row has the producer linger of 5 ms the publisher had before\n\
+         `KAFKA_LINGER_MS` (default {LINGER_MS}). Latency from the send to the receipt, linger included. tansu\n\
          answers a fetch that finds nothing by re-reading its storage after sleeps, up to that wait, instead of as\n\
-         soon as data arrives as Kafka does; the difference between the rows is that wait.\n\n{hops}\n\
+         soon as data arrives as Kafka does; the difference between the first two rows is that wait.\n\n{hops}\n\
          **Cached read vs a trivial handler**: `wrk -t{WRK_THREADS} -c{HTTP_CONNECTIONS} -d{http}s` against one query-api\n\
          process, a product read once before (so cached) and `/health` (a bare 200 behind the same middleware).\n\
          wrk shares the {cores} cores with query-api.\n\n{read}",
@@ -186,11 +189,18 @@ fn inside_table(lags: &[Lag]) -> String {
 }
 
 fn hop_table(hops: &[BrokerHop]) -> String {
-    let mut table = String::from("| consumer fetch.wait.max.ms | send → receive p50 ms | p99 ms |\n|---|---|---|\n");
+    let mut table = String::from(
+        "| consumer fetch.wait.max.ms | producer linger.ms | send → receive p50 ms | p99 ms |\n|---|---|---|---|\n",
+    );
     for hop in hops {
         let setting =
             hop.fetch_wait_ms.map_or("librdkafka's default (500)".to_owned(), |ms| format!("{ms}, as the projector"));
-        table.push_str(&format!("| {setting} | {:.1} | {:.1} |\n", hop.p50_ms, hop.p99_ms));
+        let linger = if hop.linger_ms == LINGER_MS {
+            format!("{LINGER_MS}, as the publisher")
+        } else {
+            hop.linger_ms.to_string()
+        };
+        table.push_str(&format!("| {setting} | {linger} | {:.1} | {:.1} |\n", hop.p50_ms, hop.p99_ms));
     }
     table
 }
