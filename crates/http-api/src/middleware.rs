@@ -11,8 +11,7 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, Method};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::middleware;
 use axum::Router;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -63,9 +62,8 @@ pub fn spec<S: Clone + Send + Sync + 'static>(api: OpenApiRouter<S>) -> OpenApi 
 pub fn service<S: Clone + Send + Sync + 'static>(service: Service<S>) -> Router {
     let Service { api, state, timeout, max_concurrent_requests, checks, metrics, cors } = service;
     let (api, operations, spec) = document(api);
-    let api = api.layer(middleware::from_fn(move |request: Request, next: Next| with_timeout(timeout, request, next)));
-    let api = crate::resilience::protect(api, max_concurrent_requests, crate::resilience::DatabaseBreaker::default())
-        .with_state(state);
+    let breaker = crate::resilience::DatabaseBreaker::default();
+    let api = crate::resilience::protect(api, timeout, max_concurrent_requests, breaker).with_state(state);
     let operations = operations.with_state(OperationsState::new(checks, metrics));
     // No validator badge: Swagger UI would send the document to an outside validator service.
     let docs: Router = SwaggerUi::new(DOCS_PATH).config(Config::new(["/openapi.json"]).validator_url("none")).into();
@@ -117,11 +115,4 @@ pub fn cors(
         .allow_methods(methods.into())
         .allow_headers(headers.into())
         .expose_headers(expose.into())
-}
-
-async fn with_timeout(limit: Duration, request: Request, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::Unavailable { reason: "the request timed out".into(), retry_after_secs: 1 }.into_response(),
-    }
 }

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::FromRef;
@@ -69,9 +70,28 @@ pub struct Settings {
     pub list_sample: i64,
 }
 
-/// Everything a handler may need, cheap to clone.
+/// Everything a handler may need, shared: the router clones the state for every request, and
+/// `State` extraction once more, so it is one `Arc` (cloning the fields one by one, the pool,
+/// the caches and the token verifier, cost more than a cached read's own work).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Resources>);
+
+impl AppState {
+    pub fn new(resources: Resources) -> Self {
+        AppState(Arc::new(resources))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Resources;
+
+    fn deref(&self) -> &Resources {
+        &self.0
+    }
+}
+
+/// What [`AppState`] shares.
+pub struct Resources {
     pub pool: PgPool,
     pub products: ProductCache,
     pub tokens: TokenVerifier,
@@ -119,7 +139,7 @@ impl Application {
             },
         );
         let changes = products.listen().await;
-        let state = AppState {
+        let state = AppState::new(Resources {
             pool,
             products: products.clone(),
             tokens: TokenVerifier::new(&keys),
@@ -129,7 +149,7 @@ impl Application {
                 sample: settings.list_sample,
             },
             list_statement_timeout: settings.http.request_timeout(),
-        };
+        });
         let router = router(state, &settings, metrics);
         let listener = TcpListener::bind(settings.addr).await?;
         Ok(Self { listener, router, products, changes })

@@ -22,4 +22,4 @@ pub mod listing;
 pub mod routes;
 pub mod views;
 
-pub use app::{AppState, Application, Settings};
+pub use app::{AppState, Application, Resources, Settings};

@@ -104,25 +104,43 @@ fn integer_param(params: &Params, name: &str, min: i64, max: i64) -> Result<Opti
 }
 
 /// `body` at `version` with its `ETag`, or 304 (tag, no body) when `If-None-Match` names it.
-fn versioned<T: Serialize>(request: &HeaderMap, version: i64, body: &T) -> Response {
+fn versioned<T: Serialize>(request: &IfNoneMatch, version: i64, body: &T) -> Response {
     let tag = http_api::etag(u64::try_from(version).unwrap_or_default());
     let etag = HeaderValue::from_str(&tag).expect("a quoted number is a valid header value");
-    if none_match_names(request, &tag) {
+    if request.names(&tag) {
         return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
     }
     ([(header::ETAG, etag)], Json(body)).into_response()
 }
 
-/// `If-None-Match` uses the weak comparison (RFC 9110 §13.1.2): `W/"3"` matches `"3"`; `*`
-/// matches any current representation; the header may be a list, or repeated.
-fn none_match_names(request: &HeaderMap, tag: &str) -> bool {
-    request
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .map(str::trim)
-        .any(|candidate| candidate == "*" || candidate.strip_prefix("W/").unwrap_or(candidate) == tag)
+/// The request's `If-None-Match` values (none, usually): what a conditional GET needs of the
+/// headers, without copying all of them as the `HeaderMap` extractor does.
+#[derive(Debug, Default)]
+pub struct IfNoneMatch(Vec<HeaderValue>);
+
+impl<S: Sync> FromRequestParts<S> for IfNoneMatch {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self::from_headers(&parts.headers))
+    }
+}
+
+impl IfNoneMatch {
+    fn from_headers(headers: &HeaderMap) -> Self {
+        IfNoneMatch(headers.get_all(header::IF_NONE_MATCH).iter().cloned().collect())
+    }
+
+    /// Uses the weak comparison (RFC 9110 §13.1.2): `W/"3"` matches `"3"`; `*` matches any
+    /// current representation; the header may be a list, or repeated.
+    fn names(&self, tag: &str) -> bool {
+        self.0
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .map(str::trim)
+            .any(|candidate| candidate == "*" || candidate.strip_prefix("W/").unwrap_or(candidate) == tag)
+    }
 }
 
 #[cfg(test)]
@@ -134,7 +152,7 @@ mod tests {
         for value in values {
             headers.append(header::IF_NONE_MATCH, HeaderValue::from_str(value).unwrap());
         }
-        none_match_names(&headers, "\"2\"")
+        IfNoneMatch::from_headers(&headers).names("\"2\"")
     }
 
     #[test]

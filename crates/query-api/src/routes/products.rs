@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -29,7 +29,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::schemas::{DetailParams, HistoryParams, ListParams};
-use super::{integer_param, query_params, Params, Reader};
+use super::{integer_param, query_params, IfNoneMatch, Params, Reader};
 use crate::app::AppState;
 use crate::cache::Served;
 use crate::listing::{CategoryRef, Cursor, ListRequest, DEFAULT_LIMIT, MAX_LIMIT};
@@ -345,9 +345,10 @@ fn next_link(pairs: &[(String, String)], cursor: &str) -> String {
 pub async fn detail(
     State(state): State<AppState>,
     reader: Reader,
-    path: Result<Path<String>, PathRejection>,
+    // Parsed as it is extracted (no `String` per request); anything not a UUID is a rejection.
+    path: Result<Path<Uuid>, PathRejection>,
     query: Result<Query<Params>, QueryRejection>,
-    headers: HeaderMap,
+    if_none_match: IfNoneMatch,
 ) -> Result<Response, ApiError> {
     let params = query_params(query)?;
     let min_version = integer_param(&params, "min_version", 1, i64::MAX)?;
@@ -364,7 +365,9 @@ pub async fn detail(
             given.iter().map(|name| format!("`{name}`")).collect::<Vec<_>>().join(" and ")
         )));
     }
-    let id: Uuid = path.ok().and_then(|Path(raw)| raw.parse().ok()).ok_or(ApiError::NotFound("product"))?;
+    let Ok(Path(id)) = path else {
+        return Err(ApiError::NotFound("product"));
+    };
     let product = match (min_version, as_of, version) {
         (Some(version), _, _) => state.products.wait_for(id, version, state.min_version_wait).await?,
         (_, Some(at), _) => past(&state, history::as_of(&state.pool, id, at).await?).await?,
@@ -372,16 +375,16 @@ pub async fn detail(
         _ => state.products.get(id, 0).await?,
     };
     match product {
-        Some(product) if product.public || (reader.admin && !product.deleted) => Ok(send(&headers, &product)),
+        Some(product) if product.public || (reader.admin && !product.deleted) => Ok(send(&if_none_match, &product)),
         _ => Err(ApiError::NotFound("product")),
     }
 }
 
 /// The encoded product with its `ETag`, or 304 (tag, no body) when `If-None-Match` names it: a
 /// cache hit copies no bytes and encodes nothing.
-fn send(request: &HeaderMap, product: &Served) -> Response {
+fn send(request: &IfNoneMatch, product: &Served) -> Response {
     let tag = product.etag.to_str().expect("an ETag is ASCII");
-    if super::none_match_names(request, tag) {
+    if request.names(tag) {
         return (StatusCode::NOT_MODIFIED, [(header::ETAG, product.etag.clone())]).into_response();
     }
     let json = HeaderValue::from_static("application/json");

@@ -5,7 +5,6 @@ use std::time::Instant;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use domain::Role;
@@ -18,7 +17,7 @@ use tokio::sync::broadcast::error::RecvError;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{integer_param, query_params, Params};
+use super::{integer_param, query_params, IfNoneMatch, Params};
 use crate::app::AppState;
 use crate::cache::Change;
 
@@ -111,7 +110,7 @@ pub async fn detail(
     principal: Principal,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<Params>, QueryRejection>,
-    headers: HeaderMap,
+    if_none_match: IfNoneMatch,
 ) -> Result<Response, ApiError> {
     let params = query_params(query)?;
     let min_version = integer_param(&params, "min_version", 1, i64::MAX)?;
@@ -125,7 +124,7 @@ pub async fn detail(
         None => reservations::get(&state.pool, id).await?.filter(visible),
     };
     let view = view.ok_or(ApiError::NotFound("reservation"))?;
-    Ok(super::versioned(&headers, view.version, &Reservation::from(view)))
+    Ok(super::versioned(&if_none_match, view.version, &Reservation::from(view)))
 }
 
 /// The reservation once the read model holds it at `version` or later, woken by the read

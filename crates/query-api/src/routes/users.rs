@@ -4,7 +4,6 @@
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Json;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -18,7 +17,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{integer_param, query_params, Params};
+use super::{integer_param, query_params, IfNoneMatch, Params};
 use crate::app::AppState;
 use crate::listing::{DEFAULT_LIMIT, MAX_LIMIT};
 
@@ -50,9 +49,13 @@ const MAX_QUERY_CHARS: usize = 254;
         (status = 503, response = ServiceUnavailable),
     )
 )]
-pub async fn me(State(state): State<AppState>, principal: Principal, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn me(
+    State(state): State<AppState>,
+    principal: Principal,
+    if_none_match: IfNoneMatch,
+) -> Result<Response, ApiError> {
     let user = users::get(&state.pool, principal.user_id).await?.ok_or(ApiError::NotFound("user"))?;
-    Ok(super::versioned(&headers, user.version, &user))
+    Ok(super::versioned(&if_none_match, user.version, &user))
 }
 
 /// A page of profiles, in username order.
@@ -159,7 +162,7 @@ pub async fn detail(
     State(state): State<AppState>,
     principal: Principal,
     path: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
+    if_none_match: IfNoneMatch,
 ) -> Result<Response, ApiError> {
     let id: Option<Uuid> = path.ok().and_then(|Path(raw)| raw.parse().ok());
     // Authorisation before existence: a non-admin learns nothing about other ids, not even
@@ -169,5 +172,5 @@ pub async fn detail(
     }
     let id = id.ok_or(ApiError::NotFound("user"))?;
     let user = users::get(&state.pool, id).await?.ok_or(ApiError::NotFound("user"))?;
-    Ok(super::versioned(&headers, user.version, &user))
+    Ok(super::versioned(&if_none_match, user.version, &user))
 }
