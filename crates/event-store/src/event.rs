@@ -107,7 +107,12 @@ fn snake_case(camel: &str) -> String {
         if c.is_uppercase() && i > 0 {
             out.push('_');
         }
-        out.extend(c.to_lowercase());
+        // Names are ASCII; `to_lowercase` (a Unicode table lookup) only for anything else.
+        if c.is_ascii() {
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.extend(c.to_lowercase());
+        }
     }
     out
 }
