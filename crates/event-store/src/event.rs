@@ -77,12 +77,24 @@ impl CatalogEvent {
     pub fn cloud_event_type(&self) -> String {
         let what = self.event_type.strip_prefix(&self.aggregate_type).unwrap_or(&self.event_type);
         let major = self.event_version.split('.').next().unwrap_or("1");
-        format!("catalog.{}.{}.v{major}", snake_case(&self.aggregate_type), snake_case(what))
+        // Built in one buffer: the publisher calls this for every message.
+        let mut out = String::with_capacity(16 + self.aggregate_type.len() + what.len() + major.len());
+        out.push_str("catalog.");
+        push_snake_case(&mut out, &self.aggregate_type);
+        out.push('.');
+        push_snake_case(&mut out, what);
+        out.push_str(".v");
+        out.push_str(major);
+        out
     }
 
     /// The CloudEvents `source`: the collection the aggregate belongs to.
     pub fn cloud_event_source(&self) -> String {
-        format!("/catalog/{}s", snake_case(&self.aggregate_type))
+        let mut out = String::with_capacity(16 + self.aggregate_type.len());
+        out.push_str("/catalog/");
+        push_snake_case(&mut out, &self.aggregate_type);
+        out.push('s');
+        out
     }
 
     /// The W3C trace context the command ran under, if the client sent one.
@@ -101,15 +113,19 @@ fn redact(payload: &mut Value) {
     }
 }
 
-fn snake_case(camel: &str) -> String {
-    let mut out = String::with_capacity(camel.len() + 4);
+/// Appends `camel` in snake case to `out`.
+fn push_snake_case(out: &mut String, camel: &str) {
     for (i, c) in camel.chars().enumerate() {
         if c.is_uppercase() && i > 0 {
             out.push('_');
         }
-        out.extend(c.to_lowercase());
+        // Names are ASCII; `to_lowercase` (a Unicode table lookup) only for anything else.
+        if c.is_ascii() {
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.extend(c.to_lowercase());
+        }
     }
-    out
 }
 
 #[cfg(test)]

@@ -65,6 +65,11 @@ impl StoredRow {
 
 /// Up to `limit` events after `after` in commit order, only from transactions no reader can
 /// still see appear "in the past". Also the source of `catalogctl replay` and `rebuild`.
+///
+/// `ORDER BY` names the table's columns: a bare `transaction_id` there means the output
+/// column of that name (the bigint cast), which `events_commit_order` cannot return in order,
+/// so Postgres sorted everything after `after` on each call (O(backlog) per batch) instead of
+/// reading `limit` rows off the index.
 pub async fn committed_after<'e>(
     executor: impl PgExecutor<'e>,
     after: CommitPosition,
@@ -75,7 +80,7 @@ pub async fn committed_after<'e>(
            FROM events
           WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
             AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-          ORDER BY transaction_id, global_position
+          ORDER BY events.transaction_id, events.global_position
           LIMIT $3"
     ))
     .bind(after.transaction_id.to_string())

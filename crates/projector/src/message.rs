@@ -4,6 +4,8 @@
 //! (`ce_*`), plus Catalog's own (`catalog_*`) and the W3C `traceparent`. The key is the
 //! aggregate id, so one aggregate's events share a partition and stay in order.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
@@ -20,34 +22,45 @@ pub const ACTOR: &str = "catalog_actor";
 /// Added to a dead letter: why it could not be projected.
 pub const DLQ_REASON: &str = "catalog_dlq_reason";
 
-/// The headers of `event`, in a stable order.
-pub fn headers(event: &CatalogEvent) -> Vec<(&'static str, String)> {
-    let mut headers = vec![
-        ("ce_specversion", "1.0".to_owned()),
-        ("ce_id", event.event_id.to_string()),
-        ("ce_type", event.cloud_event_type()),
-        ("ce_source", event.cloud_event_source()),
-        ("ce_subject", event.aggregate_id.clone()),
-        ("ce_time", event.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
-        ("content-type", "application/json".to_owned()),
-        (AGGREGATE_TYPE, event.aggregate_type.clone()),
-        (SEQUENCE, event.sequence.to_string()),
-        (POSITION, event.global_position.to_string()),
-        (EVENT_TYPE, event.event_type.clone()),
-        (EVENT_VERSION, event.event_version.clone()),
-    ];
+/// The headers of `event`, in a stable order. Values that are already strings in the event are
+/// borrowed, not copied: the publisher builds these for every message.
+pub fn headers(event: &CatalogEvent) -> Vec<(&'static str, Cow<'_, str>)> {
+    let mut headers = Vec::with_capacity(14);
+    headers.extend([
+        ("ce_specversion", Cow::Borrowed("1.0")),
+        ("ce_id", Cow::Owned(event.event_id.to_string())),
+        ("ce_type", Cow::Owned(event.cloud_event_type())),
+        ("ce_source", Cow::Owned(event.cloud_event_source())),
+        ("ce_subject", Cow::Borrowed(event.aggregate_id.as_str())),
+        ("ce_time", Cow::Owned(event.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))),
+        ("content-type", Cow::Borrowed("application/json")),
+        (AGGREGATE_TYPE, Cow::Borrowed(event.aggregate_type.as_str())),
+        (SEQUENCE, Cow::Owned(event.sequence.to_string())),
+        (POSITION, Cow::Owned(event.global_position.to_string())),
+        (EVENT_TYPE, Cow::Borrowed(event.event_type.as_str())),
+        (EVENT_VERSION, Cow::Borrowed(event.event_version.as_str())),
+    ]);
     if let Some(traceparent) = event.traceparent() {
-        headers.push((TRACEPARENT, traceparent.to_owned()));
+        headers.push((TRACEPARENT, Cow::Borrowed(traceparent)));
     }
     if let Some(actor) = event.metadata.get("actor").and_then(Value::as_str) {
-        headers.push((ACTOR, actor.to_owned()));
+        headers.push((ACTOR, Cow::Borrowed(actor)));
     }
     headers
 }
 
 /// The value of `event`'s message.
 pub fn value(event: &CatalogEvent) -> Vec<u8> {
-    serde_json::to_vec(&event.payload).expect("a JSON value always serializes")
+    let mut value = Vec::new();
+    write_value(event, &mut value);
+    value
+}
+
+/// Replaces `buffer`'s contents with the value of `event`'s message (the publisher reuses one
+/// buffer for every message: the Kafka client copies it).
+pub fn write_value(event: &CatalogEvent, buffer: &mut Vec<u8>) {
+    buffer.clear();
+    serde_json::to_writer(&mut *buffer, &event.payload).expect("a JSON value always serializes");
 }
 
 /// Reads an event back from a message. `header` looks a header up by name.

@@ -9,13 +9,14 @@
 //! the wait for the current one's acknowledgements (reading and producing overlap; producing
 //! still waits for the checkpoint, so the topic's order is the store's commit order).
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use event_store::reads::{self, CommitPosition};
 use event_store::CatalogEvent;
-use futures::future::join_all;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use service_runtime::kafka::RenewableProducer;
 use service_runtime::retry::outage_backoff;
 use sqlx::postgres::PgListener;
@@ -154,20 +155,17 @@ impl Publisher {
         };
         let last = *last;
         let producer = self.producer.get();
-        let deliveries = join_all(batch.iter().map(|(_, event)| produce(&producer, &self.topic, event)));
-        let deliveries = if batch.len() as i64 == self.batch_size {
+        let delivered = produce_all(&producer, &self.topic, batch.iter().map(|(_, event)| event));
+        if batch.len() as i64 == self.batch_size {
             // A backlog: the next batch (what follows `last` in commit order, whatever becomes
             // of this one) is read while the broker acknowledges this one. It is produced only
             // after this batch's checkpoint is written, so the order on the topic is unchanged.
-            let (deliveries, next) =
-                tokio::join!(deliveries, reads::committed_after(&mut lead.connection, last, self.batch_size));
+            let (delivered, next) =
+                tokio::join!(delivered, reads::committed_after(&mut lead.connection, last, self.batch_size));
             lead.prefetched = Some(next?);
-            deliveries
+            delivered?;
         } else {
-            deliveries.await
-        };
-        for delivery in deliveries {
-            delivery?;
+            delivered.await?;
         }
         #[cfg(feature = "fault-injection")]
         crate::fail_point::hit("publish-after-ack").await;
@@ -202,19 +200,69 @@ impl Publisher {
 /// Produces `event` to `topic` (key, CloudEvents headers, JSON value) and waits for the
 /// broker's acknowledgement. Also used by `catalogctl replay`.
 pub async fn produce(producer: &FutureProducer, topic: &str, event: &CatalogEvent) -> anyhow::Result<()> {
-    let headers = message::headers(event)
-        .iter()
-        .fold(OwnedHeaders::new(), |h, (key, value)| h.insert(Header { key, value: Some(value.as_str()) }));
-    let value = message::value(event);
-    let record = FutureRecord::to(topic)
-        .key(event.aggregate_id.as_str())
-        .payload(&value)
-        .headers(headers)
-        .timestamp(event.recorded_at.timestamp_millis());
-    producer.send(record, QUEUE_TIMEOUT).await.map_err(|(error, _)| {
-        anyhow::Error::new(error).context(format!("broker refused event {}", event.global_position))
-    })?;
+    produce_all(producer, topic, std::iter::once(event)).await
+}
+
+/// Produces `events` to `topic` in their order and waits until the broker has acknowledged
+/// every one (the first failure is returned). Each message is handed to the client as it is
+/// built and only its delivery future is kept (one `Vec`, nothing boxed per message); when
+/// the client's queue is full, the oldest delivery is awaited before trying again, at most for
+/// `QUEUE_TIMEOUT`, so messages still enter the queue in order.
+pub async fn produce_all<'e>(
+    producer: &FutureProducer,
+    topic: &str,
+    events: impl ExactSizeIterator<Item = &'e CatalogEvent>,
+) -> anyhow::Result<()> {
+    let mut in_flight: VecDeque<(i64, DeliveryFuture)> = VecDeque::with_capacity(events.len());
+    let mut value = Vec::new();
+    for event in events {
+        message::write_value(event, &mut value);
+        let headers = message::headers(event).iter().fold(OwnedHeaders::new_with_capacity(14), |h, (key, value)| {
+            h.insert(Header { key, value: Some(&**value) })
+        });
+        let mut record = FutureRecord::to(topic)
+            .key(event.aggregate_id.as_str())
+            .payload(value.as_slice())
+            .headers(headers)
+            .timestamp(event.recorded_at.timestamp_millis());
+        let queued_at = Instant::now();
+        loop {
+            match producer.send_result(record) {
+                Ok(delivery) => {
+                    in_flight.push_back((event.global_position, delivery));
+                    break;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned))
+                    if queued_at.elapsed() < QUEUE_TIMEOUT =>
+                {
+                    record = returned;
+                    match in_flight.pop_front() {
+                        Some((position, delivery)) => acknowledged(position, delivery).await?,
+                        None => tokio::time::sleep(Duration::from_millis(10)).await,
+                    }
+                }
+                Err((error, _)) => {
+                    return Err(
+                        anyhow::Error::new(error).context(format!("broker refused event {}", event.global_position))
+                    )
+                }
+            }
+        }
+    }
+    for (position, delivery) in in_flight {
+        acknowledged(position, delivery).await?;
+    }
     Ok(())
+}
+
+/// Waits for the delivery report of the event at `position`.
+async fn acknowledged(position: i64, delivery: DeliveryFuture) -> anyhow::Result<()> {
+    match delivery.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((error, _))) => Err(anyhow::Error::new(error).context(format!("broker refused event {position}"))),
+        // The client dropped the report: it is shutting down.
+        Err(_) => anyhow::bail!("delivery of event {position} was cancelled"),
+    }
 }
 
 /// The publisher's lag: how many events wait (an estimate from positions) and how old the
