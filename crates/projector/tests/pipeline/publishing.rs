@@ -169,14 +169,8 @@ async fn measuring_the_lag_reads_a_bounded_number_of_rows_whatever_the_backlog()
     let pipeline = Pipeline::new().await;
     pipeline.create_product("First", "1.00").await;
     let first = pipeline.stored_events().await.remove(0);
-    // A backlog of 20,000 unpublished events (written directly: the lag does not read payloads).
-    sqlx::query(
-        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-         SELECT 'LagProbe', g::text, 1, 'Probed', '1.0', '{}', '{}' FROM generate_series(1, 20000) AS g",
-    )
-    .execute(&pipeline.pool)
-    .await
-    .unwrap();
+    // The lag does not read payloads.
+    write_backlog(&pipeline.pool, "LagProbe", 20_000).await;
     let checkpoint: (i64, i64) =
         sqlx::query_as("SELECT transaction_id::text::bigint, global_position FROM events WHERE event_id = $1")
             .bind(first.event_id)
@@ -211,14 +205,7 @@ async fn measuring_the_lag_reads_a_bounded_number_of_rows_whatever_the_backlog()
 #[tokio::test]
 async fn reading_a_batch_reads_a_bounded_number_of_rows_whatever_the_backlog() {
     let pipeline = Pipeline::new().await;
-    // A backlog of 20,000 unpublished events (written directly; their content is not read).
-    sqlx::query(
-        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-         SELECT 'BatchProbe', g::text, 1, 'Probed', '1.0', '{}', '{}' FROM generate_series(1, 20000) AS g",
-    )
-    .execute(&pipeline.pool)
-    .await
-    .unwrap();
+    write_backlog(&pipeline.pool, "BatchProbe", 20_000).await;
     sqlx::query("ANALYZE events").execute(&pipeline.pool).await.unwrap();
 
     let mut tx = pipeline.pool.begin().await.unwrap();
@@ -233,4 +220,18 @@ async fn reading_a_batch_reads_a_bounded_number_of_rows_whatever_the_backlog() {
     assert!(batch.windows(2).all(|pair| pair[0].0 < pair[1].0), "not in commit order");
     // Sorting the whole backlog for each batch made catching up quadratic.
     assert!(read <= 200, "reading a batch of 100 from a backlog of 20,000 read {read} rows");
+}
+
+/// Appends `count` unpublished events of `aggregate_type`, one aggregate each, straight to the
+/// store: a backlog whose content the reads under test do not look at.
+async fn write_backlog(pool: &sqlx::PgPool, aggregate_type: &str, count: i64) {
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         SELECT $1, g::text, 1, 'Probed', '1.0', '{}', '{}' FROM generate_series(1, $2::bigint) AS g",
+    )
+    .bind(aggregate_type)
+    .bind(count)
+    .execute(pool)
+    .await
+    .unwrap();
 }
