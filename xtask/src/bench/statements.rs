@@ -4,12 +4,16 @@
 
 use sqlx::{PgPool, Row};
 
-/// Clears the counters; false when `pg_stat_statements` is not loaded.
+/// Clears the counters; false when `pg_stat_statements` is not loaded or tracks nothing.
 pub async fn reset(pool: &PgPool) -> bool {
     if sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").execute(pool).await.is_err() {
         return false;
     }
-    sqlx::query("SELECT pg_stat_statements_reset()").execute(pool).await.is_ok()
+    let tracking = sqlx::query_scalar::<_, String>("SELECT current_setting('pg_stat_statements.track', true)")
+        .fetch_one(pool)
+        .await
+        .is_ok_and(|track| track == "top" || track == "all");
+    tracking && sqlx::query("SELECT pg_stat_statements_reset()").execute(pool).await.is_ok()
 }
 
 /// The `limit` statements with the most execution time since `reset`, as a Markdown table with
