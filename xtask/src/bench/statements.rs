@@ -21,7 +21,7 @@ pub async fn reset(pool: &PgPool) -> bool {
 /// are listed as "nested" (their time is also their caller's); the share is of top-level time.
 pub async fn report(pool: &PgPool, units: usize, limit: i64) -> Option<String> {
     let rows = sqlx::query(
-        "SELECT toplevel, calls, total_exec_time, rows,
+        "SELECT toplevel, calls, total_exec_time,
                 100 * total_exec_time / nullif(sum(total_exec_time) FILTER (WHERE toplevel) OVER (), 0) AS share,
                 left(regexp_replace(query, '\\s+', ' ', 'g'), 140) AS statement
            FROM pg_stat_statements

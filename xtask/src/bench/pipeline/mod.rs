@@ -70,8 +70,8 @@ const DEFAULT_PUBLISH_BATCH_SIZE: u32 = 5000;
 const PROJECT_BATCH_SIZE: u32 = 500;
 const PROJECT_LANES: u32 = 4;
 const FETCH_WAIT_MAX_MS: u32 = 20;
-/// The producers' `linger.ms` (`KAFKA_LINGER_MS`'s default, `service_runtime::kafka::DEFAULT_LINGER_MS`).
-const LINGER_MS: u32 = 1;
+/// The producers' `linger.ms`: the services' default (`KAFKA_LINGER_MS`).
+const LINGER_MS: u32 = service_runtime::kafka::DEFAULT_LINGER_MS;
 
 /// The product every generated event and command describes.
 const NAME: &str = "Bench lamp";
