@@ -20,6 +20,7 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 
 use crate::cache::{CacheSettings, ProductCache};
+use crate::listing_cache::ListingCache;
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "query-api", about = "Catalog's read REST API", version)]
@@ -53,6 +54,11 @@ pub struct Settings {
     #[arg(long, env = "PRODUCT_CACHE_TTL_SECONDS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub product_cache_ttl_seconds: u64,
+
+    /// Most memory, in MiB, the listing cache takes for shoppers' first pages (keys and
+    /// bodies); 0 turns it off. Any change to the catalog makes every cached listing stale.
+    #[arg(long, env = "LIST_CACHE_MIB", default_value_t = 32)]
+    pub list_cache_mib: u64,
 
     /// Up to how many matching products a listing's `total` is exact; beyond, it is the query
     /// planner's estimate (`total_is_estimate`). Counting costs a read per product, so keep it
@@ -94,6 +100,8 @@ impl std::ops::Deref for AppState {
 pub struct Resources {
     pub pool: PgPool,
     pub products: ProductCache,
+    /// Shoppers' first pages of `GET /api/v1/products` (`LIST_CACHE_MIB`).
+    pub listings: ListingCache,
     pub tokens: TokenVerifier,
     pub min_version_wait: Duration,
     /// Listings count their matches exactly up to `exact_total` (`LIST_EXACT_TOTAL_LIMIT`), and
@@ -142,6 +150,10 @@ impl Application {
         let state = AppState::new(Resources {
             pool,
             products: products.clone(),
+            listings: ListingCache::new(
+                settings.list_cache_mib.saturating_mul(1024 * 1024),
+                Duration::from_secs(settings.product_cache_ttl_seconds),
+            ),
             tokens: TokenVerifier::new(&keys),
             min_version_wait,
             list_limits: read_model::search::Limits {

@@ -162,6 +162,10 @@ struct Inner {
     floors: Cache<Uuid, i64>,
     /// Even while listening, odd while not (initially odd: nothing is listening yet).
     epoch: AtomicU64,
+    /// Counts every change seen (announced products and categories, resyncs, and versions
+    /// a read-your-writes wait found before their announcement): a cached listing is current
+    /// while this has not moved since it was read (see `crate::listing_cache`).
+    changes_seen: AtomicU64,
     changes: broadcast::Sender<Change>,
     /// Registered once: looking a counter up by name on every hit costs more than the hit.
     hits: Counter,
@@ -190,6 +194,7 @@ impl ProductCache {
                 entries,
                 floors,
                 epoch: AtomicU64::new(1),
+                changes_seen: AtomicU64::new(0),
                 changes,
                 hits,
                 misses,
@@ -200,6 +205,20 @@ impl ProductCache {
     /// True while the change listener is connected (and the cache is in use).
     pub fn is_listening(&self) -> bool {
         live(self.inner.epoch.load(Ordering::SeqCst))
+    }
+
+    /// How many changes were seen so far, while the listener is connected; `None` while it is
+    /// not (nothing would tell a cached listing that it went stale). Read it before reading
+    /// the read model: an answer read after it is current for as long as it does not move.
+    pub fn changes_seen(&self) -> Option<u64> {
+        // The count first: a resync bumps it after the epoch, so a value read here before an
+        // epoch that is still live cannot belong to a gap in listening.
+        let seen = self.inner.changes_seen.load(Ordering::SeqCst);
+        self.is_listening().then_some(seen)
+    }
+
+    fn saw_change(&self) {
+        self.inner.changes_seen.fetch_add(1, Ordering::SeqCst);
     }
 
     /// The product's row (a tombstone included) at a version no older than `min_version` and
@@ -256,6 +275,11 @@ impl ProductCache {
         loop {
             let current = self.get(id, version).await?;
             if current.as_ref().is_some_and(|view| view.version >= version) {
+                // Found in the read model before its announcement arrived: cached listings
+                // must not go on showing the older version to the reader who waited for it.
+                if self.inner.floors.get(&id).await.unwrap_or(0) < version {
+                    self.saw_change();
+                }
                 return Ok(current);
             }
             loop {
@@ -349,6 +373,9 @@ impl ProductCache {
         let Some(change) = parse(payload) else {
             return;
         };
+        if !matches!(change, Change::Reservation { .. }) {
+            self.saw_change();
+        }
         let (id, version) = match change {
             Change::Product { id, version } => (id, version),
             Change::Categories => return self.forget_all(),
@@ -373,6 +400,7 @@ impl ProductCache {
         let _ = self.inner.epoch.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |epoch| {
             Some(if live(epoch + 1) == listening { epoch + 1 } else { epoch + 2 })
         });
+        self.saw_change();
         self.inner.entries.invalidate_all();
         metrics::gauge!("query_cache_entries").set(0.0);
         let _ = self.inner.changes.send(Change::Resync);

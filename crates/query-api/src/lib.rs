@@ -11,6 +11,8 @@
 //!   facets) checked into a request, and its opaque cursor; the SQL is `read_model::search`.
 //! - [`views`]: what is served, built from read-model rows (a product's price in its
 //!   currency's digits and its categories by name; the category tree; history entries).
+//! - [`listing_cache`]: shoppers' first pages of the listing, encoded once, served until
+//!   anything in the catalog changes.
 //! - [`cache`]: the product detail cache, the `LISTEN` task that invalidates it when a product
 //!   or a category changes, and the notification-driven waits behind `?min_version=`.
 //!
@@ -19,6 +21,7 @@
 pub mod app;
 pub mod cache;
 pub mod listing;
+pub mod listing_cache;
 pub mod routes;
 pub mod views;
 

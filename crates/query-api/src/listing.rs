@@ -261,7 +261,29 @@ impl ListRequest {
     /// What a cursor is tied to: the filter, the reader's statuses and the sort (not the page
     /// size or facets). FNV-1a over a canonical text: stable across builds and restarts.
     pub fn fingerprint(&self) -> String {
-        let canonical = serde_json::json!([
+        let canonical = self.canonical().to_string();
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in canonical.as_bytes() {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        format!("{hash:016x}")
+    }
+
+    /// What the listing cache keys a page by: everything the answer depends on, in full (a
+    /// hash could be made to collide): the filter, statuses and sort, page size, offset and
+    /// facets. `None` for pages it does not cache: those continuing a cursor.
+    pub fn cache_key(&self) -> Option<String> {
+        if self.cursor.is_some() {
+            return None;
+        }
+        let facets = [self.facets.category, self.facets.brand, self.facets.price];
+        Some(serde_json::json!([self.canonical(), self.limit, self.offset.unwrap_or(0), facets]).to_string())
+    }
+
+    /// The filter, the reader's statuses and the sort, canonically.
+    fn canonical(&self) -> serde_json::Value {
+        serde_json::json!([
             self.q,
             self.sort.as_str(),
             match &self.category {
@@ -276,13 +298,6 @@ impl ListRequest {
             self.statuses.as_ref().map(|statuses| statuses.iter().map(|s| s.as_str()).collect::<Vec<_>>()),
             self.attributes,
         ])
-        .to_string();
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for byte in canonical.as_bytes() {
-            hash ^= u64::from(*byte);
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        format!("{hash:016x}")
     }
 }
 
@@ -461,6 +476,41 @@ mod tests {
         rejects(&[("cursor", "not-a-cursor")], "cursor");
         rejects(&[("cursor", "x"), ("offset", "0")], "cursor");
         assert!(matches!(parse(&[("status", "draft")], false), Err(ApiError::Forbidden(_))));
+    }
+
+    #[test]
+    fn the_cache_key_holds_everything_the_page_depends_on() {
+        let key = |query: &[(&str, &str)]| parse(query, false).unwrap().cache_key().unwrap();
+        let base = key(&[("q", "lamp")]);
+        assert_eq!(key(&[("q", "lamp"), ("unknown", "x")]), base, "unknown parameters change nothing");
+        assert_eq!(key(&[("q", "lamp"), ("offset", "0")]), base, "offset 0 is the first page");
+        let others = [
+            key(&[("q", "lamp ")]),
+            key(&[("q", "lamps")]),
+            key(&[("q", "lamp"), ("limit", "21")]),
+            key(&[("q", "lamp"), ("offset", "1")]),
+            key(&[("q", "lamp"), ("sort", "price")]),
+            key(&[("q", "lamp"), ("facets", "brand")]),
+            key(&[("q", "lamp"), ("facets", "brand,price")]),
+            key(&[("q", "lamp"), ("in_stock", "true")]),
+            key(&[("q", "lamp"), ("category", "lighting")]),
+            key(&[("q", "lamp"), ("currency", "EUR")]),
+            key(&[("q", "lamp"), ("currency", "EUR"), ("price_max", "5")]),
+            key(&[("q", "lamp"), ("attr.brand", "Acme")]),
+        ];
+        for (i, other) in others.iter().enumerate() {
+            assert_ne!(other, &base, "{other}");
+            assert!(others[i + 1..].iter().all(|later| later != other), "{other}");
+        }
+        let request = parse(&[("sort", "name")], false).unwrap();
+        let cursor = Cursor {
+            position: Position { key: SortKey::Name("Lamp".into()), id: Uuid::new_v4() },
+            frozen_at: Utc::now(),
+            fuzzy: false,
+            fingerprint: request.fingerprint(),
+        };
+        let continued = parse(&[("sort", "name"), ("cursor", &cursor.encode(Sort::Name))], false).unwrap();
+        assert_eq!(continued.cache_key(), None, "pages after the first are not cached");
     }
 
     #[test]

@@ -33,6 +33,7 @@ use super::{integer_param, query_params, IfNoneMatch, Params, Reader};
 use crate::app::AppState;
 use crate::cache::Served;
 use crate::listing::{CategoryRef, Cursor, ListRequest, DEFAULT_LIMIT, MAX_LIMIT};
+use crate::listing_cache::EncodedPage;
 use crate::views::{self, HistoryItem, Product};
 
 /// How long a listing's cursor keeps the listing frozen at its first page (see
@@ -215,8 +216,27 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     let Query(pairs) = query.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
     let request = ListRequest::parse(&pairs, reader.admin)?;
-    let offset = request.offset.unwrap_or(0);
+    // Shoppers' first pages are cached until the catalog changes (see `listing_cache`); admins
+    // and cursor pages always read the read model.
+    let page = match request.cache_key().filter(|_| !reader.admin) {
+        Some(key) => {
+            // Read before the listing is, so that a change announced meanwhile makes it stale.
+            let seen = state.products.changes_seen();
+            state.listings.get_or_load(key, seen, || read_page(&state, &request)).await?
+        }
+        None => Arc::new(read_page(&state, &request).await?),
+    };
+    let json = HeaderValue::from_static("application/json");
+    let link = page.next_cursor.as_deref().and_then(|cursor| HeaderValue::from_str(&next_link(&pairs, cursor)).ok());
+    Ok(match link {
+        Some(link) => ([(header::CONTENT_TYPE, json), (header::LINK, link)], page.body.clone()).into_response(),
+        None => ([(header::CONTENT_TYPE, json)], page.body.clone()).into_response(),
+    })
+}
 
+/// The listing `request` asks for, read from the read model and encoded.
+async fn read_page(state: &AppState, request: &ListRequest) -> Result<EncodedPage, ApiError> {
+    let offset = request.offset.unwrap_or(0);
     let mut filter = Filter {
         statuses: request.statuses.clone(),
         text: None,
@@ -267,20 +287,17 @@ pub async fn list(
     });
     // Category names as they are now: a rename committed since is no reason to fail the page.
     let items = views::products(&state.pool, page.items).await?;
-    let link = next_cursor.as_deref().map(|cursor| next_link(&pairs, cursor));
-    let body = Json(Page {
+    let body = serde_json::to_vec(&Page {
         items,
-        next_cursor,
+        next_cursor: next_cursor.clone(),
         limit: request.limit,
         offset,
         total: listing.total,
         total_is_estimate: listing.total_is_estimate,
         facets: listing.facets.map(Facets::from),
-    });
-    Ok(match link.and_then(|link| HeaderValue::from_str(&link).ok()) {
-        Some(link) => ([(header::LINK, link)], body).into_response(),
-        None => body.into_response(),
     })
+    .map_err(|error| ApiError::Internal(error.into()))?;
+    Ok(EncodedPage { body: body.into(), next_cursor })
 }
 
 /// A listing Postgres cancelled at the statement timeout is a 503, like a request that runs

@@ -19,7 +19,7 @@ async fn version_of(app: &TestApp, path: &str) -> (u16, Value) {
 /// Writes `events` with the triggers off, so nothing is announced: the change is invisible
 /// to the cache (what a missed notification would look like). Products these tests cache are
 /// created this way too, so that no announcement still on its way can invalidate the entry.
-async fn apply_silently(app: &TestApp, events: &[event_store::CatalogEvent]) {
+pub async fn apply_silently(app: &TestApp, events: &[event_store::CatalogEvent]) {
     let mut transaction = app.pool.begin().await.unwrap();
     sqlx::query("SET LOCAL session_replication_role = replica").execute(&mut *transaction).await.unwrap();
     read_model::apply_events(&mut transaction, events).await.unwrap();

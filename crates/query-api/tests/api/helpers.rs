@@ -15,11 +15,17 @@ test_support::test_app! {
 }
 
 impl TestApp {
-    /// Writes events to the read model in one committed transaction, as the projector does.
+    /// Writes events to the read model in one committed transaction, as the projector does,
+    /// then reads each product written with `?min_version=` (as a client that waits for its
+    /// own write does), so that no cached listing from before the write is served after it.
     pub async fn apply(&self, events: &[CatalogEvent]) {
         let mut transaction = self.pool.begin().await.unwrap();
         read_model::apply_events(&mut transaction, events).await.expect("apply events");
         transaction.commit().await.unwrap();
+        for event in events.iter().filter(|event| event.aggregate_type == "Product") {
+            let path = format!("/api/v1/products/{}?min_version={}", event.aggregate_id, event.sequence);
+            self.get(&path).bearer_auth(admin_token()).send().await.unwrap();
+        }
     }
 
     /// A live product named `name` at version 1, created at `at`.

@@ -7,6 +7,7 @@ mod freshness;
 mod helpers;
 mod history;
 mod listing;
+mod listing_cache;
 mod openapi;
 mod operations;
 mod products;

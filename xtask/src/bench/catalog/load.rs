@@ -32,7 +32,11 @@ pub struct Stats {
 pub struct Row {
     pub name: &'static str,
     pub target_p99_ms: f64,
+    /// query-api as configured by default (its listing cache on).
     pub http: Stats,
+    /// query-api with its listing cache off (`LIST_CACHE_MIB=0`): every request reads the
+    /// read model.
+    pub uncached: Stats,
     pub sql: Stats,
 }
 
@@ -98,26 +102,46 @@ impl Listing {
     }
 }
 
-pub async fn run(
-    pool: &PgPool,
-    ports: Ports,
-    _tree: &[data::CategorySpec],
-    leaves: &[usize],
-    products: usize,
-    duration: Duration,
-) -> Result<Results> {
+/// Each listing over HTTP against a query-api started with `LIST_CACHE_MIB=0`, in
+/// [`listings`] order.
+pub async fn uncached(ports: Ports, duration: Duration) -> Result<Vec<Stats>> {
     let client = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS).build()?;
     let mut rows = Vec::new();
     for listing in listings() {
-        let url = listing.url(ports);
-        let check = client.get(&url).send().await?.error_for_status()?.json::<serde_json::Value>().await?;
-        anyhow::ensure!(
-            check["items"].as_array().is_some_and(|items| items.len() == 20),
-            "{url} did not answer a full page: {check}"
-        );
+        step(format!("catalog: HTTP {} without the listing cache, {CLIENTS} clients, {duration:?}", listing.name));
+        rows.push(http_listing(&client, listing, ports, duration).await?);
+    }
+    Ok(rows)
+}
+
+/// `listing` over HTTP: checked once, warmed up, then measured for `duration`.
+async fn http_listing(client: &reqwest::Client, listing: Listing, ports: Ports, duration: Duration) -> Result<Stats> {
+    let url = listing.url(ports);
+    let check = client.get(&url).send().await?.error_for_status()?.json::<serde_json::Value>().await?;
+    anyhow::ensure!(
+        check["items"].as_array().is_some_and(|items| items.len() == 20),
+        "{url} did not answer a full page: {check}"
+    );
+    http_load(client, vec![url.clone()], WARM_UP).await;
+    Ok(http_load(client, vec![url], duration).await)
+}
+
+/// Each listing over HTTP (query-api as started: its listing cache on) and as SQL, the cached
+/// read by id, and the slowest listing's plan; `uncached` are the listings' HTTP figures
+/// without the listing cache ([`uncached`]).
+pub async fn run(
+    pool: &PgPool,
+    ports: Ports,
+    leaves: &[usize],
+    products: usize,
+    duration: Duration,
+    uncached: Vec<Stats>,
+) -> Result<Results> {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS).build()?;
+    let mut rows = Vec::new();
+    for (listing, uncached) in listings().into_iter().zip(uncached) {
         step(format!("catalog: HTTP {}, {CLIENTS} clients, {duration:?}", listing.name));
-        http_load(&client, vec![url.clone()], WARM_UP).await;
-        let http = http_load(&client, vec![url], duration).await;
+        let http = http_listing(&client, listing, ports, duration).await?;
         step(format!("catalog: SQL {}, {CLIENTS} clients, {duration:?}", listing.name));
         sql_load(pool, listing, WARM_UP).await;
         let sql = sql_load(pool, listing, duration).await;
@@ -125,7 +149,7 @@ pub async fn run(
             "catalog: {}: HTTP {:.0}/s p99 {:.2} ms; SQL {:.0}/s p99 {:.2} ms",
             listing.name, http.per_sec, http.p99_ms, sql.per_sec, sql.p99_ms
         ));
-        rows.push(Row { name: listing.name, target_p99_ms: listing.target_p99_ms, http, sql });
+        rows.push(Row { name: listing.name, target_p99_ms: listing.target_p99_ms, http, uncached, sql });
     }
     // Published products by id, 1,000 of them, each read once before so that all are cached.
     let ids: Vec<String> = (0..products)

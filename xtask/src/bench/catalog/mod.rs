@@ -124,8 +124,14 @@ pub async fn run(backends: &Backends) -> Result<()> {
 
     let reads = match options.reads {
         true => {
+            let duration = Duration::from_secs(seconds);
+            system.start(Service::QueryApi, |c| {
+                c.env("DATABASE_MAX_CONNECTIONS", CLIENTS.to_string()).env("LIST_CACHE_MIB", "0")
+            })?;
+            let uncached = load::uncached(options.ports, duration).await?;
+            system.stop(Service::QueryApi.binary());
             system.start(Service::QueryApi, |c| c.env("DATABASE_MAX_CONNECTIONS", CLIENTS.to_string()))?;
-            let reads = load::run(&pool, options.ports, &tree, &leaves, products, Duration::from_secs(seconds)).await?;
+            let reads = load::run(&pool, options.ports, &leaves, products, duration, uncached).await?;
             system.stop(Service::QueryApi.binary());
             Some(reads)
         }
@@ -387,7 +393,10 @@ fn report(size: &Size, reads: Option<&load::Results>, imported: Option<&import::
          baseline: the same `read_model::search` calls as query-api's handler (snapshot transaction,\n\
          `prepare_text`, `page`, the total, `facets`), so the same SQL, made by the bench over a\n\
          {clients}-connection pool at the same concurrency; it leaves out only HTTP, JSON and the\n\
-         handler's category-name lookup. The cached read by id is the API's floor.\n\n{table}\n{ratios}\n\
+         handler's category-name lookup. The cached read by id is the API's floor. HTTP is query-api\n\
+         as it runs by default: a listing asked for again is answered from its listing cache until the\n\
+         catalog changes (nothing changes during the reads). Uncached HTTP is query-api started with\n\
+         `LIST_CACHE_MIB=0`: every request reads the read model, as every distinct listing does.\n\n{table}\n{ratios}\n\
          Import: one NDJSON body of up to {lines} lines (`CATALOG_IMPORT_LINES`; nine in ten new SKUs, one in\n\
          ten a price change of a generated product) `POST`ed as admin to `/api/v1/products/import` (default\n\
          `IMPORT_CONCURRENCY`) with the projector running; \"read model complete\" is from the response's end\n\
@@ -409,32 +418,37 @@ fn report(size: &Size, reads: Option<&load::Results>, imported: Option<&import::
 /// The read table and the ratios to the cached read.
 fn read_tables(reads: &load::Results, missed: &mut Vec<String>) -> (String, String) {
     let mut table = String::from(
-        "| request | HTTP req/s | HTTP p50 ms | HTTP p99 ms | SQL req/s | SQL p50 ms | SQL p99 ms | p99 HTTP/SQL | req/s HTTP/SQL | target | met |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| request | HTTP req/s | HTTP p50 ms | HTTP p99 ms | uncached HTTP req/s | uncached HTTP p99 ms | SQL req/s | SQL p50 ms | SQL p99 ms | uncached p99 HTTP/SQL | target | met (cached / uncached) |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for row in &reads.rows {
         let met = row.http.p99_ms <= row.target_p99_ms;
+        let met_uncached = row.uncached.p99_ms <= row.target_p99_ms;
         if !met {
             missed.push(format!("{} p99 {:.1} ms > {} ms", row.name, row.http.p99_ms, row.target_p99_ms));
         }
+        if !met_uncached {
+            missed.push(format!("{} uncached p99 {:.1} ms > {} ms", row.name, row.uncached.p99_ms, row.target_p99_ms));
+        }
         table.push_str(&format!(
-            "| {} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | p99 ≤ {} ms | {} |\n",
+            "| {} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | p99 ≤ {} ms | {} |\n",
             row.name,
             row.http.per_sec,
             row.http.p50_ms,
             row.http.p99_ms,
+            row.uncached.per_sec,
+            row.uncached.p99_ms,
             row.sql.per_sec,
             row.sql.p50_ms,
             row.sql.p99_ms,
-            row.http.p99_ms / row.sql.p99_ms,
-            row.http.per_sec / row.sql.per_sec,
+            row.uncached.p99_ms / row.sql.p99_ms,
             row.target_p99_ms,
-            if met { "yes" } else { "no" },
+            format!("{} / {}", if met { "yes" } else { "no" }, if met_uncached { "yes" } else { "no" }),
         ));
     }
     let by_id = &reads.by_id;
     table.push_str(&format!(
-        "| `GET /api/v1/products/{{id}}` (cached, baseline) | {:.0} | {:.2} | {:.2} | — | — | — | — | — | — | — |\n",
+        "| `GET /api/v1/products/{{id}}` (cached, baseline) | {:.0} | {:.2} | {:.2} | — | — | — | — | — | — | — | — |\n",
         by_id.per_sec, by_id.p50_ms, by_id.p99_ms
     ));
     let mut ratios = String::new();
