@@ -70,7 +70,8 @@ impl ListingCache {
             Cache::builder()
                 .max_capacity(max_bytes)
                 .weigher(|key: &String, entry: &Entry| {
-                    let bytes = key.len() + entry.page.body.len() + entry.page.next_cursor.as_ref().map_or(0, String::len);
+                    let bytes =
+                        key.len() + entry.page.body.len() + entry.page.next_cursor.as_ref().map_or(0, String::len);
                     u32::try_from(bytes).unwrap_or(u32::MAX)
                 })
                 .time_to_live(ttl)
@@ -86,7 +87,12 @@ impl ListingCache {
     /// The listing under `key`, read by `load` unless an entry read after change `seen` is
     /// cached (`seen`: `None` reads without caching). Concurrent misses for one key share
     /// one read.
-    pub async fn get_or_load<F, Fut>(&self, key: String, seen: Option<u64>, load: F) -> Result<Arc<EncodedPage>, ApiError>
+    pub async fn get_or_load<F, Fut>(
+        &self,
+        key: String,
+        seen: Option<u64>,
+        load: F,
+    ) -> Result<Arc<EncodedPage>, ApiError>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<EncodedPage, ApiError>>,

@@ -41,12 +41,16 @@ async fn a_silently_renamed_product(app: &TestApp, listing: &str, renamed: &str)
 #[tokio::test]
 async fn a_shoppers_listing_is_served_from_the_cache_until_a_change_is_announced() {
     let app = spawn_app().await;
-    let (hits, misses) = (counter(&app, "query_list_cache_hits_total").await, counter(&app, "query_list_cache_misses_total").await);
+    let (hits, misses) =
+        (counter(&app, "query_list_cache_hits_total").await, counter(&app, "query_list_cache_misses_total").await);
     a_silently_renamed_product(&app, "limit=10", "Unannounced").await;
     assert_eq!(names(&app, "limit=10", None).await, ["Lamp"], "the cached page");
     assert_eq!(names(&app, "limit=10&unknown=1", None).await, ["Lamp"], "unknown parameters are not part of it");
     assert_eq!(
-        (counter(&app, "query_list_cache_hits_total").await - hits, counter(&app, "query_list_cache_misses_total").await - misses),
+        (
+            counter(&app, "query_list_cache_hits_total").await - hits,
+            counter(&app, "query_list_cache_misses_total").await - misses
+        ),
         (2, 1)
     );
     // Any other listing is read now: another page size, offset, filter or text.
