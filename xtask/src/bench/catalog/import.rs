@@ -131,18 +131,26 @@ pub async fn run(
 
 /// Seconds from `since` until `products` shows every imported line (`ids`, each new product
 /// or price change); None if that takes longer than [`WAIT`]. Each poll looks up, by primary
-/// key, only the products not seen yet, so polling costs the projector little.
+/// key, only the last 200 products not seen yet (the import wrote them last, so the
+/// projector reaches them last), and all the others only once those show: looking up all
+/// 100,000 every 250 ms cost Postgres 80 ms a poll, 14 % of its time while the projector caught up.
 async fn wait_for_read_model(pool: &PgPool, mut ids: Vec<uuid::Uuid>, since: Instant) -> Result<Option<f64>> {
+    const PROBE: usize = 200;
     let all = ids.len();
     loop {
-        let seen: Vec<uuid::Uuid> = sqlx::query_scalar(
-            "SELECT id FROM products WHERE id = ANY($1) AND (sku LIKE 'IMP-%' OR price = $2::numeric)",
-        )
-        .bind(&ids)
-        .bind(UPDATED_PRICE)
-        .fetch_all(pool)
-        .await?;
-        let seen: std::collections::HashSet<uuid::Uuid> = seen.into_iter().collect();
+        let seen_of = |ids: &[uuid::Uuid]| {
+            sqlx::query_scalar::<_, uuid::Uuid>(
+                "SELECT id FROM products WHERE id = ANY($1) AND (sku LIKE 'IMP-%' OR price = $2::numeric)",
+            )
+            .bind(ids.to_vec())
+            .bind(UPDATED_PRICE)
+            .fetch_all(pool)
+        };
+        let probe = &ids[ids.len().saturating_sub(PROBE)..];
+        let mut seen: std::collections::HashSet<uuid::Uuid> = seen_of(probe).await?.into_iter().collect();
+        if seen.len() == probe.len() {
+            seen.extend(seen_of(&ids).await?);
+        }
         ids.retain(|id| !seen.contains(id));
         if ids.is_empty() {
             let seconds = since.elapsed().as_secs_f64();

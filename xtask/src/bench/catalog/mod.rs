@@ -113,7 +113,13 @@ pub async fn run(backends: &Backends) -> Result<()> {
     .bind(&topic)
     .execute(&pool)
     .await?;
+    let mut postgres = Vec::new();
+    for setting in ["shared_buffers", "effective_cache_size", "max_wal_size"] {
+        let value: String = sqlx::query_scalar(&format!("SHOW {setting}")).fetch_one(&pool).await?;
+        postgres.push(format!("{setting} {value}"));
+    }
     let size = Size {
+        postgres: postgres.join(", "),
         products,
         generate_seconds,
         rebuild_seconds,
@@ -232,6 +238,8 @@ fn env_number(name: &str, default: usize) -> usize {
 }
 
 struct Size {
+    /// The Postgres settings that matter most here (`scripts/pg-tune.sh`).
+    postgres: String,
     products: usize,
     generate_seconds: f64,
     rebuild_seconds: f64,
@@ -386,7 +394,8 @@ fn report(size: &Size, reads: Option<&load::Results>, imported: Option<&import::
          `Product::handle` in {generate:.0} s and read-modelled by `catalogctl rebuild all` in {rebuild:.0} s\n\
          (products table with its indexes: {table_mib:.0} MiB). Several-word names and a paragraph of\n\
          description from a vocabulary, 200 categories in a 3-level tree (products in the 150 leaves),\n\
-         20 brands (`brand` attribute), prices from 1 to 2,000 EUR, stock, nine in ten published.\n\n\
+         20 brands (`brand` attribute), prices from 1 to 2,000 EUR, stock, nine in ten published.\n\
+         Postgres: {postgres} (`scripts/pg-tune.sh show`).\n\n\
          Reads: {clients} concurrent clients, {seconds} s per row, anonymous (published products only).\n\
          Plain page `limit=20` (default sort, newest first); search `q={word}&attr.brand={brand}&sort=price`;\n\
          faceted `q={word}&facets=category,brand` (\"{word}\" is in about 5 % of the products). SQL is the\n\
@@ -404,6 +413,7 @@ fn report(size: &Size, reads: Option<&load::Results>, imported: Option<&import::
          bare table without indexes.\n\n{import_table}\n{verdict}\n\n{explain}\n",
         cores = cores(),
         products = size.products,
+        postgres = size.postgres,
         generate = size.generate_seconds,
         rebuild = size.rebuild_seconds,
         table_mib = size.table_mib,
