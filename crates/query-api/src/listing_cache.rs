@@ -22,7 +22,10 @@
 //!
 //! Cost to a caller who floods it with distinct listings: each miss is a listing read, as
 //! without the cache; entries are bounded by their bytes (`LIST_CACHE_MIB`), and moka's
-//! admission policy keeps one-off listings from evicting the popular ones.
+//! admission policy keeps one-off listings from evicting the popular ones. What it tells a
+//! caller: only what any shopper may read, and, by how fast it answers, whether someone asked
+//! for the same listing since the catalog last changed (as any shared cache, a CDN's included,
+//! would); admins' listings, which may show drafts, are never in it.
 
 use std::sync::Arc;
 use std::time::Duration;

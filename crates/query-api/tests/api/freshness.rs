@@ -232,7 +232,7 @@ async fn a_lost_listener_drops_the_cache_and_comes_back() {
 }
 
 /// `name`'s value on a `/metrics` page (0 before it is first counted).
-fn counter(metrics: &str, name: &str) -> u64 {
+pub fn counter(metrics: &str, name: &str) -> u64 {
     metrics
         .lines()
         .find(|line| line.split(' ').next() == Some(name))

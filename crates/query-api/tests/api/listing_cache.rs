@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::freshness::apply_silently;
+use crate::freshness::{self, apply_silently};
 use crate::helpers::{admin_token, eventually, product_created, product_updated, spawn_app, spawn_app_with, TestApp};
 
 /// The names on `GET /api/v1/products?<query>` (200), read as `token` or anonymously.
@@ -20,12 +20,7 @@ async fn names(app: &TestApp, query: &str, token: Option<&str>) -> Vec<String> {
 /// `name`'s value on the `/metrics` page (0 before it is first counted).
 async fn counter(app: &TestApp, name: &str) -> u64 {
     let metrics = app.get("/metrics").send().await.unwrap().text().await.unwrap();
-    metrics
-        .lines()
-        .find(|line| line.split(' ').next() == Some(name))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(0)
+    freshness::counter(&metrics, name)
 }
 
 /// A product created without an announcement (none can arrive late and make a test's cached
