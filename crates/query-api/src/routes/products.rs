@@ -185,6 +185,10 @@ impl From<search::Facets> for Facets {
 /// (`total_is_estimate`). `facets=category,brand,price` adds counts for the query and filters,
 /// each facet ignoring its own filter: exact up to 1,000 matches, beyond that the counts of the
 /// first 1,000 scaled to the number of matches (`facets.estimated`).
+///
+/// **Caching**: a shopper's first page (no `cursor`) is answered from memory until any product
+/// or category change is announced, so it is as fresh as a product read by id. Admins' and
+/// cursor pages are read every time.
 #[utoipa::path(
     get,
     path = "/api/v1/products",
