@@ -12,10 +12,11 @@
 //! - an entry holds the encoded body and the next cursor (the `Link` header is built from
 //!   each request's own parameters).
 //!
-//! Freshness: an entry is served only while [`ProductCache::changes_seen`] has not moved since
-//! the listing was read, that is while no product or category change has been announced (nor
-//! a resync, nor a version a `?min_version=` read found ahead of its announcement). So a cached
-//! listing is exactly what reading the read model would answer, as fresh as the product cache.
+//! Freshness: an entry is served only while [`changes_seen`](crate::cache::ProductCache::changes_seen)
+//! has not moved since the listing was read, that is while no product or category change has
+//! been announced (nor a resync, nor a version a `?min_version=` read found ahead of its
+//! announcement). So a cached listing is what reading the read model would answer but for the
+//! announcements still on their way: as fresh as the product cache.
 //! While the listener is down nothing is cached. Under a steady stream of writes entries go
 //! stale at once and every listing reads the read model, as without the cache; concurrent
 //! requests for one listing still share one read.
@@ -104,7 +105,9 @@ impl ListingCache {
             return load().await.map(Arc::new);
         };
         if let Some(entry) = entries.get(&key).await {
-            if entry.seen == seen {
+            // Read after every change this request knows of (a later request may have
+            // stored one read after a change this one has not seen yet: fresher still).
+            if entry.seen >= seen {
                 self.hits.increment(1);
                 return Ok(entry.page);
             }
