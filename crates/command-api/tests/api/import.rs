@@ -441,6 +441,26 @@ async fn lines_of_one_sku_far_apart_apply_in_file_order_whatever_the_batches() {
 }
 
 #[tokio::test]
+async fn lines_of_one_sku_two_batches_apart_apply_in_file_order() {
+    let app = spawn_app().await;
+    let token = app.admin_token().await;
+    let existing = json!({"sku": "SAME", "name": "Same", "price": "9.00"});
+    let created = app.import_results(&token, NDJSON, ndjson(&[existing])).await;
+    // Two batches' worth of other lines between two changes of one known product: their
+    // batches are not neighbours, yet may be in flight together (three batches are).
+    let mut lines = vec![json!({"sku": "SAME", "name": "Same", "price": "1.00"})];
+    lines.extend((0..2_100).map(|i| json!({"sku": format!("OTHER-{i}"), "name": "Other", "price": "5"})));
+    lines.push(json!({"sku": "SAME", "name": "Same", "price": "2.00"}));
+    let results = app.import_results(&token, NDJSON, ndjson(&lines)).await;
+    assert!(results.iter().all(|r| r["result"] != "error"), "no line fails");
+    let same: Vec<&str> =
+        results.iter().filter(|r| r["sku"] == "SAME").map(|r| r["result"].as_str().unwrap()).collect();
+    assert_eq!(same, ["updated", "updated"]);
+    let product = app.load_product(created[0]["id"].as_str().unwrap()).await;
+    assert_eq!((product.price.to_string(), product.version), ("2.00".into(), 3), "the last line wins");
+}
+
+#[tokio::test]
 async fn a_statement_of_new_products_is_refused_whole_for_a_taken_sku_a_sku_given_twice_or_an_unknown_category() {
     use cqrs_es::event_sink::EventSink;
     use cqrs_es::Aggregate;
