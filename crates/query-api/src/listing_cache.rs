@@ -121,7 +121,8 @@ impl ListingCache {
                     Err(ApiError::Unavailable { reason, retry_after_secs }) => {
                         Err(LoadError::Unavailable { reason, retry_after_secs })
                     }
-                    Err(error) => Err(LoadError::Other(format!("{error:#}"))),
+                    Err(ApiError::Internal(cause)) => Err(LoadError::Other(format!("{cause:#}"))),
+                    Err(error) => Err(LoadError::Other(error.to_string())),
                 }
             })
             .await;

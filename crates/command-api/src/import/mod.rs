@@ -71,10 +71,10 @@ const STORE_UNAVAILABLE: &str = "service-unavailable";
 /// Lines read before they are written: new products among them are created in one append.
 const BATCH_LINES: usize = 1000;
 
-/// Batches worked on at once (see [`Importer::start`]), when the concurrency allows. With two,
-/// appends ran one at a time and the machine was a third idle: three imported 100,000 lines at
-/// 12,197/s against 7,692 to 10,430/s in six runs with two (`cargo xtask bench catalog`).
-const PIPELINED_BATCHES: usize = 3;
+/// Batches worked on at once (see [`Importer::start`]), when the concurrency allows. Three
+/// were tried (`cargo xtask bench catalog`, 100,000 lines): 12,197 and 7,979 lines/s in two
+/// runs, against 7,692 to 10,430 in six with two, so no gain was shown and two stay.
+const PIPELINED_BATCHES: usize = 2;
 
 /// How the input is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
